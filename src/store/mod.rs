@@ -1,0 +1,530 @@
+//! Persistent state: devices, their scheduled certificate operation, attempts, issued
+//! certificates and the audit trail.
+//!
+//! One trait, [`Store`], with a SQLite and a PostgreSQL implementation. Both use runtime
+//! queries and store timestamps as Unix milliseconds (`BIGINT`) and enums as text, so the two
+//! schemas stay alike and one contract test suite (`tests/store_contract.rs`) holds them to
+//! the same behaviour. Every state change is written in one transaction together with its
+//! audit event: if the event cannot be written, the change does not happen.
+//!
+//! Multi-node safety comes from conditional updates (claim an operation only while it is
+//! pending and unclaimed or its lease expired), never from in-process locks.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::device::DeviceName;
+use crate::keyspec::KeySpec;
+
+pub mod postgres;
+pub mod sqlite;
+
+pub type Timestamp = DateTime<Utc>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or failed; the caller should retry later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database migration failed: {0}")]
+    Migration(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A row read back holds a value this build does not understand.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    #[error("invalid database url: {0}")]
+    BadUrl(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::RowNotFound => StoreError::NotFound("row".into()),
+            sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+                StoreError::Corrupt(e.to_string())
+            }
+            other => StoreError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+macro_rules! text_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+        pub enum $name { $($(#[$vmeta])* #[serde(rename = $text)] $variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = StoreError;
+            fn from_str(s: &str) -> Result<Self> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(StoreError::Corrupt(format!(
+                        concat!("unknown ", stringify!($name), " {:?}"), other))),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+text_enum!(
+    /// What the administrator asked the phone to do.
+    OperationKind { Install => "install", Delete => "delete", Troubleshoot => "troubleshoot" }
+);
+
+text_enum!(
+    /// CUCM's "Authentication Mode".
+    AuthMode { String => "string", Null => "null", Lsc => "lsc", Mic => "mic" }
+);
+
+text_enum!(
+    /// Life cycle of an operation. Only `Pending` is not final.
+    OperationStatus {
+        Pending => "pending",
+        Success => "success",
+        Failed => "failed",
+        TimedOut => "timed_out",
+        Cancelled => "cancelled",
+        Superseded => "superseded",
+    }
+);
+
+text_enum!(
+    /// Why an operation (or one attempt at it) failed, in CUCM's vocabulary.
+    FailureCause {
+        InvalidLsc => "invalid_lsc",
+        InvalidAuthString => "invalid_auth_string",
+        InvalidMic => "invalid_mic",
+        InvalidCredentials => "invalid_credentials",
+        PhoneCommunicationFailure => "phone_communication_failure",
+        KeyGenerationFailed => "key_generation_failed",
+        KeyGenerationTimeout => "key_generation_timeout",
+        UserInitiatedRequestLate => "user_initiated_request_late",
+    }
+);
+
+text_enum!(
+    /// Where a certificate record stands.
+    CertState {
+        /// Issued and sent; the phone has not confirmed it stored it.
+        AwaitingConfirmation => "awaiting_confirmation",
+        /// The phone confirmed it: this is the device's current LSC.
+        Installed => "installed",
+        /// Was installed, replaced by a newer one.
+        Superseded => "superseded",
+        /// Removed by a delete operation.
+        Deleted => "deleted",
+        /// Issued but never confirmed; a later issuance for the same operation replaced it.
+        Abandoned => "abandoned",
+        /// Returned by the phone during troubleshoot (not issued by us, or not trusted).
+        Fetched => "fetched",
+    }
+);
+
+/// A device capf knows about.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Device {
+    pub name: DeviceName,
+    /// Certificate authentication must carry a valid SUDI block.
+    pub require_sudi: bool,
+    pub created_at: Timestamp,
+    /// Consecutive failed authentications since the last success or lock.
+    pub failed_auth_count: u32,
+    pub locked_until: Option<Timestamp>,
+    pub last_attempt: Option<LastAttempt>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LastAttempt {
+    pub at: Timestamp,
+    pub source_addr: String,
+    pub outcome: String,
+}
+
+/// An authentication string. Its `Debug` never shows the digits.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthString(pub String);
+
+impl fmt::Debug for AuthString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AuthString(<redacted>)")
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewOperation {
+    pub device_name: DeviceName,
+    pub kind: OperationKind,
+    pub auth_mode: AuthMode,
+    /// Required for `AuthMode::String`, ignored otherwise.
+    pub auth_string: Option<AuthString>,
+    pub key: KeySpec,
+    pub completes_by: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Operation {
+    pub id: i64,
+    pub device_name: DeviceName,
+    pub kind: OperationKind,
+    pub auth_mode: AuthMode,
+    pub auth_string: Option<AuthString>,
+    pub key: KeySpec,
+    pub completes_by: Timestamp,
+    pub status: OperationStatus,
+    pub cause: Option<FailureCause>,
+    /// How many times a phone was asked to generate a key for this operation.
+    pub keygen_attempts: u32,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    /// Node holding the operation for a session in flight, and until when.
+    pub claimed_by: Option<String>,
+    pub claim_expires_at: Option<Timestamp>,
+}
+
+/// A certificate to record (issued by us, or fetched from a phone).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewCertificate {
+    /// Serial as lower-case hex of the unsigned integer, no leading zero bytes.
+    pub serial_hex: String,
+    pub subject: String,
+    pub issuer: String,
+    pub not_before: Timestamp,
+    pub not_after: Timestamp,
+    /// SHA-256 of the DER, lower-case hex.
+    pub fingerprint_sha256: String,
+    pub pem: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CertificateRecord {
+    pub id: i64,
+    pub device_name: DeviceName,
+    pub operation_id: Option<i64>,
+    pub serial_hex: String,
+    pub subject: String,
+    pub issuer: String,
+    pub not_before: Timestamp,
+    pub not_after: Timestamp,
+    pub fingerprint_sha256: String,
+    pub pem: String,
+    pub state: CertState,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// One audit record. `detail` is free text for people; it never holds a secret.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Event {
+    pub id: i64,
+    pub at: Timestamp,
+    pub device_name: Option<String>,
+    pub operation_id: Option<i64>,
+    pub kind: String,
+    pub source_addr: Option<String>,
+    pub detail: String,
+}
+
+/// One connection of a phone, as recorded in the operation's attempt history.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Attempt {
+    pub device_name: DeviceName,
+    pub operation_id: Option<i64>,
+    pub session_id: u32,
+    pub source_addr: String,
+    pub started_at: Timestamp,
+    pub ended_at: Timestamp,
+    /// Short machine-readable outcome, e.g. `installed`, `auth_failed`, `no_operation`.
+    pub outcome: String,
+    pub detail: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LockoutPolicy {
+    /// Consecutive failures that lock the device.
+    pub max_failures: u32,
+    pub lock_duration: Duration,
+}
+
+impl Default for LockoutPolicy {
+    fn default() -> Self {
+        LockoutPolicy {
+            max_failures: 10,
+            lock_duration: Duration::from_secs(600),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct LockState {
+    pub failed_auth_count: u32,
+    pub locked_until: Option<Timestamp>,
+}
+
+impl LockState {
+    pub fn is_locked(&self, now: Timestamp) -> bool {
+        self.locked_until.is_some_and(|t| t > now)
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EventFilter {
+    pub device_name: Option<String>,
+    pub since: Option<Timestamp>,
+    /// Return events with id greater than this (cursor).
+    pub after_id: Option<i64>,
+    pub limit: u32,
+}
+
+/// Everything the service does with its database.
+///
+/// Times are passed in by the caller (never read from the clock inside the store), so tests
+/// control them and all nodes agree on what "now" meant for a change.
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug {
+    /// Cheap round trip, for health checks.
+    async fn ping(&self) -> Result<()>;
+
+    // ---- devices ----
+
+    /// Creates the device if it does not exist (audit `device_created`), returns it.
+    async fn ensure_device(&self, name: &DeviceName, now: Timestamp) -> Result<Device>;
+    async fn device(&self, name: &DeviceName) -> Result<Option<Device>>;
+    /// Sets the per-device "require SUDI" policy (audit `device_updated`).
+    async fn set_require_sudi(
+        &self,
+        name: &DeviceName,
+        require: bool,
+        now: Timestamp,
+    ) -> Result<()>;
+
+    // ---- operations ----
+
+    /// Schedules an operation, creating the device if needed. A pending operation of the
+    /// device becomes `Superseded`. Audit `operation_scheduled` (and `operation_superseded`).
+    async fn schedule(&self, op: NewOperation, now: Timestamp) -> Result<Operation>;
+    /// Cancels the device's pending operation, if any (audit `operation_cancelled`).
+    async fn cancel(&self, name: &DeviceName, now: Timestamp) -> Result<Option<Operation>>;
+    async fn operation(&self, id: i64) -> Result<Option<Operation>>;
+    /// The device's most recent operation, whatever its status.
+    async fn latest_operation(&self, name: &DeviceName) -> Result<Option<Operation>>;
+    /// The device's pending operation if it can still be performed. A pending operation whose
+    /// `completes_by` is not after `now` is marked `TimedOut` with cause
+    /// `UserInitiatedRequestLate` (audit `operation_timed_out`) and `None` is returned.
+    async fn pending_operation(
+        &self,
+        name: &DeviceName,
+        now: Timestamp,
+    ) -> Result<Option<Operation>>;
+    /// Marks every pending operation whose deadline passed as timed out; returns how many.
+    async fn expire_operations(&self, now: Timestamp) -> Result<u64>;
+    /// Claims a pending operation for a session on `node` until `now + lease`. Succeeds only
+    /// if the operation is still pending and unclaimed, claimed by the same node, or its lease
+    /// expired. Audit `operation_claimed` on success.
+    async fn claim(&self, op_id: i64, node: &str, now: Timestamp, lease: Duration) -> Result<bool>;
+    /// Releases a claim held by `node` (no-op otherwise). No audit event.
+    async fn release(&self, op_id: i64, node: &str) -> Result<()>;
+    /// Counts a key generation request sent to the phone; returns the new count.
+    async fn count_keygen_attempt(&self, op_id: i64, now: Timestamp) -> Result<u32>;
+    /// Ends a pending operation as `Failed` with a cause (audit `operation_failed`).
+    async fn fail_operation(&self, op_id: i64, cause: FailureCause, now: Timestamp) -> Result<()>;
+
+    // ---- certificates ----
+
+    /// Records a certificate issued for an install operation as `AwaitingConfirmation`
+    /// (audit `certificate_issued`). An earlier certificate of the same operation still
+    /// awaiting confirmation becomes `Abandoned`. The operation stays pending.
+    async fn record_issued(&self, op_id: i64, cert: NewCertificate, now: Timestamp) -> Result<i64>;
+    /// The phone confirmed it stored certificate `cert_id`: it becomes `Installed`, the
+    /// device's previously installed certificate `Superseded`, the operation `Success`, its
+    /// authentication string is cleared and its claim released; one transaction, audit
+    /// `certificate_installed` and `operation_succeeded`.
+    async fn confirm_install(&self, op_id: i64, cert_id: i64, now: Timestamp) -> Result<()>;
+    /// The phone answered a fetch: `Some` records the certificate it returned as `Fetched`;
+    /// either way the operation succeeds (audit `certificate_fetched`,
+    /// `operation_succeeded`).
+    async fn complete_fetch(
+        &self,
+        op_id: i64,
+        cert: Option<NewCertificate>,
+        now: Timestamp,
+    ) -> Result<()>;
+    /// The phone deleted its LSC: the device's installed certificate becomes `Deleted`, the
+    /// operation succeeds (audit `certificate_deleted`, `operation_succeeded`).
+    async fn complete_delete(&self, op_id: i64, now: Timestamp) -> Result<()>;
+    /// The device's installed certificate, if any.
+    async fn current_certificate(&self, name: &DeviceName) -> Result<Option<CertificateRecord>>;
+    /// Every certificate of the device, newest first.
+    async fn certificates(&self, name: &DeviceName) -> Result<Vec<CertificateRecord>>;
+    /// A certificate of this device with this SHA-256 fingerprint, in any state.
+    async fn certificate_by_fingerprint(
+        &self,
+        name: &DeviceName,
+        fingerprint_sha256: &str,
+    ) -> Result<Option<CertificateRecord>>;
+
+    // ---- authentication failures and lockout ----
+
+    /// Current failure count and lock of a device (zero and `None` if unknown).
+    async fn lock_state(&self, name: &DeviceName) -> Result<LockState>;
+    /// Counts a failed authentication atomically (safe across nodes). When the count reaches
+    /// `policy.max_failures` the device is locked until `now + lock_duration` and the count
+    /// restarts at zero. Audit `auth_failed` with the cause and source address (and
+    /// `device_locked` when it locks). Returns the new state.
+    async fn record_auth_failure(
+        &self,
+        name: &DeviceName,
+        cause: &str,
+        source_addr: &str,
+        now: Timestamp,
+        policy: LockoutPolicy,
+    ) -> Result<LockState>;
+    /// Records an attempt refused because the device is locked (audit `auth_refused_locked`).
+    async fn record_locked_attempt(
+        &self,
+        name: &DeviceName,
+        source_addr: &str,
+        now: Timestamp,
+    ) -> Result<()>;
+    /// Resets the failure count after a successful authentication (no audit event when it
+    /// was already zero).
+    async fn record_auth_success(&self, name: &DeviceName, now: Timestamp) -> Result<()>;
+    /// Clears lock and count (audit `device_unlocked`).
+    async fn unlock(&self, name: &DeviceName, now: Timestamp) -> Result<()>;
+
+    // ---- attempts and audit ----
+
+    /// Appends to the attempt history and updates the device's last attempt.
+    async fn record_attempt(&self, attempt: Attempt) -> Result<()>;
+    async fn attempts(&self, name: &DeviceName, limit: u32) -> Result<Vec<Attempt>>;
+    /// Appends a standalone audit event (for happenings that change no other row).
+    async fn audit(
+        &self,
+        device_name: Option<&DeviceName>,
+        operation_id: Option<i64>,
+        kind: &str,
+        source_addr: Option<&str>,
+        detail: &str,
+        now: Timestamp,
+    ) -> Result<()>;
+    /// Audit events in id order.
+    async fn events(&self, filter: EventFilter) -> Result<Vec<Event>>;
+}
+
+/// Opens the store named by a database URL (`sqlite://path` or `postgres://...`), creating
+/// and migrating it.
+pub async fn open(url: &DatabaseUrl) -> Result<std::sync::Arc<dyn Store>> {
+    if url.is_postgres() {
+        Ok(std::sync::Arc::new(postgres::PgStore::open(url).await?))
+    } else {
+        Ok(std::sync::Arc::new(sqlite::SqliteStore::open(url).await?))
+    }
+}
+
+/// A database URL whose `Debug`/`Display` hide the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn new(url: impl Into<String>) -> Result<DatabaseUrl> {
+        let url = url.into();
+        if url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://")
+        {
+            Ok(DatabaseUrl(url))
+        } else {
+            Err(StoreError::BadUrl(
+                "expected sqlite://PATH or postgres://USER@HOST/DB".into(),
+            ))
+        }
+    }
+
+    /// A SQLite database file.
+    pub fn sqlite_file(path: &std::path::Path) -> DatabaseUrl {
+        DatabaseUrl(format!("sqlite://{}", path.display()))
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.0.starts_with("postgres")
+    }
+
+    /// The full URL, password included: only for handing to the driver.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any password replaced, for logs.
+    pub fn redacted(&self) -> String {
+        match url::Url::parse(&self.0) {
+            Ok(mut u) if u.password().is_some() => {
+                let _ = u.set_password(Some("***"));
+                u.to_string()
+            }
+            Ok(_) => self.0.clone(),
+            Err(_) => "<unparseable database url>".into(),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({})", self.redacted())
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// Milliseconds since the Unix epoch, the storage form of every timestamp.
+pub fn to_millis(t: Timestamp) -> i64 {
+    t.timestamp_millis()
+}
+
+pub fn from_millis(ms: i64) -> Result<Timestamp> {
+    DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {ms}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_url_hides_password() {
+        let url = DatabaseUrl::new("postgres://capf:s3cret@db.example:5432/capf").unwrap();
+        assert!(!format!("{url:?}").contains("s3cret"));
+        assert!(!url.to_string().contains("s3cret"));
+        assert!(url.expose().contains("s3cret"));
+        assert!(DatabaseUrl::new("mysql://x").is_err());
+    }
+
+    #[test]
+    fn auth_string_debug_is_redacted() {
+        assert!(!format!("{:?}", AuthString("123456".into())).contains("123456"));
+    }
+}
