@@ -5,3 +5,10 @@
 pub mod device;
 pub mod keyspec;
 pub mod store;
+pub mod app;
+pub mod certinfo;
+pub mod config;
+pub mod phone;
+pub mod server;
+pub mod service;
+pub mod session;

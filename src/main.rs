@@ -1,1 +1,140 @@
-fn main() {}
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use capf::config::{LogFormat, ServeArgs, Settings};
+use capf::phone::{Misbehave, PhoneOptions};
+
+/// capf: Certificate Authority Proxy Function server for Cisco IP phones.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the CAPF server (TLS on port 3804).
+    Serve(ServeArgs),
+    /// Play a phone against any CAPF server.
+    Phone(PhoneArgs),
+}
+
+#[derive(clap::Args)]
+struct PhoneArgs {
+    /// CAPF server, HOST or HOST:PORT (port 3804 by default).
+    #[arg(long)]
+    host: String,
+    /// The CAPF certificate to trust (capf.pem or capf.cer).
+    #[arg(long)]
+    capf_cert: PathBuf,
+    /// Device name, e.g. SEP001122334455.
+    device: String,
+    /// Authentication string typed on the phone.
+    #[arg(long)]
+    auth_string: Option<String>,
+    /// The phone's existing LSC (or MIC) with its private key (PEM).
+    #[arg(long)]
+    lsc: Option<PathBuf>,
+    /// Authenticate with the certificate given by --lsc.
+    #[arg(long, requires = "lsc")]
+    cert_auth: bool,
+    /// Where to write the new LSC and its key [default: DEVICE.pem].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// VERSION element to announce (Jabber sends 2).
+    #[arg(long, default_value_t = 3)]
+    protocol_version: u8,
+    /// Do not send REQUEST_IN_PROGRESS while generating the key.
+    #[arg(long)]
+    no_request_in_progress: bool,
+    /// Seconds to wait for each server frame.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+    /// Testing: close the connection right after receiving the certificate.
+    #[arg(long, hide = true)]
+    drop_after_certificate: bool,
+    /// Testing: answer the certificate with a store failure.
+    #[arg(long, hide = true)]
+    fail_store: bool,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CAPF_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("capf: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Serve(args) => {
+            let settings = match Settings::resolve(&args) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("capf: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_logging(settings.log_format);
+            match runtime.block_on(capf::app::serve(settings)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("capf: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Phone(args) => runtime.block_on(phone(args)),
+    }
+}
+
+async fn phone(args: PhoneArgs) -> ExitCode {
+    let mut opts = PhoneOptions::new(args.host, args.capf_cert, args.device.clone());
+    opts.auth_string = args.auth_string;
+    opts.lsc = args.lsc;
+    opts.certificate_auth = args.cert_auth;
+    opts.out = Some(args.out.unwrap_or_else(|| PathBuf::from(format!("{}.pem", args.device))));
+    opts.version = args.protocol_version;
+    opts.request_in_progress = !args.no_request_in_progress;
+    opts.timeout = Duration::from_secs(args.timeout.max(1));
+    opts.misbehave = if args.drop_after_certificate {
+        Misbehave::DropAfterCertificate
+    } else if args.fail_store {
+        Misbehave::FailStore
+    } else {
+        Misbehave::None
+    };
+    match capf::phone::run(&opts).await {
+        Ok(report) => {
+            println!("{}", report.summary());
+            match report.end_reason {
+                Some(0) | Some(1) => ExitCode::SUCCESS,
+                Some(9) => ExitCode::from(3),
+                Some(_) => ExitCode::from(2),
+                None => ExitCode::from(4),
+            }
+        }
+        Err(e) => {
+            eprintln!("capf phone: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! `capf serve`: puts the pieces together and runs until SIGTERM/SIGINT.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::Utc;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::ca::identity::{CapfIdentity, Loaded};
+use crate::ca::lsc::Issuer;
+use crate::config::Settings;
+use crate::server::{self, Server};
+use crate::service::Service;
+use crate::store;
+
+/// How long sessions in flight may take to finish after SIGTERM.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often operations past their deadline are marked timed out.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let settings = Arc::new(settings);
+    if !settings.database_url.is_postgres() {
+        std::fs::create_dir_all(&settings.data_dir)
+            .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
+    }
+
+    let identity = {
+        let dir = settings.certs_dir.clone();
+        let options = settings.identity.clone();
+        tokio::task::spawn_blocking(move || CapfIdentity::load_or_create(&dir, &options))
+            .await
+            .context("identity task failed")?
+            .context("CAPF identity")?
+    };
+    let (identity, loaded) = identity;
+    match loaded {
+        Loaded::Created => warn!(
+            subject = %identity.subject_string(),
+            dir = %settings.certs_dir.display(),
+            "NEW CAPF KEY AND CERTIFICATE GENERATED: phones trust only the CAPF certificate in \
+             their CTL/ITL, so capf.pem must be added to the CTL/ITL files before phones can \
+             enroll"
+        ),
+        Loaded::Existing => info!(subject = %identity.subject_string(), "CAPF identity loaded"),
+    }
+    let issuer = match &settings.issuer {
+        Some((cert, key)) => Issuer::load(cert, key).context("LSC issuer")?,
+        None => Issuer::from_identity(&identity),
+    };
+
+    info!(database = %settings.database_url, "opening database");
+    let store = store::open(&settings.database_url)
+        .await
+        .context("database")?;
+
+    let tls = server::tls::server_config(identity.cert_der(), identity.key_pkcs8_der())?;
+    let service = Arc::new(Service {
+        store: Arc::clone(&store),
+        issuer: Arc::new(issuer),
+        settings: Arc::clone(&settings),
+    });
+    let server = Arc::new(Server::new(
+        service,
+        TlsAcceptor::from(tls),
+        settings.limits,
+    ));
+    let listener = server::bind(settings.listen)
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let local = listener.local_addr()?;
+    info!(address = %local, node = %settings.node_id, "CAPF listener ready");
+    // Scripts and tests read the bound address (the port may have been 0) from stdout.
+    println!("capf listening on {local}");
+    let _ = std::io::stdout().flush();
+
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    tokio::spawn(sweep(Arc::clone(&store), shutdown.clone()));
+    let accept = tokio::spawn(Arc::clone(&server).serve(listener, shutdown.clone(), tasks.clone()));
+
+    wait_for_signal().await;
+    info!("shutting down: no new connections, letting sessions in flight finish");
+    shutdown.cancel();
+    let _ = accept.await;
+    tasks.close();
+    tokio::select! {
+        _ = tasks.wait() => info!("all sessions finished"),
+        _ = tokio::time::sleep(DRAIN_TIMEOUT) => warn!("drain deadline passed; exiting with sessions in flight"),
+        _ = wait_for_signal() => warn!("second signal: exiting now"),
+    }
+    Ok(())
+}
+
+/// Marks operations whose deadline passed, so listings are true without a phone connecting.
+async fn sweep(store: Arc<dyn store::Store>, shutdown: CancellationToken) {
+    let mut interval = tokio::time::interval(SWEEP_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        match store.expire_operations(Utc::now()).await {
+            Ok(0) => {}
+            Ok(n) => info!(count = n, "operations past their deadline marked timed out"),
+            Err(e) => error!(error = %e, "could not expire operations"),
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,400 @@
+//! Settings of `capf serve`: command-line flags, `CAPF_*` environment variables and an
+//! optional TOML file, in that order of precedence, over built-in defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use serde::Deserialize;
+
+use crate::ca::identity::{CapfKeyAlgorithm, IdentityOptions, SubjectFields};
+use crate::keyspec::KeySpec;
+use crate::store::{DatabaseUrl, LockoutPolicy};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid setting {name}: {message}")]
+    Invalid { name: &'static str, message: String },
+}
+
+/// Flags of `capf serve`. Every one can also come from the environment or the config file.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// TOML file with settings (keys as the long flags, with '_' for '-').
+    #[arg(long, env = "CAPF_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address of the CAPF TLS listener [default: 0.0.0.0:3804].
+    #[arg(long, env = "CAPF_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory of the embedded database [default: ./data].
+    #[arg(long, env = "CAPF_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Directory of the CAPF key and certificates [default: ./certs].
+    #[arg(long, env = "CAPF_CERTS_DIR")]
+    pub certs_dir: Option<PathBuf>,
+    /// sqlite://PATH or postgres://USER@HOST/DB [default: sqlite://DATA_DIR/capf.db].
+    #[arg(long, env = "CAPF_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Algorithm of a newly generated CAPF key: rsa-2048, rsa-3072, rsa-4096, ec-p256, ec-p384.
+    #[arg(long, env = "CAPF_CAPF_KEY")]
+    pub capf_key: Option<String>,
+    /// Validity of a newly generated CAPF certificate, in days [default: 1825].
+    #[arg(long, env = "CAPF_CAPF_VALIDITY_DAYS")]
+    pub capf_validity_days: Option<u32>,
+    /// Organization (O) of a newly generated CAPF certificate, copied into every LSC.
+    #[arg(long, env = "CAPF_SUBJECT_O")]
+    pub subject_o: Option<String>,
+    /// Organizational unit (OU).
+    #[arg(long, env = "CAPF_SUBJECT_OU")]
+    pub subject_ou: Option<String>,
+    /// Locality (L).
+    #[arg(long, env = "CAPF_SUBJECT_L")]
+    pub subject_l: Option<String>,
+    /// State or province (ST).
+    #[arg(long, env = "CAPF_SUBJECT_ST")]
+    pub subject_st: Option<String>,
+    /// Country (C), two letters.
+    #[arg(long, env = "CAPF_SUBJECT_C")]
+    pub subject_c: Option<String>,
+    /// Separate CA certificate that signs LSCs (PEM); the CAPF certificate stays the TLS
+    /// identity.
+    #[arg(long, env = "CAPF_ISSUER_CERT", requires = "issuer_key")]
+    pub issuer_cert: Option<PathBuf>,
+    /// Private key of --issuer-cert (PEM, mode 0600).
+    #[arg(long, env = "CAPF_ISSUER_KEY", requires = "issuer_cert")]
+    pub issuer_key: Option<PathBuf>,
+    /// Validity of issued LSCs in days, 1-1825 [default: 1825].
+    #[arg(long, env = "CAPF_LSC_VALIDITY_DAYS")]
+    pub lsc_validity_days: Option<u32>,
+    /// Key scheduled when an operation names none [default: rsa-2048].
+    #[arg(long, env = "CAPF_DEFAULT_KEY")]
+    pub default_key: Option<String>,
+    /// Seconds allowed for the TLS handshake [default: 15].
+    #[arg(long, env = "CAPF_HANDSHAKE_TIMEOUT")]
+    pub handshake_timeout: Option<u64>,
+    /// Seconds allowed for each phone frame outside key generation [default: 30].
+    #[arg(long, env = "CAPF_FRAME_TIMEOUT")]
+    pub frame_timeout: Option<u64>,
+    /// Seconds a phone may take to generate its key [default: 300].
+    #[arg(long, env = "CAPF_KEYGEN_TIMEOUT")]
+    pub keygen_timeout: Option<u64>,
+    /// Seconds a whole session may last [default: 600].
+    #[arg(long, env = "CAPF_SESSION_TIMEOUT")]
+    pub session_timeout: Option<u64>,
+    /// Most sessions served at once; further connections are closed at once [default: 20000].
+    #[arg(long, env = "CAPF_MAX_SESSIONS")]
+    pub max_sessions: Option<usize>,
+    /// Consecutive failed authentications that lock a device [default: 10].
+    #[arg(long, env = "CAPF_LOCKOUT_FAILURES")]
+    pub lockout_failures: Option<u32>,
+    /// Seconds a locked device stays locked [default: 600].
+    #[arg(long, env = "CAPF_LOCKOUT_SECONDS")]
+    pub lockout_seconds: Option<u64>,
+    /// Name of this node in claims and logs [default: host name and process id].
+    #[arg(long, env = "CAPF_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "CAPF_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+/// The same settings as they may appear in the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    certs_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    capf_key: Option<String>,
+    capf_validity_days: Option<u32>,
+    subject_o: Option<String>,
+    subject_ou: Option<String>,
+    subject_l: Option<String>,
+    subject_st: Option<String>,
+    subject_c: Option<String>,
+    issuer_cert: Option<PathBuf>,
+    issuer_key: Option<PathBuf>,
+    lsc_validity_days: Option<u32>,
+    default_key: Option<String>,
+    handshake_timeout: Option<u64>,
+    frame_timeout: Option<u64>,
+    keygen_timeout: Option<u64>,
+    session_timeout: Option<u64>,
+    max_sessions: Option<usize>,
+    lockout_failures: Option<u32>,
+    lockout_seconds: Option<u64>,
+    node_id: Option<String>,
+    log_format: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Resolved settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub certs_dir: PathBuf,
+    pub database_url: DatabaseUrl,
+    pub identity: IdentityOptions,
+    pub issuer: Option<(PathBuf, PathBuf)>,
+    pub lsc_validity_days: u32,
+    pub default_key: KeySpec,
+    pub limits: Limits,
+    pub lockout: LockoutPolicy,
+    pub node_id: String,
+    pub log_format: LogFormat,
+}
+
+/// Deadlines and caps of the listener.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub handshake_timeout: Duration,
+    pub frame_timeout: Duration,
+    pub keygen_timeout: Duration,
+    pub session_timeout: Duration,
+    pub max_sessions: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            handshake_timeout: Duration::from_secs(15),
+            frame_timeout: Duration::from_secs(30),
+            keygen_timeout: Duration::from_secs(300),
+            session_timeout: Duration::from_secs(600),
+            max_sessions: 20_000,
+        }
+    }
+}
+
+/// Longest LSC validity, and the default (spec 6, issue: 1-1825 days).
+pub const MAX_LSC_VALIDITY_DAYS: u32 = 1825;
+
+impl Settings {
+    pub fn resolve(args: &ServeArgs) -> Result<Settings, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileSettings::default(),
+        };
+        // Flags and environment (clap merges those two) win over the file.
+        macro_rules! pick {
+            ($field:ident) => {
+                args.$field.clone().or(file.$field.clone())
+            };
+        }
+        let defaults = Limits::default();
+        let secs = |v: Option<u64>, name: &'static str, default: Duration| match v {
+            None => Ok(default),
+            Some(0) => Err(ConfigError::Invalid {
+                name,
+                message: "must be at least 1 second".into(),
+            }),
+            Some(s) => Ok(Duration::from_secs(s)),
+        };
+
+        let data_dir = pick!(data_dir).unwrap_or_else(|| PathBuf::from("./data"));
+        let certs_dir = pick!(certs_dir).unwrap_or_else(|| PathBuf::from("./certs"));
+        let database_url = match pick!(database_url) {
+            Some(url) => DatabaseUrl::new(url).map_err(|e| ConfigError::Invalid {
+                name: "database_url",
+                message: e.to_string(),
+            })?,
+            None => DatabaseUrl::sqlite_file(&data_dir.join("capf.db")),
+        };
+        let key = match pick!(capf_key) {
+            Some(k) => k.parse::<CapfKeyAlgorithm>().map_err(|e| ConfigError::Invalid {
+                name: "capf_key",
+                message: e.to_string(),
+            })?,
+            None => CapfKeyAlgorithm::default(),
+        };
+        let capf_validity_days = pick!(capf_validity_days).unwrap_or(1825);
+        if capf_validity_days == 0 {
+            return Err(ConfigError::Invalid {
+                name: "capf_validity_days",
+                message: "must be at least 1".into(),
+            });
+        }
+        let lsc_validity_days = pick!(lsc_validity_days).unwrap_or(MAX_LSC_VALIDITY_DAYS);
+        if !(1..=MAX_LSC_VALIDITY_DAYS).contains(&lsc_validity_days) {
+            return Err(ConfigError::Invalid {
+                name: "lsc_validity_days",
+                message: format!("must be between 1 and {MAX_LSC_VALIDITY_DAYS}"),
+            });
+        }
+        let default_key = match pick!(default_key) {
+            Some(k) => k.parse().map_err(|e: crate::keyspec::KeySpecParseError| {
+                ConfigError::Invalid {
+                    name: "default_key",
+                    message: e.to_string(),
+                }
+            })?,
+            None => KeySpec::Rsa(2048),
+        };
+        let issuer = match (pick!(issuer_cert), pick!(issuer_key)) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    name: "issuer_cert",
+                    message: "issuer_cert and issuer_key go together".into(),
+                })
+            }
+        };
+        let limits = Limits {
+            handshake_timeout: secs(
+                pick!(handshake_timeout),
+                "handshake_timeout",
+                defaults.handshake_timeout,
+            )?,
+            frame_timeout: secs(pick!(frame_timeout), "frame_timeout", defaults.frame_timeout)?,
+            keygen_timeout: secs(
+                pick!(keygen_timeout),
+                "keygen_timeout",
+                defaults.keygen_timeout,
+            )?,
+            session_timeout: secs(
+                pick!(session_timeout),
+                "session_timeout",
+                defaults.session_timeout,
+            )?,
+            max_sessions: pick!(max_sessions).unwrap_or(defaults.max_sessions).max(1),
+        };
+        let lockout_defaults = LockoutPolicy::default();
+        let lockout = LockoutPolicy {
+            max_failures: pick!(lockout_failures)
+                .unwrap_or(lockout_defaults.max_failures)
+                .max(1),
+            lock_duration: secs(
+                pick!(lockout_seconds),
+                "lockout_seconds",
+                lockout_defaults.lock_duration,
+            )?,
+        };
+        let log_format = match pick!(log_format).as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "log_format",
+                    message: format!("{other:?}: expected text or json"),
+                })
+            }
+        };
+        Ok(Settings {
+            listen: pick!(listen).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 3804))),
+            data_dir,
+            certs_dir,
+            database_url,
+            identity: IdentityOptions {
+                key,
+                subject: SubjectFields {
+                    organization: pick!(subject_o),
+                    organizational_unit: pick!(subject_ou),
+                    locality: pick!(subject_l),
+                    state: pick!(subject_st),
+                    country: pick!(subject_c),
+                },
+                validity_days: capf_validity_days,
+            },
+            issuer,
+            lsc_validity_days,
+            default_key,
+            limits,
+            lockout,
+            node_id: pick!(node_id).unwrap_or_else(default_node_id),
+            log_format,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "capf".into());
+    format!("{host}-{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let s = Settings::resolve(&ServeArgs::default()).unwrap();
+        assert_eq!(s.listen, "0.0.0.0:3804".parse().unwrap());
+        assert_eq!(s.data_dir, PathBuf::from("./data"));
+        assert_eq!(s.certs_dir, PathBuf::from("./certs"));
+        assert_eq!(s.database_url.expose(), "sqlite://./data/capf.db");
+        assert_eq!(s.lsc_validity_days, 1825);
+        assert_eq!(s.lockout, LockoutPolicy::default());
+    }
+
+    #[test]
+    fn flags_win_over_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("capf.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:4000\"\ndata_dir = \"/var/lib/capf\"\nlsc_validity_days = 365\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            listen: Some("127.0.0.1:5000".parse().unwrap()),
+            ..Default::default()
+        };
+        let s = Settings::resolve(&args).unwrap();
+        assert_eq!(s.listen, "127.0.0.1:5000".parse().unwrap());
+        assert_eq!(s.data_dir, PathBuf::from("/var/lib/capf"));
+        assert_eq!(s.database_url.expose(), "sqlite:///var/lib/capf/capf.db");
+        assert_eq!(s.lsc_validity_days, 365);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("capf.toml");
+        std::fs::write(&path, "no_such_setting = 1\n").unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        };
+        assert!(matches!(Settings::resolve(&args), Err(ConfigError::Parse { .. })));
+        let args = ServeArgs {
+            lsc_validity_days: Some(1826),
+            ..Default::default()
+        };
+        assert!(Settings::resolve(&args).is_err());
+        let args = ServeArgs {
+            database_url: Some("mysql://x".into()),
+            ..Default::default()
+        };
+        assert!(Settings::resolve(&args).is_err());
+    }
+}

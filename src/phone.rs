@@ -1,0 +1,453 @@
+//! `capf phone`: plays a phone (or softphone) against any CAPF server.
+//!
+//! It does what the server asks: answers AUTH_REQUEST with its name and credentials,
+//! generates the requested key, stores, returns or deletes its LSC, and reports how the
+//! session ended. It trusts exactly the CAPF certificate it is given (pinned, no host name
+//! check), as a phone trusts the CAPF entry of its CTL/ITL.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use crate::ca::phone_key::PhoneKey;
+use crate::proto::{
+    cert_type, hash_id, reason, AuthResponse, CertificateElement, DecodeError, Empty,
+    FetchCertificateResponse, Header, KeyGenerateResponse, Message, ReasonOnly,
+    Sha2SignedData, HEADER_LEN,
+};
+use crate::session::requested_key;
+
+pub const DEFAULT_PORT: u16 = 3804;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PhoneError {
+    #[error("cannot read {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("cannot connect to {host}: {source}")]
+    Connect {
+        host: String,
+        source: std::io::Error,
+    },
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("connection: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("server sent a malformed frame: {0}")]
+    Decode(#[from] DecodeError),
+    #[error("protocol: {0}")]
+    Protocol(String),
+    #[error("key: {0}")]
+    Key(String),
+    #[error("timed out waiting for the server")]
+    Timeout,
+}
+
+/// Test-only misbehaviours, to prove the server copes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Misbehave {
+    #[default]
+    None,
+    /// Close the connection right after receiving the certificate, without answering.
+    DropAfterCertificate,
+    /// Answer STORE_CERTIFICATE_REQUEST with a failure.
+    FailStore,
+}
+
+#[derive(Debug, Clone)]
+pub struct PhoneOptions {
+    /// HOST or HOST:PORT.
+    pub host: String,
+    /// The CAPF certificate (PEM or DER) the phone trusts.
+    pub capf_cert: PathBuf,
+    pub device: String,
+    pub auth_string: Option<String>,
+    /// The phone's existing LSC (or MIC) and its key, PEM, for fetch/delete and certificate
+    /// authentication.
+    pub lsc: Option<PathBuf>,
+    /// Authenticate with the certificate in `lsc` (CERTIFICATE + signatures).
+    pub certificate_auth: bool,
+    /// Where to write the new LSC and key.
+    pub out: Option<PathBuf>,
+    /// VERSION element to send.
+    pub version: u8,
+    /// Send REQUEST_IN_PROGRESS before the key, as phones do while generating RSA keys.
+    pub request_in_progress: bool,
+    /// How long to wait for each server frame.
+    pub timeout: Duration,
+    pub misbehave: Misbehave,
+}
+
+impl PhoneOptions {
+    pub fn new(host: impl Into<String>, capf_cert: impl Into<PathBuf>, device: impl Into<String>) -> Self {
+        PhoneOptions {
+            host: host.into(),
+            capf_cert: capf_cert.into(),
+            device: device.into(),
+            auth_string: None,
+            lsc: None,
+            certificate_auth: false,
+            out: None,
+            version: 3,
+            request_in_progress: true,
+            timeout: Duration::from_secs(30),
+            misbehave: Misbehave::None,
+        }
+    }
+}
+
+/// What happened, as the phone saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhoneReport {
+    /// END_SESSION reason, if the server sent one.
+    pub end_reason: Option<u8>,
+    pub operation: Option<&'static str>,
+    /// The certificate the server sent (PEM), and the key generated for it (PKCS#8 PEM).
+    pub lsc_pem: Option<String>,
+    pub key_pem: Option<String>,
+    pub session_id: u32,
+}
+
+impl PhoneReport {
+    /// A human summary of the outcome.
+    pub fn summary(&self) -> String {
+        let what = match (self.end_reason, self.operation) {
+            (Some(reason::UPDATE_CERTIFICATE), Some("install")) => "certificate installed",
+            (Some(reason::UPDATE_CERTIFICATE), Some("delete")) => "certificate deleted",
+            (Some(reason::NO_ACTION), Some("fetch")) => "certificate fetched by the server",
+            (Some(reason::NO_ACTION), _) => "nothing to do (no pending operation)",
+            (Some(reason::INVALID_ELEMENT), _) => "refused or failed (END_SESSION 7)",
+            (Some(reason::UNKNOWN_DEVICE), _) => "unknown device (END_SESSION 9)",
+            (Some(_), _) => "ended with an unknown reason",
+            (None, _) => "connection closed without END_SESSION",
+        };
+        match self.end_reason {
+            Some(r) => format!("{what}; END_SESSION reason {r}"),
+            None => what.to_string(),
+        }
+    }
+
+    /// Whether the session ended the way a healthy phone wants.
+    pub fn succeeded(&self) -> bool {
+        matches!(
+            self.end_reason,
+            Some(reason::NO_ACTION) | Some(reason::UPDATE_CERTIFICATE)
+        )
+    }
+}
+
+/// The phone's existing certificate and key.
+struct Existing {
+    der: Vec<u8>,
+    key: Option<PhoneKey>,
+}
+
+fn read(path: &PathBuf) -> Result<Vec<u8>, PhoneError> {
+    std::fs::read(path).map_err(|e| PhoneError::File {
+        path: path.clone(),
+        message: e.to_string(),
+    })
+}
+
+fn load_existing(path: &PathBuf) -> Result<Existing, PhoneError> {
+    let text = String::from_utf8(read(path)?).map_err(|_| PhoneError::File {
+        path: path.clone(),
+        message: "not PEM text".into(),
+    })?;
+    let blocks = pem::parse_many(&text).map_err(|e| PhoneError::File {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    let der = blocks
+        .iter()
+        .find(|p| p.tag() == "CERTIFICATE")
+        .map(|p| p.contents().to_vec())
+        .ok_or_else(|| PhoneError::File {
+            path: path.clone(),
+            message: "no CERTIFICATE block".into(),
+        })?;
+    let key = match blocks.iter().find(|p| p.tag() == "PRIVATE KEY") {
+        Some(p) => Some(PhoneKey::from_pem(&pem::encode(p)).map_err(|e| PhoneError::Key(e.to_string()))?),
+        None => None,
+    };
+    Ok(Existing { der, key })
+}
+
+/// Reads a certificate file as PEM (first CERTIFICATE block) or DER.
+pub fn read_certificate(path: &PathBuf) -> Result<Vec<u8>, PhoneError> {
+    let bytes = read(path)?;
+    if let Ok(blocks) = pem::parse_many(&bytes) {
+        if let Some(p) = blocks.into_iter().find(|p| p.tag() == "CERTIFICATE") {
+            return Ok(p.into_contents());
+        }
+    }
+    Ok(bytes)
+}
+
+/// Opens a TLS connection that trusts exactly `capf_cert_der`.
+pub async fn connect(host: &str, capf_cert_der: Vec<u8>) -> Result<TlsStream<TcpStream>, PhoneError> {
+    let addr = if host.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) && !host.ends_with(']') {
+        host.to_string()
+    } else {
+        format!("{host}:{DEFAULT_PORT}")
+    };
+    let tcp = TcpStream::connect(&addr).await.map_err(|source| PhoneError::Connect {
+        host: addr.clone(),
+        source,
+    })?;
+    let _ = tcp.set_nodelay(true);
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier = Arc::new(PinnedCertificate {
+        der: capf_cert_der,
+        provider: Arc::clone(&provider),
+    });
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| PhoneError::Tls(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    // Phones do not match host names; any name will do for SNI-less verification.
+    let name = ServerName::try_from("capf").map_err(|e| PhoneError::Tls(e.to_string()))?;
+    TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| PhoneError::Tls(e.to_string()))
+}
+
+/// Reads one whole frame: (session id, message).
+pub async fn read_frame<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, timeout: Duration) -> Result<(u32, Message), PhoneError> {
+    let read = async {
+        let mut head = [0u8; HEADER_LEN];
+        stream.read_exact(&mut head).await?;
+        let header = Header::decode(&head)?;
+        let mut frame = head.to_vec();
+        frame.resize(HEADER_LEN + usize::from(header.body_len), 0);
+        stream.read_exact(&mut frame[HEADER_LEN..]).await?;
+        Ok::<_, PhoneError>(Message::decode(&frame)?)
+    };
+    tokio::time::timeout(timeout, read).await.map_err(|_| PhoneError::Timeout)?
+}
+
+async fn send<S: tokio::io::AsyncWrite + Unpin>(stream: &mut S, message: Message, session_id: u32) -> Result<(), PhoneError> {
+    let frame = message
+        .encode(session_id)
+        .map_err(|e| PhoneError::Protocol(e.to_string()))?;
+    stream.write_all(&frame).await?;
+    stream.flush().await?;
+    Ok(())
+}
+
+/// Runs one enrollment session.
+pub async fn run(opts: &PhoneOptions) -> Result<PhoneReport, PhoneError> {
+    let capf_cert = read_certificate(&opts.capf_cert)?;
+    let existing = match &opts.lsc {
+        Some(path) => Some(load_existing(path)?),
+        None => None,
+    };
+    let mut stream = connect(&opts.host, capf_cert).await?;
+    let (session_id, first) = read_frame(&mut stream, opts.timeout).await?;
+    if !matches!(first, Message::AuthRequest(_)) {
+        return Err(PhoneError::Protocol(format!("expected AUTH_REQUEST, got {}", first.name())));
+    }
+    let mut response = AuthResponse {
+        reason: Some(reason::UPDATE_CERTIFICATE),
+        version: Some(opts.version),
+        device_name: Some(opts.device.clone()),
+        password: Some(opts.auth_string.clone().unwrap_or_default()),
+        ..Default::default()
+    };
+    if opts.certificate_auth {
+        let existing = existing
+            .as_ref()
+            .ok_or_else(|| PhoneError::Key("certificate authentication needs --lsc".into()))?;
+        let key = existing
+            .key
+            .as_ref()
+            .ok_or_else(|| PhoneError::Key("the --lsc file holds no private key".into()))?;
+        // Spec 5.4: the phone signs its name, a NUL and its certificate.
+        let mut signed = opts.device.as_bytes().to_vec();
+        signed.push(0);
+        signed.extend_from_slice(&existing.der);
+        response.certificate = Some(CertificateElement::single(cert_type::LSC, existing.der.clone()));
+        response.signed_data = Some(key.sign_sha1(&signed).map_err(|e| PhoneError::Key(e.to_string()))?);
+        response.sha2_signed_data = Some(Sha2SignedData {
+            hash_id: hash_id::SHA512,
+            signature: key.sign_sha512(&signed).map_err(|e| PhoneError::Key(e.to_string()))?,
+        });
+    }
+    send(&mut stream, Message::AuthResponse(response), session_id).await?;
+
+    let mut report = PhoneReport {
+        end_reason: None,
+        operation: None,
+        lsc_pem: None,
+        key_pem: None,
+        session_id,
+    };
+    let mut key: Option<PhoneKey> = None;
+    loop {
+        let (sid, message) = match read_frame(&mut stream, opts.timeout).await {
+            Ok(frame) => frame,
+            // The server closed without END_SESSION.
+            Err(PhoneError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(report),
+            Err(e) => return Err(e),
+        };
+        if sid != session_id {
+            return Err(PhoneError::Protocol(format!("session id changed from {session_id:08x} to {sid:08x}")));
+        }
+        match message {
+            Message::KeyGenerateRequest(request) => {
+                report.operation = Some("install");
+                let spec = requested_key(&request)
+                    .ok_or_else(|| PhoneError::Protocol("KEY_GENERATE_REQUEST names no key".into()))?;
+                if opts.request_in_progress {
+                    send(&mut stream, Message::RequestInProgress(Empty::default()), session_id).await?;
+                }
+                let generated = tokio::task::spawn_blocking(move || PhoneKey::generate(spec))
+                    .await
+                    .map_err(|e| PhoneError::Key(e.to_string()))?
+                    .map_err(|e| PhoneError::Key(e.to_string()))?;
+                let reply = KeyGenerateResponse {
+                    public_key: Some(generated.spki_der()),
+                    ..Default::default()
+                };
+                key = Some(generated);
+                send(&mut stream, Message::KeyGenerateResponse(reply), session_id).await?;
+            }
+            Message::StoreCertificateRequest(request) => {
+                let der = request
+                    .certificate
+                    .as_ref()
+                    .map(|c| c.first().der.clone())
+                    .ok_or_else(|| PhoneError::Protocol("STORE_CERTIFICATE_REQUEST without CERTIFICATE".into()))?;
+                match opts.misbehave {
+                    Misbehave::DropAfterCertificate => {
+                        report.lsc_pem = Some(pem::encode(&pem::Pem::new("CERTIFICATE", der)));
+                        return Ok(report);
+                    }
+                    Misbehave::FailStore => {
+                        send(&mut stream, Message::StoreCertificateResponse(ReasonOnly::new(reason::INVALID_ELEMENT)), session_id).await?;
+                        continue;
+                    }
+                    Misbehave::None => {}
+                }
+                report.lsc_pem = Some(pem::encode(&pem::Pem::new("CERTIFICATE", der)));
+                report.key_pem = key.as_ref().map(PhoneKey::to_pkcs8_pem);
+                if let Some(out) = &opts.out {
+                    write_secret_file(out, &format!("{}{}", report.lsc_pem.as_deref().unwrap_or_default(), report.key_pem.as_deref().unwrap_or_default()))?;
+                }
+                send(&mut stream, Message::StoreCertificateResponse(ReasonOnly::new(reason::UPDATE_CERTIFICATE)), session_id).await?;
+            }
+            Message::FetchCertificateRequest(_) => {
+                report.operation = Some("fetch");
+                let reply = match &existing {
+                    Some(e) => FetchCertificateResponse {
+                        reason: Some(reason::UPDATE_CERTIFICATE),
+                        certificate: Some(CertificateElement::single(cert_type::LSC, e.der.clone())),
+                        ..Default::default()
+                    },
+                    None => FetchCertificateResponse {
+                        reason: Some(reason::INVALID_ELEMENT),
+                        ..Default::default()
+                    },
+                };
+                send(&mut stream, Message::FetchCertificateResponse(reply), session_id).await?;
+            }
+            Message::DeleteCertificateRequest(_) => {
+                report.operation = Some("delete");
+                let answer = if existing.is_some() {
+                    reason::UPDATE_CERTIFICATE
+                } else {
+                    reason::INVALID_ELEMENT
+                };
+                send(&mut stream, Message::DeleteCertificateResponse(ReasonOnly::new(answer)), session_id).await?;
+            }
+            Message::EndSession(end) => {
+                report.end_reason = end.reason;
+                let _ = stream.shutdown().await;
+                return Ok(report);
+            }
+            other => {
+                return Err(PhoneError::Protocol(format!("unexpected {} from the server", other.name())));
+            }
+        }
+    }
+}
+
+/// Writes a file holding a private key: created 0600, never wider.
+fn write_secret_file(path: &PathBuf, contents: &str) -> Result<(), PhoneError> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(path).map_err(|e| PhoneError::File {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    file.write_all(contents.as_bytes())
+        .and_then(|_| file.sync_all())
+        .map_err(|e| PhoneError::File {
+            path: path.clone(),
+            message: e.to_string(),
+        })
+}
+
+/// Trusts exactly one certificate, as a phone trusts the CAPF certificate of its trust list;
+/// the handshake signature is still verified against it.
+#[derive(Debug)]
+struct PinnedCertificate {
+    der: Vec<u8>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedCertificate {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.der.as_slice() {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}

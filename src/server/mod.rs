@@ -1,0 +1,135 @@
+//! The CAPF listener: accepts TCP connections on port 3804, wraps them in TLS under a
+//! handshake deadline in a task of their own, and runs one session per connection.
+
+pub mod connection;
+pub mod session_ids;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, info_span, warn, Instrument};
+
+use crate::config::Limits;
+use crate::service::{Service, SessionContext};
+use session_ids::SessionIds;
+
+/// Pending connections the kernel may queue; a tiny backlog drops SYNs under load.
+const ACCEPT_BACKLOG: u32 = 4096;
+
+/// Binds the CAPF listener.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(ACCEPT_BACKLOG as i32)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Everything a connection task needs.
+pub struct Server {
+    pub service: Arc<Service>,
+    pub acceptor: TlsAcceptor,
+    pub limits: Limits,
+    session_ids: Arc<SessionIds>,
+    slots: Arc<Semaphore>,
+}
+
+impl Server {
+    pub fn new(service: Arc<Service>, acceptor: TlsAcceptor, limits: Limits) -> Server {
+        Server {
+            service,
+            acceptor,
+            limits,
+            session_ids: Arc::new(SessionIds::default()),
+            slots: Arc::new(Semaphore::new(limits.max_sessions)),
+        }
+    }
+
+    /// Accepts until `shutdown` is cancelled; connection tasks are tracked in `tasks` so the
+    /// caller can let them drain.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) {
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() else {
+                warn!(%peer, "too many sessions: connection closed");
+                drop(stream);
+                continue;
+            };
+            let server = Arc::clone(&self);
+            tasks.spawn(async move {
+                server.handle(stream, peer).await;
+                drop(permit);
+            });
+        }
+    }
+
+    async fn handle(&self, stream: TcpStream, peer: SocketAddr) {
+        // Frames are small and latency-bound: without NODELAY a delayed ACK stalls the
+        // exchange by tens of milliseconds.
+        let _ = stream.set_nodelay(true);
+        let id = self.session_ids.allocate();
+        let span = info_span!("session", id = format_args!("{:08x}", id.get()), %peer, device = tracing::field::Empty);
+        async move {
+            info!("new phone connection");
+            let handshake = tokio::time::timeout(
+                self.limits.handshake_timeout,
+                self.acceptor.accept(stream),
+            )
+            .await;
+            let mut tls = match handshake {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    warn!(error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    warn!("TLS handshake timed out");
+                    return;
+                }
+            };
+            {
+                let (_, conn) = tls.get_ref();
+                info!(
+                    version = ?conn.protocol_version(),
+                    suite = ?conn.negotiated_cipher_suite().map(|s| s.suite()),
+                    "TLS handshake done"
+                );
+            }
+            let mut ctx = SessionContext::new(id.get(), peer);
+            let outcome = connection::run(&mut tls, &self.service, &mut ctx, &self.limits).await;
+            self.service.finish(&ctx, outcome).await;
+            info!(outcome = outcome.as_str(), detail = outcome.detail(), "session ended");
+        }
+        .instrument(span)
+        .await
+    }
+}

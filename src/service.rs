@@ -1,0 +1,297 @@
+//! What a session's effects do: authenticate against the store, issue through the CA, record
+//! outcomes. The connection task calls these; the session state machine decides when.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use chrono::Utc;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tracing::{info, warn};
+
+use crate::ca::lsc::Issuer;
+use crate::ca::pubkey::check_public_key;
+use crate::certinfo;
+use crate::config::Settings;
+use crate::device::DeviceName;
+use crate::keyspec::KeySpec;
+use crate::session::{AuthAttempt, AuthDecision, AuthProof, IssueFailure, Outcome, Plan};
+use crate::store::{
+    Attempt, AuthMode, FailureCause, NewCertificate, Operation, Store, StoreError, Timestamp,
+};
+
+/// Shared by every connection.
+#[derive(Debug)]
+pub struct Service {
+    pub store: Arc<dyn Store>,
+    pub issuer: Arc<Issuer>,
+    pub settings: Arc<Settings>,
+}
+
+/// What one session learned along the way, for later effects and the attempt record.
+#[derive(Debug)]
+pub struct SessionContext {
+    pub session_id: u32,
+    pub peer: SocketAddr,
+    pub started_at: Timestamp,
+    /// Set once the device is known to exist.
+    pub device: Option<DeviceName>,
+    pub operation: Option<Operation>,
+    /// The certificate issued in this session, awaiting the phone's confirmation.
+    pub issued_cert: Option<i64>,
+    /// Why authentication failed, for the attempt record (never the submitted secret).
+    pub detail: Option<String>,
+}
+
+impl SessionContext {
+    pub fn new(session_id: u32, peer: SocketAddr) -> SessionContext {
+        SessionContext {
+            session_id,
+            peer,
+            started_at: Utc::now(),
+            device: None,
+            operation: None,
+            issued_cert: None,
+            detail: None,
+        }
+    }
+
+    fn source(&self) -> String {
+        self.peer.ip().to_string()
+    }
+}
+
+/// Runs CPU-heavy work off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    tokio::task::spawn_blocking(f).await.ok()
+}
+
+impl Service {
+    /// Looks the device up, applies the lockout, checks the credentials of the operation's
+    /// mode and claims the operation.
+    pub async fn authenticate(&self, ctx: &mut SessionContext, attempt: &AuthAttempt) -> AuthDecision {
+        match self.try_authenticate(ctx, attempt).await {
+            Ok(decision) => decision,
+            Err(e) => {
+                warn!(error = %e, "database error during authentication");
+                AuthDecision::Unavailable
+            }
+        }
+    }
+
+    async fn try_authenticate(
+        &self,
+        ctx: &mut SessionContext,
+        attempt: &AuthAttempt,
+    ) -> Result<AuthDecision, StoreError> {
+        let now = Utc::now();
+        let name = &attempt.device_name;
+        let Some(device) = self.store.device(name).await? else {
+            info!(device = %name, "unknown device");
+            return Ok(AuthDecision::UnknownDevice);
+        };
+        ctx.device = Some(device.name.clone());
+        let lock = self.store.lock_state(name).await?;
+        if lock.is_locked(now) {
+            // The secret is not even looked at while locked.
+            self.store
+                .record_locked_attempt(name, &ctx.source(), now)
+                .await?;
+            ctx.detail = Some("device locked".into());
+            warn!(device = %name, "device locked: attempt refused");
+            return Ok(AuthDecision::Refused);
+        }
+        let Some(op) = self.store.pending_operation(name, now).await? else {
+            return Ok(AuthDecision::NoOperation);
+        };
+        if let Err(cause) = self.check_credentials(&op, attempt) {
+            let state = self
+                .store
+                .record_auth_failure(
+                    name,
+                    cause.as_str(),
+                    &ctx.source(),
+                    now,
+                    self.settings.lockout,
+                )
+                .await?;
+            ctx.detail = Some(cause.as_str().to_string());
+            warn!(device = %name, cause = cause.as_str(), failures = state.failed_auth_count,
+                  locked = state.is_locked(now), "authentication failed");
+            return Ok(AuthDecision::Refused);
+        }
+        self.store.record_auth_success(name, now).await?;
+        let lease = self.settings.limits.session_timeout;
+        if !self
+            .store
+            .claim(op.id, &self.settings.node_id, now, lease)
+            .await?
+        {
+            ctx.detail = Some("operation held by another session".into());
+            warn!(device = %name, operation = op.id, "operation claimed by another session");
+            return Ok(AuthDecision::Refused);
+        }
+        let plan = Plan {
+            kind: op.kind,
+            key: op.key,
+        };
+        ctx.operation = Some(op);
+        Ok(AuthDecision::Proceed(plan, AuthProof::authenticated()))
+    }
+
+    fn check_credentials(&self, op: &Operation, attempt: &AuthAttempt) -> Result<(), FailureCause> {
+        match op.auth_mode {
+            AuthMode::Null => Ok(()),
+            AuthMode::String => {
+                let expected = op.auth_string.as_ref().map(|s| s.0.as_bytes());
+                let given = attempt.response.password.as_deref().map(str::as_bytes);
+                match (expected, given) {
+                    (Some(expected), Some(given)) if constant_time_eq(expected, given) => Ok(()),
+                    _ => Err(FailureCause::InvalidAuthString),
+                }
+            }
+            // Certificate authentication arrives with the auth module; until then such
+            // devices are refused rather than let through.
+            AuthMode::Lsc | AuthMode::Mic => Err(FailureCause::InvalidCredentials),
+        }
+    }
+
+    /// Checks the phone's key and issues its LSC, recording it as awaiting confirmation.
+    pub async fn issue(
+        &self,
+        ctx: &mut SessionContext,
+        public_key: Vec<u8>,
+        key: KeySpec,
+    ) -> Result<Vec<u8>, IssueFailure> {
+        let (Some(device), Some(op)) = (ctx.device.clone(), ctx.operation.as_ref()) else {
+            return Err(IssueFailure::Internal);
+        };
+        let issuer = Arc::clone(&self.issuer);
+        let days = self.settings.lsc_validity_days;
+        let now = Utc::now();
+        let name = device.as_str().to_string();
+        let result = blocking(move || {
+            check_public_key(&public_key, key).map_err(|e| {
+                warn!(error = %e, "phone key does not match the operation");
+                IssueFailure::WrongKey
+            })?;
+            issuer
+                .issue_lsc(&name, &public_key, days, now)
+                .map_err(|e| {
+                    warn!(error = %e, "issuing failed");
+                    IssueFailure::Internal
+                })
+        })
+        .await
+        .ok_or(IssueFailure::Internal)??;
+        let record = NewCertificate {
+            serial_hex: result.serial_hex.clone(),
+            subject: result.subject.clone(),
+            issuer: result.issuer.clone(),
+            not_before: result.not_before,
+            not_after: result.not_after,
+            fingerprint_sha256: result.fingerprint_sha256.clone(),
+            pem: result.pem.clone(),
+        };
+        match self.store.record_issued(op.id, record, Utc::now()).await {
+            Ok(cert_id) => {
+                ctx.issued_cert = Some(cert_id);
+                info!(device = %device, serial = %result.serial_hex, "certificate issued");
+                Ok(result.der)
+            }
+            Err(e) => {
+                warn!(error = %e, "could not record the issued certificate");
+                Err(IssueFailure::Internal)
+            }
+        }
+    }
+
+    pub async fn record_store(&self, ctx: &SessionContext, stored: bool) -> bool {
+        let (Some(op), Some(cert)) = (ctx.operation.as_ref(), ctx.issued_cert) else {
+            return false;
+        };
+        let now = Utc::now();
+        let result = if stored {
+            self.store.confirm_install(op.id, cert, now).await
+        } else {
+            self.store
+                .audit(
+                    ctx.device.as_ref(),
+                    Some(op.id),
+                    "certificate_store_failed",
+                    Some(&ctx.source()),
+                    "the phone reported it could not store the certificate",
+                    now,
+                )
+                .await
+        };
+        log_store_result(result)
+    }
+
+    pub async fn record_fetch(&self, ctx: &SessionContext, certificate: Option<(u8, Vec<u8>)>) -> bool {
+        let Some(op) = ctx.operation.as_ref() else {
+            return false;
+        };
+        let cert = match certificate {
+            None => None,
+            Some((_, der)) => match certinfo::describe(&der) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    warn!(error = %e, "phone returned an unreadable certificate");
+                    return false;
+                }
+            },
+        };
+        log_store_result(self.store.complete_fetch(op.id, cert, Utc::now()).await)
+    }
+
+    pub async fn record_delete(&self, ctx: &SessionContext) -> bool {
+        let Some(op) = ctx.operation.as_ref() else {
+            return false;
+        };
+        log_store_result(self.store.complete_delete(op.id, Utc::now()).await)
+    }
+
+    /// Writes the attempt history and releases any claim this session holds.
+    pub async fn finish(&self, ctx: &SessionContext, outcome: Outcome) {
+        let Some(device) = ctx.device.clone() else {
+            return;
+        };
+        if let Some(op) = &ctx.operation {
+            if let Err(e) = self.store.release(op.id, &self.settings.node_id).await {
+                warn!(error = %e, "could not release the operation");
+            }
+        }
+        let attempt = Attempt {
+            device_name: device,
+            operation_id: ctx.operation.as_ref().map(|o| o.id),
+            session_id: ctx.session_id,
+            source_addr: ctx.source(),
+            started_at: ctx.started_at,
+            ended_at: Utc::now(),
+            outcome: outcome.as_str().to_string(),
+            detail: ctx.detail.clone().unwrap_or_else(|| outcome.detail().to_string()),
+        };
+        if let Err(e) = self.store.record_attempt(attempt).await {
+            warn!(error = %e, "could not record the attempt");
+        }
+    }
+}
+
+fn log_store_result(result: Result<(), StoreError>) -> bool {
+    match result {
+        Ok(()) => true,
+        Err(e) => {
+            warn!(error = %e, "could not record the outcome");
+            false
+        }
+    }
+}
+
+/// Compares secrets without revealing where they differ (nor, by hashing first, their
+/// lengths).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let a = Sha256::digest(a);
+    let b = Sha256::digest(b);
+    a.ct_eq(&b).into()
+}

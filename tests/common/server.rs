@@ -1,0 +1,138 @@
+//! Starts the real `capf serve` binary on loopback and runs the real `capf phone`.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use capf::store::{DatabaseUrl, Store};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_capf");
+
+/// A running `capf serve`; killed when dropped.
+pub struct TestServer {
+    pub child: Child,
+    pub addr: String,
+    pub dir: PathBuf,
+    pub database_url: String,
+    pub extra_args: Vec<String>,
+}
+
+impl TestServer {
+    /// Starts a server whose data and certs live under `dir`.
+    pub fn start(dir: &Path, database_url: &str, extra_args: &[&str]) -> TestServer {
+        let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        let (child, addr) = spawn(dir, database_url, &extra_args);
+        TestServer {
+            child,
+            addr,
+            dir: dir.to_path_buf(),
+            database_url: database_url.to_string(),
+            extra_args,
+        }
+    }
+
+    pub fn capf_pem(&self) -> PathBuf {
+        self.dir.join("certs").join("capf.pem")
+    }
+
+    /// Stops the server with SIGTERM and waits for it.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        for _ in 0..200 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        self.child.wait().expect("wait")
+    }
+
+    /// Stops and starts again on the same directories and database.
+    pub fn restart(&mut self) {
+        self.stop();
+        let (child, addr) = spawn(&self.dir, &self.database_url, &self.extra_args);
+        self.child = child;
+        self.addr = addr;
+    }
+
+    pub async fn store(&self) -> Arc<dyn Store> {
+        capf::store::open(&DatabaseUrl::new(self.database_url.clone()).unwrap())
+            .await
+            .expect("open test store")
+    }
+
+    /// Runs `capf phone` against this server; returns (exit code, stdout + stderr).
+    pub fn phone(&self, device: &str, args: &[&str]) -> (i32, String) {
+        let out = Command::new(BIN)
+            .arg("phone")
+            .args(["--host", &self.addr])
+            .arg("--capf-cert")
+            .arg(self.capf_pem())
+            .args(["--timeout", "20"])
+            .args(args)
+            .arg(device)
+            .current_dir(&self.dir)
+            .output()
+            .expect("run capf phone");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().unwrap_or(-1), text)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(dir: &Path, database_url: &str, extra_args: &[String]) -> (Child, String) {
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--certs-dir")
+        .arg(dir.join("certs"))
+        .args(["--database-url", database_url])
+        .args(["--handshake-timeout", "5", "--frame-timeout", "5"])
+        .args(extra_args)
+        .env("CAPF_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("server.log"))
+                .expect("server log"),
+        ))
+        .spawn()
+        .expect("start capf serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        while let Some(Ok(line)) = lines.next() {
+            if let Some(addr) = line.strip_prefix("capf listening on ") {
+                let _ = tx.send(addr.to_string());
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(addr) => (child, addr),
+        Err(_) => {
+            let _ = child.kill();
+            let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+            panic!("capf serve did not start; log:\n{log}");
+        }
+    }
+}
