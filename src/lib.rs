@@ -4,4 +4,5 @@
 
 pub mod device;
 pub mod keyspec;
+pub mod proto;
 pub mod store;
