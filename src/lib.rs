@@ -4,6 +4,7 @@
 
 pub mod device;
 pub mod keyspec;
+pub mod proto;
 pub mod store;
 pub mod app;
 pub mod certinfo;
