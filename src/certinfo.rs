@@ -22,7 +22,9 @@ pub fn describe(der: &[u8]) -> Result<NewCertificate, CertInfoError> {
         .to_der()
         .map_err(|e| CertInfoError::Malformed(e.to_string()))?;
     if again != der {
-        return Err(CertInfoError::Malformed("not DER (non-canonical encoding)".into()));
+        return Err(CertInfoError::Malformed(
+            "not DER (non-canonical encoding)".into(),
+        ));
     }
     let tbs = &cert.tbs_certificate;
     Ok(NewCertificate {
@@ -72,7 +74,11 @@ mod tests {
             .into_contents();
         let info = describe(&der).unwrap();
         assert_eq!(info.serial_hex, "50a2f327b79e8b9c4b6da1d911cc159e");
-        assert!(info.subject.contains("CN=SEP001122334455"), "{}", info.subject);
+        assert!(
+            info.subject.contains("CN=SEP001122334455"),
+            "{}",
+            info.subject
+        );
         assert!(info.issuer.contains("CN=CAPF-test"), "{}", info.issuer);
         assert!(info.not_after > info.not_before);
         assert_eq!(info.fingerprint_sha256.len(), 64);

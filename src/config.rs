@@ -216,10 +216,12 @@ impl Settings {
             None => DatabaseUrl::sqlite_file(&data_dir.join("capf.db")),
         };
         let key = match pick!(capf_key) {
-            Some(k) => k.parse::<CapfKeyAlgorithm>().map_err(|e| ConfigError::Invalid {
-                name: "capf_key",
-                message: e.to_string(),
-            })?,
+            Some(k) => k
+                .parse::<CapfKeyAlgorithm>()
+                .map_err(|e| ConfigError::Invalid {
+                    name: "capf_key",
+                    message: e.to_string(),
+                })?,
             None => CapfKeyAlgorithm::default(),
         };
         let capf_validity_days = pick!(capf_validity_days).unwrap_or(1825);
@@ -236,15 +238,16 @@ impl Settings {
                 message: format!("must be between 1 and {MAX_LSC_VALIDITY_DAYS}"),
             });
         }
-        let default_key = match pick!(default_key) {
-            Some(k) => k.parse().map_err(|e: crate::keyspec::KeySpecParseError| {
-                ConfigError::Invalid {
-                    name: "default_key",
-                    message: e.to_string(),
-                }
-            })?,
-            None => KeySpec::Rsa(2048),
-        };
+        let default_key =
+            match pick!(default_key) {
+                Some(k) => k.parse().map_err(|e: crate::keyspec::KeySpecParseError| {
+                    ConfigError::Invalid {
+                        name: "default_key",
+                        message: e.to_string(),
+                    }
+                })?,
+                None => KeySpec::Rsa(2048),
+            };
         let issuer = match (pick!(issuer_cert), pick!(issuer_key)) {
             (Some(c), Some(k)) => Some((c, k)),
             (None, None) => None,
@@ -261,7 +264,11 @@ impl Settings {
                 "handshake_timeout",
                 defaults.handshake_timeout,
             )?,
-            frame_timeout: secs(pick!(frame_timeout), "frame_timeout", defaults.frame_timeout)?,
+            frame_timeout: secs(
+                pick!(frame_timeout),
+                "frame_timeout",
+                defaults.frame_timeout,
+            )?,
             keygen_timeout: secs(
                 pick!(keygen_timeout),
                 "keygen_timeout",
@@ -385,7 +392,10 @@ mod tests {
             config: Some(path),
             ..Default::default()
         };
-        assert!(matches!(Settings::resolve(&args), Err(ConfigError::Parse { .. })));
+        assert!(matches!(
+            Settings::resolve(&args),
+            Err(ConfigError::Parse { .. })
+        ));
         let args = ServeArgs {
             lsc_validity_days: Some(1826),
             ..Default::default()

@@ -2,15 +2,15 @@
 //!
 //! See the README for the module layout and how data flows between modules.
 
-pub mod ca;
-pub mod device;
-pub mod keyspec;
-pub mod proto;
-pub mod store;
 pub mod app;
+pub mod ca;
 pub mod certinfo;
 pub mod config;
+pub mod device;
+pub mod keyspec;
 pub mod phone;
+pub mod proto;
 pub mod server;
 pub mod service;
 pub mod session;
+pub mod store;

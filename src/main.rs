@@ -18,7 +18,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the CAPF server (TLS on port 3804).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Play a phone against any CAPF server.
     Phone(PhoneArgs),
 }
@@ -76,7 +76,10 @@ fn init_logging(format: LogFormat) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("capf: cannot start the runtime: {e}");
@@ -111,7 +114,10 @@ async fn phone(args: PhoneArgs) -> ExitCode {
     opts.auth_string = args.auth_string;
     opts.lsc = args.lsc;
     opts.certificate_auth = args.cert_auth;
-    opts.out = Some(args.out.unwrap_or_else(|| PathBuf::from(format!("{}.pem", args.device))));
+    opts.out = Some(
+        args.out
+            .unwrap_or_else(|| PathBuf::from(format!("{}.pem", args.device))),
+    );
     opts.version = args.protocol_version;
     opts.request_in_progress = !args.no_request_in_progress;
     opts.timeout = Duration::from_secs(args.timeout.max(1));

@@ -20,8 +20,8 @@ use tokio_rustls::TlsConnector;
 use crate::ca::phone_key::PhoneKey;
 use crate::proto::{
     cert_type, hash_id, reason, AuthResponse, CertificateElement, DecodeError, Empty,
-    FetchCertificateResponse, Header, KeyGenerateResponse, Message, ReasonOnly,
-    Sha2SignedData, HEADER_LEN,
+    FetchCertificateResponse, Header, KeyGenerateResponse, Message, ReasonOnly, Sha2SignedData,
+    HEADER_LEN,
 };
 use crate::session::requested_key;
 
@@ -86,7 +86,11 @@ pub struct PhoneOptions {
 }
 
 impl PhoneOptions {
-    pub fn new(host: impl Into<String>, capf_cert: impl Into<PathBuf>, device: impl Into<String>) -> Self {
+    pub fn new(
+        host: impl Into<String>,
+        capf_cert: impl Into<PathBuf>,
+        device: impl Into<String>,
+    ) -> Self {
         PhoneOptions {
             host: host.into(),
             capf_cert: capf_cert.into(),
@@ -174,7 +178,9 @@ fn load_existing(path: &PathBuf) -> Result<Existing, PhoneError> {
             message: "no CERTIFICATE block".into(),
         })?;
     let key = match blocks.iter().find(|p| p.tag() == "PRIVATE KEY") {
-        Some(p) => Some(PhoneKey::from_pem(&pem::encode(p)).map_err(|e| PhoneError::Key(e.to_string()))?),
+        Some(p) => {
+            Some(PhoneKey::from_pem(&pem::encode(p)).map_err(|e| PhoneError::Key(e.to_string()))?)
+        }
         None => None,
     };
     Ok(Existing { der, key })
@@ -192,16 +198,25 @@ pub fn read_certificate(path: &PathBuf) -> Result<Vec<u8>, PhoneError> {
 }
 
 /// Opens a TLS connection that trusts exactly `capf_cert_der`.
-pub async fn connect(host: &str, capf_cert_der: Vec<u8>) -> Result<TlsStream<TcpStream>, PhoneError> {
-    let addr = if host.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) && !host.ends_with(']') {
+pub async fn connect(
+    host: &str,
+    capf_cert_der: Vec<u8>,
+) -> Result<TlsStream<TcpStream>, PhoneError> {
+    let addr = if host
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        && !host.ends_with(']')
+    {
         host.to_string()
     } else {
         format!("{host}:{DEFAULT_PORT}")
     };
-    let tcp = TcpStream::connect(&addr).await.map_err(|source| PhoneError::Connect {
-        host: addr.clone(),
-        source,
-    })?;
+    let tcp = TcpStream::connect(&addr)
+        .await
+        .map_err(|source| PhoneError::Connect {
+            host: addr.clone(),
+            source,
+        })?;
     let _ = tcp.set_nodelay(true);
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let verifier = Arc::new(PinnedCertificate {
@@ -223,7 +238,10 @@ pub async fn connect(host: &str, capf_cert_der: Vec<u8>) -> Result<TlsStream<Tcp
 }
 
 /// Reads one whole frame: (session id, message).
-pub async fn read_frame<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, timeout: Duration) -> Result<(u32, Message), PhoneError> {
+pub async fn read_frame<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    timeout: Duration,
+) -> Result<(u32, Message), PhoneError> {
     let read = async {
         let mut head = [0u8; HEADER_LEN];
         stream.read_exact(&mut head).await?;
@@ -233,10 +251,16 @@ pub async fn read_frame<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, timeout
         stream.read_exact(&mut frame[HEADER_LEN..]).await?;
         Ok::<_, PhoneError>(Message::decode(&frame)?)
     };
-    tokio::time::timeout(timeout, read).await.map_err(|_| PhoneError::Timeout)?
+    tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| PhoneError::Timeout)?
 }
 
-async fn send<S: tokio::io::AsyncWrite + Unpin>(stream: &mut S, message: Message, session_id: u32) -> Result<(), PhoneError> {
+async fn send<S: tokio::io::AsyncWrite + Unpin>(
+    stream: &mut S,
+    message: Message,
+    session_id: u32,
+) -> Result<(), PhoneError> {
     let frame = message
         .encode(session_id)
         .map_err(|e| PhoneError::Protocol(e.to_string()))?;
@@ -255,7 +279,10 @@ pub async fn run(opts: &PhoneOptions) -> Result<PhoneReport, PhoneError> {
     let mut stream = connect(&opts.host, capf_cert).await?;
     let (session_id, first) = read_frame(&mut stream, opts.timeout).await?;
     if !matches!(first, Message::AuthRequest(_)) {
-        return Err(PhoneError::Protocol(format!("expected AUTH_REQUEST, got {}", first.name())));
+        return Err(PhoneError::Protocol(format!(
+            "expected AUTH_REQUEST, got {}",
+            first.name()
+        )));
     }
     let mut response = AuthResponse {
         reason: Some(reason::UPDATE_CERTIFICATE),
@@ -276,11 +303,19 @@ pub async fn run(opts: &PhoneOptions) -> Result<PhoneReport, PhoneError> {
         let mut signed = opts.device.as_bytes().to_vec();
         signed.push(0);
         signed.extend_from_slice(&existing.der);
-        response.certificate = Some(CertificateElement::single(cert_type::LSC, existing.der.clone()));
-        response.signed_data = Some(key.sign_sha1(&signed).map_err(|e| PhoneError::Key(e.to_string()))?);
+        response.certificate = Some(CertificateElement::single(
+            cert_type::LSC,
+            existing.der.clone(),
+        ));
+        response.signed_data = Some(
+            key.sign_sha1(&signed)
+                .map_err(|e| PhoneError::Key(e.to_string()))?,
+        );
         response.sha2_signed_data = Some(Sha2SignedData {
             hash_id: hash_id::SHA512,
-            signature: key.sign_sha512(&signed).map_err(|e| PhoneError::Key(e.to_string()))?,
+            signature: key
+                .sign_sha512(&signed)
+                .map_err(|e| PhoneError::Key(e.to_string()))?,
         });
     }
     send(&mut stream, Message::AuthResponse(response), session_id).await?;
@@ -297,19 +332,29 @@ pub async fn run(opts: &PhoneOptions) -> Result<PhoneReport, PhoneError> {
         let (sid, message) = match read_frame(&mut stream, opts.timeout).await {
             Ok(frame) => frame,
             // The server closed without END_SESSION.
-            Err(PhoneError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(report),
+            Err(PhoneError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Ok(report)
+            }
             Err(e) => return Err(e),
         };
         if sid != session_id {
-            return Err(PhoneError::Protocol(format!("session id changed from {session_id:08x} to {sid:08x}")));
+            return Err(PhoneError::Protocol(format!(
+                "session id changed from {session_id:08x} to {sid:08x}"
+            )));
         }
         match message {
             Message::KeyGenerateRequest(request) => {
                 report.operation = Some("install");
-                let spec = requested_key(&request)
-                    .ok_or_else(|| PhoneError::Protocol("KEY_GENERATE_REQUEST names no key".into()))?;
+                let spec = requested_key(&request).ok_or_else(|| {
+                    PhoneError::Protocol("KEY_GENERATE_REQUEST names no key".into())
+                })?;
                 if opts.request_in_progress {
-                    send(&mut stream, Message::RequestInProgress(Empty::default()), session_id).await?;
+                    send(
+                        &mut stream,
+                        Message::RequestInProgress(Empty::default()),
+                        session_id,
+                    )
+                    .await?;
                 }
                 let generated = tokio::task::spawn_blocking(move || PhoneKey::generate(spec))
                     .await
@@ -327,14 +372,23 @@ pub async fn run(opts: &PhoneOptions) -> Result<PhoneReport, PhoneError> {
                     .certificate
                     .as_ref()
                     .map(|c| c.first().der.clone())
-                    .ok_or_else(|| PhoneError::Protocol("STORE_CERTIFICATE_REQUEST without CERTIFICATE".into()))?;
+                    .ok_or_else(|| {
+                        PhoneError::Protocol("STORE_CERTIFICATE_REQUEST without CERTIFICATE".into())
+                    })?;
                 match opts.misbehave {
                     Misbehave::DropAfterCertificate => {
                         report.lsc_pem = Some(pem::encode(&pem::Pem::new("CERTIFICATE", der)));
                         return Ok(report);
                     }
                     Misbehave::FailStore => {
-                        send(&mut stream, Message::StoreCertificateResponse(ReasonOnly::new(reason::INVALID_ELEMENT)), session_id).await?;
+                        send(
+                            &mut stream,
+                            Message::StoreCertificateResponse(ReasonOnly::new(
+                                reason::INVALID_ELEMENT,
+                            )),
+                            session_id,
+                        )
+                        .await?;
                         continue;
                     }
                     Misbehave::None => {}
@@ -342,16 +396,31 @@ pub async fn run(opts: &PhoneOptions) -> Result<PhoneReport, PhoneError> {
                 report.lsc_pem = Some(pem::encode(&pem::Pem::new("CERTIFICATE", der)));
                 report.key_pem = key.as_ref().map(PhoneKey::to_pkcs8_pem);
                 if let Some(out) = &opts.out {
-                    write_secret_file(out, &format!("{}{}", report.lsc_pem.as_deref().unwrap_or_default(), report.key_pem.as_deref().unwrap_or_default()))?;
+                    write_secret_file(
+                        out,
+                        &format!(
+                            "{}{}",
+                            report.lsc_pem.as_deref().unwrap_or_default(),
+                            report.key_pem.as_deref().unwrap_or_default()
+                        ),
+                    )?;
                 }
-                send(&mut stream, Message::StoreCertificateResponse(ReasonOnly::new(reason::UPDATE_CERTIFICATE)), session_id).await?;
+                send(
+                    &mut stream,
+                    Message::StoreCertificateResponse(ReasonOnly::new(reason::UPDATE_CERTIFICATE)),
+                    session_id,
+                )
+                .await?;
             }
             Message::FetchCertificateRequest(_) => {
                 report.operation = Some("fetch");
                 let reply = match &existing {
                     Some(e) => FetchCertificateResponse {
                         reason: Some(reason::UPDATE_CERTIFICATE),
-                        certificate: Some(CertificateElement::single(cert_type::LSC, e.der.clone())),
+                        certificate: Some(CertificateElement::single(
+                            cert_type::LSC,
+                            e.der.clone(),
+                        )),
                         ..Default::default()
                     },
                     None => FetchCertificateResponse {
@@ -359,7 +428,12 @@ pub async fn run(opts: &PhoneOptions) -> Result<PhoneReport, PhoneError> {
                         ..Default::default()
                     },
                 };
-                send(&mut stream, Message::FetchCertificateResponse(reply), session_id).await?;
+                send(
+                    &mut stream,
+                    Message::FetchCertificateResponse(reply),
+                    session_id,
+                )
+                .await?;
             }
             Message::DeleteCertificateRequest(_) => {
                 report.operation = Some("delete");
@@ -368,7 +442,12 @@ pub async fn run(opts: &PhoneOptions) -> Result<PhoneReport, PhoneError> {
                 } else {
                     reason::INVALID_ELEMENT
                 };
-                send(&mut stream, Message::DeleteCertificateResponse(ReasonOnly::new(answer)), session_id).await?;
+                send(
+                    &mut stream,
+                    Message::DeleteCertificateResponse(ReasonOnly::new(answer)),
+                    session_id,
+                )
+                .await?;
             }
             Message::EndSession(end) => {
                 report.end_reason = end.reason;
@@ -376,7 +455,10 @@ pub async fn run(opts: &PhoneOptions) -> Result<PhoneReport, PhoneError> {
                 return Ok(report);
             }
             other => {
-                return Err(PhoneError::Protocol(format!("unexpected {} from the server", other.name())));
+                return Err(PhoneError::Protocol(format!(
+                    "unexpected {} from the server",
+                    other.name()
+                )));
             }
         }
     }
@@ -435,7 +517,12 @@ impl ServerCertVerifier for PinnedCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -444,10 +531,17 @@ impl ServerCertVerifier for PinnedCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }

@@ -69,7 +69,11 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 impl Service {
     /// Looks the device up, applies the lockout, checks the credentials of the operation's
     /// mode and claims the operation.
-    pub async fn authenticate(&self, ctx: &mut SessionContext, attempt: &AuthAttempt) -> AuthDecision {
+    pub async fn authenticate(
+        &self,
+        ctx: &mut SessionContext,
+        attempt: &AuthAttempt,
+    ) -> AuthDecision {
         match self.try_authenticate(ctx, attempt).await {
             Ok(decision) => decision,
             Err(e) => {
@@ -228,7 +232,11 @@ impl Service {
         log_store_result(result)
     }
 
-    pub async fn record_fetch(&self, ctx: &SessionContext, certificate: Option<(u8, Vec<u8>)>) -> bool {
+    pub async fn record_fetch(
+        &self,
+        ctx: &SessionContext,
+        certificate: Option<(u8, Vec<u8>)>,
+    ) -> bool {
         let Some(op) = ctx.operation.as_ref() else {
             return false;
         };
@@ -270,7 +278,10 @@ impl Service {
             started_at: ctx.started_at,
             ended_at: Utc::now(),
             outcome: outcome.as_str().to_string(),
-            detail: ctx.detail.clone().unwrap_or_else(|| outcome.detail().to_string()),
+            detail: ctx
+                .detail
+                .clone()
+                .unwrap_or_else(|| outcome.detail().to_string()),
         };
         if let Err(e) = self.store.record_attempt(attempt).await {
             warn!(error = %e, "could not record the attempt");

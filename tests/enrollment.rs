@@ -10,8 +10,7 @@ use capf::ca::phone_key::PhoneKey;
 use capf::device::DeviceName;
 use capf::keyspec::{Curve, KeySpec};
 use capf::store::{
-    AuthMode, AuthString, CertState, NewOperation, Operation, OperationKind, OperationStatus,
-    Store,
+    AuthMode, AuthString, CertState, NewOperation, Operation, OperationKind, OperationStatus, Store,
 };
 use chrono::Utc;
 use common::db::{engines, Engine, TestDb};
@@ -60,7 +59,14 @@ where
         let db = TestDb::create(&engine, dir.path()).await;
         let server = TestServer::start(dir.path(), &db.url, extra_args);
         let store = server.store().await;
-        eprintln!("engine: {}", if matches!(engine, Engine::Sqlite) { "sqlite" } else { "postgres" });
+        eprintln!(
+            "engine: {}",
+            if matches!(engine, Engine::Sqlite) {
+                "sqlite"
+            } else {
+                "postgres"
+            }
+        );
         scenario(server, store).await;
         db.drop_db().await;
     }
@@ -72,7 +78,10 @@ fn read_lsc(path: &Path) -> (Vec<u8>, PhoneKey) {
     let blocks = pem::parse_many(&text).unwrap();
     let cert = blocks.iter().find(|p| p.tag() == "CERTIFICATE").unwrap();
     let key = blocks.iter().find(|p| p.tag() == "PRIVATE KEY").unwrap();
-    (cert.contents().to_vec(), PhoneKey::from_pem(&pem::encode(key)).unwrap())
+    (
+        cert.contents().to_vec(),
+        PhoneKey::from_pem(&pem::encode(key)).unwrap(),
+    )
 }
 
 /// Checks an LSC against the profile of spec section 6 and capf.pem.
@@ -86,15 +95,31 @@ fn check_lsc(server: &TestServer, lsc_file: &Path, device: &str, key: KeySpec) {
         .arg(lsc_file)
         .output()
         .expect("openssl verify");
-    assert!(status.status.success(), "openssl verify: {}", String::from_utf8_lossy(&status.stdout));
+    assert!(
+        status.status.success(),
+        "openssl verify: {}",
+        String::from_utf8_lossy(&status.stdout)
+    );
 
     let cert = Certificate::from_der(&der).unwrap();
-    let capf = Certificate::from_der(&capf::phone::read_certificate(&server.capf_pem()).unwrap()).unwrap();
+    let capf =
+        Certificate::from_der(&capf::phone::read_certificate(&server.capf_pem()).unwrap()).unwrap();
     let tbs = &cert.tbs_certificate;
-    assert_eq!(tbs.issuer.to_der().unwrap(), capf.tbs_certificate.subject.to_der().unwrap());
-    assert!(tbs.subject.to_string().starts_with(&format!("CN={device}")) || tbs.subject.to_string().contains(&format!("CN={device}")), "{}", tbs.subject);
+    assert_eq!(
+        tbs.issuer.to_der().unwrap(),
+        capf.tbs_certificate.subject.to_der().unwrap()
+    );
+    assert!(
+        tbs.subject.to_string().starts_with(&format!("CN={device}"))
+            || tbs.subject.to_string().contains(&format!("CN={device}")),
+        "{}",
+        tbs.subject
+    );
     // The key in the certificate is the phone's.
-    assert_eq!(tbs.subject_public_key_info.to_der().unwrap(), phone_key.spki_der());
+    assert_eq!(
+        tbs.subject_public_key_info.to_der().unwrap(),
+        phone_key.spki_der()
+    );
     // Extensions in the profile's order.
     let exts = tbs.extensions.as_ref().unwrap();
     let oids: Vec<String> = exts.iter().map(|e| e.extn_id.to_string()).collect();
@@ -109,20 +134,41 @@ fn check_lsc(server: &TestServer, lsc_file: &Path, device: &str, key: KeySpec) {
 #[tokio::test(flavor = "multi_thread")]
 async fn install_by_auth_string_rsa2048() {
     each_engine(&[], |server, store| async move {
-        let op = schedule(&*store, PHONE, OperationKind::Install, AuthMode::String, Some("123456"), KeySpec::Rsa(2048)).await;
+        let op = schedule(
+            &*store,
+            PHONE,
+            OperationKind::Install,
+            AuthMode::String,
+            Some("123456"),
+            KeySpec::Rsa(2048),
+        )
+        .await;
         let out = server.dir.join("phone.pem");
-        let (code, text) = server.phone(PHONE, &["--auth-string", "123456", "--out", out.to_str().unwrap()]);
+        let (code, text) = server.phone(
+            PHONE,
+            &["--auth-string", "123456", "--out", out.to_str().unwrap()],
+        );
         assert_eq!(code, 0, "{text}");
         assert!(text.contains("certificate installed"), "{text}");
         check_lsc(&server, &out, PHONE, KeySpec::Rsa(2048));
 
         let op = store.operation(op.id).await.unwrap().unwrap();
         assert_eq!(op.status, OperationStatus::Success);
-        assert_eq!(op.auth_string, None, "the authentication string is consumed");
-        let current = store.current_certificate(&name(PHONE)).await.unwrap().unwrap();
+        assert_eq!(
+            op.auth_string, None,
+            "the authentication string is consumed"
+        );
+        let current = store
+            .current_certificate(&name(PHONE))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(current.state, CertState::Installed);
         let (der, _) = read_lsc(&out);
-        assert_eq!(current.fingerprint_sha256, hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&der)));
+        assert_eq!(
+            current.fingerprint_sha256,
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&der))
+        );
         let attempts = store.attempts(&name(PHONE), 10).await.unwrap();
         assert_eq!(attempts[0].outcome, "installed");
     })
@@ -133,7 +179,15 @@ async fn install_by_auth_string_rsa2048() {
 async fn install_by_null_string_ec_p256() {
     each_engine(&[], |server, store| async move {
         let device = "SEP00112233AABB";
-        schedule(&*store, device, OperationKind::Install, AuthMode::Null, None, KeySpec::Ec(Curve::P256)).await;
+        schedule(
+            &*store,
+            device,
+            OperationKind::Install,
+            AuthMode::Null,
+            None,
+            KeySpec::Ec(Curve::P256),
+        )
+        .await;
         let out = server.dir.join("ec.pem");
         let (code, text) = server.phone(device, &["--out", out.to_str().unwrap()]);
         assert_eq!(code, 0, "{text}");
@@ -145,7 +199,15 @@ async fn install_by_null_string_ec_p256() {
 #[tokio::test(flavor = "multi_thread")]
 async fn troubleshoot_delete_and_nothing_pending() {
     each_engine(&[], |server, store| async move {
-        schedule(&*store, PHONE, OperationKind::Install, AuthMode::Null, None, KeySpec::Rsa(2048)).await;
+        schedule(
+            &*store,
+            PHONE,
+            OperationKind::Install,
+            AuthMode::Null,
+            None,
+            KeySpec::Rsa(2048),
+        )
+        .await;
         let lsc = server.dir.join("lsc.pem");
         let (code, text) = server.phone(PHONE, &["--out", lsc.to_str().unwrap()]);
         assert_eq!(code, 0, "{text}");
@@ -153,13 +215,29 @@ async fn troubleshoot_delete_and_nothing_pending() {
         let fingerprint = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&der));
 
         // Troubleshoot: the phone returns its LSC; the server ends with reason 0.
-        let op = schedule(&*store, PHONE, OperationKind::Troubleshoot, AuthMode::String, Some("4321"), KeySpec::Rsa(2048)).await;
-        let (code, text) = server.phone(PHONE, &["--auth-string", "4321", "--lsc", lsc.to_str().unwrap()]);
+        let op = schedule(
+            &*store,
+            PHONE,
+            OperationKind::Troubleshoot,
+            AuthMode::String,
+            Some("4321"),
+            KeySpec::Rsa(2048),
+        )
+        .await;
+        let (code, text) = server.phone(
+            PHONE,
+            &["--auth-string", "4321", "--lsc", lsc.to_str().unwrap()],
+        );
         assert_eq!(code, 0, "{text}");
         assert!(text.contains("reason 0"), "{text}");
-        assert_eq!(store.operation(op.id).await.unwrap().unwrap().status, OperationStatus::Success);
+        assert_eq!(
+            store.operation(op.id).await.unwrap().unwrap().status,
+            OperationStatus::Success
+        );
         let certs = store.certificates(&name(PHONE)).await.unwrap();
-        assert!(certs.iter().any(|c| c.state == CertState::Fetched && c.fingerprint_sha256 == fingerprint));
+        assert!(certs
+            .iter()
+            .any(|c| c.state == CertState::Fetched && c.fingerprint_sha256 == fingerprint));
 
         // Nothing pending now: END_SESSION 0.
         let (code, text) = server.phone(PHONE, &["--lsc", lsc.to_str().unwrap()]);
@@ -167,13 +245,32 @@ async fn troubleshoot_delete_and_nothing_pending() {
         assert!(text.contains("no pending operation"), "{text}");
 
         // Delete: the installed LSC is marked deleted.
-        let op = schedule(&*store, PHONE, OperationKind::Delete, AuthMode::Null, None, KeySpec::Rsa(2048)).await;
+        let op = schedule(
+            &*store,
+            PHONE,
+            OperationKind::Delete,
+            AuthMode::Null,
+            None,
+            KeySpec::Rsa(2048),
+        )
+        .await;
         let (code, text) = server.phone(PHONE, &["--lsc", lsc.to_str().unwrap()]);
         assert_eq!(code, 0, "{text}");
         assert!(text.contains("certificate deleted"), "{text}");
-        assert_eq!(store.operation(op.id).await.unwrap().unwrap().status, OperationStatus::Success);
-        assert!(store.current_certificate(&name(PHONE)).await.unwrap().is_none());
-        let deleted = store.certificate_by_fingerprint(&name(PHONE), &fingerprint).await.unwrap().unwrap();
+        assert_eq!(
+            store.operation(op.id).await.unwrap().unwrap().status,
+            OperationStatus::Success
+        );
+        assert!(store
+            .current_certificate(&name(PHONE))
+            .await
+            .unwrap()
+            .is_none());
+        let deleted = store
+            .certificate_by_fingerprint(&name(PHONE), &fingerprint)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(deleted.state, CertState::Deleted);
     })
     .await;
@@ -186,22 +283,56 @@ async fn unknown_device_and_wrong_auth_string() {
         assert_eq!(code, 3, "{text}");
         assert!(text.contains("reason 9"), "{text}");
 
-        let op = schedule(&*store, PHONE, OperationKind::Install, AuthMode::String, Some("123456"), KeySpec::Rsa(2048)).await;
+        let op = schedule(
+            &*store,
+            PHONE,
+            OperationKind::Install,
+            AuthMode::String,
+            Some("123456"),
+            KeySpec::Rsa(2048),
+        )
+        .await;
         let (code, text) = server.phone(PHONE, &["--auth-string", "654321"]);
         assert_eq!(code, 2, "{text}");
         assert!(text.contains("reason 7"), "{text}");
         let op = store.operation(op.id).await.unwrap().unwrap();
         assert_eq!(op.status, OperationStatus::Pending);
-        assert_eq!(store.lock_state(&name(PHONE)).await.unwrap().failed_auth_count, 1);
+        assert_eq!(
+            store
+                .lock_state(&name(PHONE))
+                .await
+                .unwrap()
+                .failed_auth_count,
+            1
+        );
         // The attempt is on record, without the string.
-        let events = store.events(capf::store::EventFilter { device_name: Some(PHONE.into()), limit: 100, ..Default::default() }).await.unwrap();
+        let events = store
+            .events(capf::store::EventFilter {
+                device_name: Some(PHONE.into()),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         assert!(events.iter().any(|e| e.kind == "auth_failed"));
-        assert!(events.iter().all(|e| !e.detail.contains("654321") && !e.detail.contains("123456")));
+        assert!(events
+            .iter()
+            .all(|e| !e.detail.contains("654321") && !e.detail.contains("123456")));
 
         // The right string still works afterwards.
-        let (code, text) = server.phone(PHONE, &["--auth-string", "123456", "--no-request-in-progress"]);
+        let (code, text) = server.phone(
+            PHONE,
+            &["--auth-string", "123456", "--no-request-in-progress"],
+        );
         assert_eq!(code, 0, "{text}");
-        assert_eq!(store.lock_state(&name(PHONE)).await.unwrap().failed_auth_count, 0);
+        assert_eq!(
+            store
+                .lock_state(&name(PHONE))
+                .await
+                .unwrap()
+                .failed_auth_count,
+            0
+        );
     })
     .await;
 }
@@ -209,24 +340,54 @@ async fn unknown_device_and_wrong_auth_string() {
 #[tokio::test(flavor = "multi_thread")]
 async fn phone_that_drops_after_the_certificate_can_retry() {
     each_engine(&[], |server, store| async move {
-        let op = schedule(&*store, PHONE, OperationKind::Install, AuthMode::Null, None, KeySpec::Ec(Curve::P384)).await;
+        let op = schedule(
+            &*store,
+            PHONE,
+            OperationKind::Install,
+            AuthMode::Null,
+            None,
+            KeySpec::Ec(Curve::P384),
+        )
+        .await;
         let (code, text) = server.phone(PHONE, &["--drop-after-certificate"]);
         assert_eq!(code, 4, "{text}");
         // Give the server a moment to notice the closed connection.
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        assert_eq!(store.operation(op.id).await.unwrap().unwrap().status, OperationStatus::Pending);
+        assert_eq!(
+            store.operation(op.id).await.unwrap().unwrap().status,
+            OperationStatus::Pending
+        );
         let certs = store.certificates(&name(PHONE)).await.unwrap();
         assert_eq!(certs.len(), 1);
         assert_eq!(certs[0].state, CertState::AwaitingConfirmation);
-        assert!(store.current_certificate(&name(PHONE)).await.unwrap().is_none());
+        assert!(store
+            .current_certificate(&name(PHONE))
+            .await
+            .unwrap()
+            .is_none());
 
         let out = server.dir.join("retry.pem");
         let (code, text) = server.phone(PHONE, &["--out", out.to_str().unwrap()]);
         assert_eq!(code, 0, "{text}");
-        assert_eq!(store.operation(op.id).await.unwrap().unwrap().status, OperationStatus::Success);
+        assert_eq!(
+            store.operation(op.id).await.unwrap().unwrap().status,
+            OperationStatus::Success
+        );
         let certs = store.certificates(&name(PHONE)).await.unwrap();
-        assert_eq!(certs.iter().filter(|c| c.state == CertState::Installed).count(), 1);
-        assert_eq!(certs.iter().filter(|c| c.state == CertState::Abandoned).count(), 1);
+        assert_eq!(
+            certs
+                .iter()
+                .filter(|c| c.state == CertState::Installed)
+                .count(),
+            1
+        );
+        assert_eq!(
+            certs
+                .iter()
+                .filter(|c| c.state == CertState::Abandoned)
+                .count(),
+            1
+        );
         check_lsc(&server, &out, PHONE, KeySpec::Ec(Curve::P384));
     })
     .await;
@@ -235,11 +396,26 @@ async fn phone_that_drops_after_the_certificate_can_retry() {
 #[tokio::test(flavor = "multi_thread")]
 async fn store_failure_keeps_the_operation_pending() {
     each_engine(&[], |server, store| async move {
-        let op = schedule(&*store, PHONE, OperationKind::Install, AuthMode::Null, None, KeySpec::Ec(Curve::P256)).await;
+        let op = schedule(
+            &*store,
+            PHONE,
+            OperationKind::Install,
+            AuthMode::Null,
+            None,
+            KeySpec::Ec(Curve::P256),
+        )
+        .await;
         let (code, text) = server.phone(PHONE, &["--fail-store"]);
         assert_eq!(code, 2, "{text}");
-        assert_eq!(store.operation(op.id).await.unwrap().unwrap().status, OperationStatus::Pending);
-        assert!(store.current_certificate(&name(PHONE)).await.unwrap().is_none());
+        assert_eq!(
+            store.operation(op.id).await.unwrap().unwrap().status,
+            OperationStatus::Pending
+        );
+        assert!(store
+            .current_certificate(&name(PHONE))
+            .await
+            .unwrap()
+            .is_none());
     })
     .await;
 }
@@ -249,13 +425,27 @@ async fn restart_keeps_identity_and_operations() {
     each_engine(&[], |mut server, store| async move {
         let before = std::fs::read(server.capf_pem()).unwrap();
         let key_before = std::fs::read(server.dir.join("certs/capf.key")).unwrap();
-        let op = schedule(&*store, PHONE, OperationKind::Install, AuthMode::String, Some("2468"), KeySpec::Rsa(2048)).await;
+        let op = schedule(
+            &*store,
+            PHONE,
+            OperationKind::Install,
+            AuthMode::String,
+            Some("2468"),
+            KeySpec::Rsa(2048),
+        )
+        .await;
         server.restart();
         assert_eq!(std::fs::read(server.capf_pem()).unwrap(), before);
-        assert_eq!(std::fs::read(server.dir.join("certs/capf.key")).unwrap(), key_before);
+        assert_eq!(
+            std::fs::read(server.dir.join("certs/capf.key")).unwrap(),
+            key_before
+        );
         let (code, text) = server.phone(PHONE, &["--auth-string", "2468"]);
         assert_eq!(code, 0, "{text}");
-        assert_eq!(store.operation(op.id).await.unwrap().unwrap().status, OperationStatus::Success);
+        assert_eq!(
+            store.operation(op.id).await.unwrap().unwrap().status,
+            OperationStatus::Success
+        );
     })
     .await;
 }
@@ -264,9 +454,26 @@ async fn restart_keeps_identity_and_operations() {
 async fn jabber_version_2_gets_rsa() {
     each_engine(&[], |server, store| async move {
         let device = "CSFJSMITH";
-        schedule(&*store, device, OperationKind::Install, AuthMode::Null, None, KeySpec::Rsa(2048)).await;
+        schedule(
+            &*store,
+            device,
+            OperationKind::Install,
+            AuthMode::Null,
+            None,
+            KeySpec::Rsa(2048),
+        )
+        .await;
         let out = server.dir.join("csf.pem");
-        let (code, text) = server.phone(device, &["--protocol-version", "2", "--no-request-in-progress", "--out", out.to_str().unwrap()]);
+        let (code, text) = server.phone(
+            device,
+            &[
+                "--protocol-version",
+                "2",
+                "--no-request-in-progress",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        );
         assert_eq!(code, 0, "{text}");
         check_lsc(&server, &out, device, KeySpec::Rsa(2048));
     })

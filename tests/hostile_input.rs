@@ -19,14 +19,26 @@ use common::server::TestServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// What the server did after the frame: END_SESSION with a reason, or closed without one.
-async fn answer_to(server: &TestServer, capf_der: &[u8], case: &vectors::VectorFrame) -> Option<u8> {
-    let mut tls = connect(&server.addr, capf_der.to_vec()).await.expect("connect");
-    let (sid, first) = read_frame(&mut tls, Duration::from_secs(5)).await.expect("AUTH_REQUEST");
+async fn answer_to(
+    server: &TestServer,
+    capf_der: &[u8],
+    case: &vectors::VectorFrame,
+) -> Option<u8> {
+    let mut tls = connect(&server.addr, capf_der.to_vec())
+        .await
+        .expect("connect");
+    let (sid, first) = read_frame(&mut tls, Duration::from_secs(5))
+        .await
+        .expect("AUTH_REQUEST");
     assert!(matches!(first, Message::AuthRequest(_)));
     let mut bytes = case.bytes.clone();
     let expect = case.expect.as_deref().unwrap_or_default();
     if bytes.len() >= 6 {
-        let id = if expect == "reject:session-id" { sid.wrapping_add(1) } else { sid };
+        let id = if expect == "reject:session-id" {
+            sid.wrapping_add(1)
+        } else {
+            sid
+        };
         bytes[2..6].copy_from_slice(&id.to_be_bytes());
     }
     tls.write_all(&bytes).await.unwrap();
@@ -38,7 +50,9 @@ async fn answer_to(server: &TestServer, capf_der: &[u8], case: &vectors::VectorF
     match read_frame(&mut tls, Duration::from_secs(10)).await {
         Ok((_, Message::EndSession(end))) => end.reason,
         Ok((_, other)) => panic!("line {}: unexpected {}", case.line, other.name()),
-        Err(PhoneError::Timeout) => panic!("line {}: server neither answered nor closed", case.line),
+        Err(PhoneError::Timeout) => {
+            panic!("line {}: server neither answered nor closed", case.line)
+        }
         Err(_) => None,
     }
 }
@@ -90,7 +104,9 @@ async fn malformed_frames_over_live_connections() {
             let answer = answer_to(&server, &capf_der, case).await;
             let wanted = match expect {
                 // Known-good frames for devices this server does not know.
-                "accept" | "accept-skip-unknown" | "reject:bad-device-name" => Some(reason::UNKNOWN_DEVICE),
+                "accept" | "accept-skip-unknown" | "reject:bad-device-name" => {
+                    Some(reason::UNKNOWN_DEVICE)
+                }
                 "reject:protocol-id" | "reject:truncated-frame" => None,
                 _ => Some(reason::INVALID_ELEMENT),
             };
@@ -119,7 +135,10 @@ async fn malformed_frames_over_live_connections() {
         tls.flush().await.unwrap();
         let started = std::time::Instant::now();
         let closed = read_frame(&mut tls, Duration::from_secs(10)).await;
-        assert!(closed.is_err(), "expected the server to close, got {closed:?}");
+        assert!(
+            closed.is_err(),
+            "expected the server to close, got {closed:?}"
+        );
         assert!(started.elapsed() < Duration::from_secs(9));
 
         let output = phone.join().unwrap();
@@ -129,7 +148,10 @@ async fn malformed_frames_over_live_connections() {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
-        assert_eq!(store.operation(op.id).await.unwrap().unwrap().status, OperationStatus::Success);
+        assert_eq!(
+            store.operation(op.id).await.unwrap().unwrap().status,
+            OperationStatus::Success
+        );
         drop(server);
         db.drop_db().await;
     }

@@ -18,7 +18,12 @@ use crate::session::{Effect, Outcome, Resume, Session, Step, Wait};
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Runs a whole session on an established stream; returns how it ended.
-pub async fn run<S>(stream: &mut S, service: &Service, ctx: &mut SessionContext, limits: &Limits) -> Outcome
+pub async fn run<S>(
+    stream: &mut S,
+    service: &Service,
+    ctx: &mut SessionContext,
+    limits: &Limits,
+) -> Outcome
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -34,10 +39,26 @@ where
                     debug!(error = %e, "write failed");
                     return Outcome::ProtocolError("write-failed");
                 }
-                read_next(stream, &mut session, wait, limits, session_deadline, &mut keygen_deadline).await
+                read_next(
+                    stream,
+                    &mut session,
+                    wait,
+                    limits,
+                    session_deadline,
+                    &mut keygen_deadline,
+                )
+                .await
             }
             Step::Read(wait) => {
-                read_next(stream, &mut session, wait, limits, session_deadline, &mut keygen_deadline).await
+                read_next(
+                    stream,
+                    &mut session,
+                    wait,
+                    limits,
+                    session_deadline,
+                    &mut keygen_deadline,
+                )
+                .await
             }
             Step::Do(effect) => {
                 let resume = perform(effect, service, ctx).await;
@@ -70,7 +91,10 @@ async fn perform(effect: Effect, service: &Service, ctx: &mut SessionContext) ->
             Resume::Recorded(service.record_store(ctx, stored).await)
         }
         Effect::RecordFetch { certificate } => {
-            info!(certificate = certificate.is_some(), "FETCH_CERTIFICATE_RESPONSE");
+            info!(
+                certificate = certificate.is_some(),
+                "FETCH_CERTIFICATE_RESPONSE"
+            );
             Resume::Recorded(service.record_fetch(ctx, certificate).await)
         }
         Effect::RecordDelete { deleted } => {
@@ -102,7 +126,10 @@ where
     let mut head = [0u8; HEADER_LEN];
     match timeout_at(deadline, stream.read_exact(&mut head)).await {
         Err(_) => {
-            info!(state = session.state_name(), "timed out waiting for the phone");
+            info!(
+                state = session.state_name(),
+                "timed out waiting for the phone"
+            );
             return session.on_broken_stream("timeout");
         }
         Ok(Err(_)) => return session.on_broken_stream("truncated-header"),
@@ -121,7 +148,12 @@ where
         Ok(Err(_)) => return session.on_broken_stream("truncated-frame"),
         Ok(Ok(_)) => {}
     }
-    debug!(command = command::name(header.command), len = header.body_len, state = session.state_name(), "frame received");
+    debug!(
+        command = command::name(header.command),
+        len = header.body_len,
+        state = session.state_name(),
+        "frame received"
+    );
     if header.command == command::REQUEST_IN_PROGRESS {
         info!(state = session.state_name(), "REQUEST_IN_PROGRESS");
     }
@@ -139,6 +171,9 @@ where
     };
     match timeout_at(deadline, write).await {
         Ok(r) => r,
-        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out")),
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "write timed out",
+        )),
     }
 }

@@ -100,11 +100,9 @@ impl Server {
         let span = info_span!("session", id = format_args!("{:08x}", id.get()), %peer, device = tracing::field::Empty);
         async move {
             info!("new phone connection");
-            let handshake = tokio::time::timeout(
-                self.limits.handshake_timeout,
-                self.acceptor.accept(stream),
-            )
-            .await;
+            let handshake =
+                tokio::time::timeout(self.limits.handshake_timeout, self.acceptor.accept(stream))
+                    .await;
             let mut tls = match handshake {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
@@ -127,7 +125,11 @@ impl Server {
             let mut ctx = SessionContext::new(id.get(), peer);
             let outcome = connection::run(&mut tls, &self.service, &mut ctx, &self.limits).await;
             self.service.finish(&ctx, outcome).await;
-            info!(outcome = outcome.as_str(), detail = outcome.detail(), "session ended");
+            info!(
+                outcome = outcome.as_str(),
+                detail = outcome.detail(),
+                "session ended"
+            );
         }
         .instrument(span)
         .await

@@ -13,7 +13,10 @@ pub enum TlsSetupError {
 
 /// Server config for the CAPF identity: TLS 1.2 and 1.3, no client certificates (phones
 /// authenticate inside the protocol).
-pub fn server_config(cert_der: &[u8], key_pkcs8_der: &[u8]) -> Result<Arc<ServerConfig>, TlsSetupError> {
+pub fn server_config(
+    cert_der: &[u8],
+    key_pkcs8_der: &[u8],
+) -> Result<Arc<ServerConfig>, TlsSetupError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?

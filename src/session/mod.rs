@@ -11,8 +11,8 @@
 use crate::device::DeviceName;
 use crate::keyspec::{Curve, KeySpec};
 use crate::proto::{
-    cert_type, command, reason, AuthRequest, AuthResponse, CertificateElement, DecodeError,
-    Empty, Frame, Header, KeyGenerateRequest, Message, ReasonOnly, StoreCertificateRequest,
+    cert_type, command, reason, AuthRequest, AuthResponse, CertificateElement, DecodeError, Empty,
+    Frame, Header, KeyGenerateRequest, Message, ReasonOnly, StoreCertificateRequest,
     PROTOCOL_VERSION,
 };
 use crate::store::OperationKind;
@@ -67,15 +67,24 @@ pub enum AuthDecision {
 /// Work the connection task must do before the session can go on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
-    Authenticate(AuthAttempt),
+    Authenticate(Box<AuthAttempt>),
     /// Check the phone's key against the plan and issue an LSC for it.
-    Issue { public_key: Vec<u8>, key: KeySpec },
+    Issue {
+        public_key: Vec<u8>,
+        key: KeySpec,
+    },
     /// The phone answered STORE_CERTIFICATE_REQUEST.
-    RecordStore { stored: bool },
+    RecordStore {
+        stored: bool,
+    },
     /// The phone answered FETCH_CERTIFICATE_REQUEST (certificate type and DER if it had one).
-    RecordFetch { certificate: Option<(u8, Vec<u8>)> },
+    RecordFetch {
+        certificate: Option<(u8, Vec<u8>)>,
+    },
     /// The phone answered DELETE_CERTIFICATE_REQUEST.
-    RecordDelete { deleted: bool },
+    RecordDelete {
+        deleted: bool,
+    },
 }
 
 /// Result of an [`Effect`].
@@ -170,15 +179,23 @@ enum State {
     /// AUTH_REQUEST not sent yet.
     Start,
     AwaitAuthResponse,
-    Authenticating { version: u8 },
-    AwaitKeyGeneration { key: KeySpec },
+    Authenticating {
+        version: u8,
+    },
+    AwaitKeyGeneration {
+        key: KeySpec,
+    },
     Issuing,
     AwaitStore,
-    RecordingStore { stored: bool },
+    RecordingStore {
+        stored: bool,
+    },
     AwaitFetch,
     RecordingFetch,
     AwaitDelete,
-    RecordingDelete { deleted: bool },
+    RecordingDelete {
+        deleted: bool,
+    },
     Ended,
 }
 
@@ -240,8 +257,7 @@ impl Session {
         if header.session_id != self.id {
             return self.protocol_error("session-id");
         }
-        let message = match Frame::decode_body(header, body).and_then(|f| Message::from_frame(&f))
-        {
+        let message = match Frame::decode_body(header, body).and_then(|f| Message::from_frame(&f)) {
             Ok(m) => m,
             Err(e) => return self.decode_error(&e),
         };
@@ -317,11 +333,11 @@ impl Session {
             },
         };
         self.state = State::Authenticating { version };
-        Step::Do(Effect::Authenticate(AuthAttempt {
+        Step::Do(Effect::Authenticate(Box::new(AuthAttempt {
             device_name,
             version,
             response: resp,
-        }))
+        })))
     }
 
     /// The result of the effect the last [`Step::Do`] asked for.
