@@ -10,38 +10,25 @@ pub fn lsc_matches(cert: &Cert, device_name: &str) -> bool {
         && cert.san_uris.iter().all(|uri| uri == device_name)
 }
 
-/// A MIC's CN contains the device name as a whole token, e.g. `CP-8845-SEP001122334455`
-/// for `SEP001122334455`. The token rule stops `SEP00112233445` (a prefix) from matching.
+/// A MIC's CN ends with the device name as a whole token, e.g. `CP-8845-SEP001122334455`
+/// for `SEP001122334455` (the `<model>-<name>` form of Cisco MICs). Requiring the end, and a
+/// non-alphanumeric character before it, stops both a name prefix (`SEP00112233445`) and
+/// the model part (`CP-8845`) from matching.
 pub fn mic_matches(cert: &Cert, device_name: &str) -> bool {
     !device_name.is_empty()
         && cert
             .common_names
             .iter()
-            .any(|cn| contains_token(cn, device_name))
+            .any(|cn| ends_with_token(cn, device_name))
 }
 
-/// Whether `needle` occurs in `haystack` with no ASCII letter or digit right before or after.
-fn contains_token(haystack: &str, needle: &str) -> bool {
-    let hay = haystack.as_bytes();
-    let mut from = 0;
-    while let Some(found) = haystack.get(from..).and_then(|rest| rest.find(needle)) {
-        let start = from + found;
-        let end = start + needle.len();
-        let before_ok = start
-            .checked_sub(1)
-            .and_then(|i| hay.get(i))
-            .is_none_or(|b| !b.is_ascii_alphanumeric());
-        let after_ok = hay.get(end).is_none_or(|b| !b.is_ascii_alphanumeric());
-        if before_ok && after_ok {
-            return true;
-        }
-        // Advance by one character so overlapping occurrences are still found.
-        let Some(next) = haystack.get(start..).and_then(|rest| rest.chars().next()) else {
-            break;
-        };
-        from = start + next.len_utf8();
-    }
-    false
+fn ends_with_token(cn: &str, name: &str) -> bool {
+    let Some(head) = cn.strip_suffix(name) else {
+        return false;
+    };
+    head.chars()
+        .next_back()
+        .is_none_or(|c| !c.is_ascii_alphanumeric())
 }
 
 #[cfg(test)]
@@ -50,23 +37,38 @@ mod tests {
 
     #[test]
     fn token_rule() {
-        assert!(contains_token("CP-8845-SEP001122334455", "SEP001122334455"));
-        assert!(contains_token("SEP001122334455", "SEP001122334455"));
-        assert!(contains_token("SEP001122334455 CP-8845", "SEP001122334455"));
-        assert!(!contains_token("CP-8845-SEP001122334455", "SEP00112233445"));
-        assert!(!contains_token("CP-8845-SEP001122334455", "EP001122334455"));
-        assert!(!contains_token(
+        assert!(ends_with_token(
+            "CP-8845-SEP001122334455",
+            "SEP001122334455"
+        ));
+        assert!(ends_with_token("SEP001122334455", "SEP001122334455"));
+        assert!(ends_with_token(
+            "CP 8845 SEP001122334455",
+            "SEP001122334455"
+        ));
+        assert!(ends_with_token("é-SEP001", "SEP001"));
+        assert!(!ends_with_token(
+            "SEP001122334455 CP-8845",
+            "SEP001122334455"
+        ));
+        assert!(!ends_with_token(
+            "CP-8845-SEP001122334455",
+            "SEP00112233445"
+        ));
+        assert!(!ends_with_token(
+            "CP-8845-SEP001122334455",
+            "EP001122334455"
+        ));
+        assert!(!ends_with_token("CP-8845-SEP001122334455", "CP-8845"));
+        assert!(!ends_with_token(
             "CP-8845-SEP0011223344556",
             "SEP001122334455"
         ));
-        assert!(!contains_token(
+        assert!(!ends_with_token(
             "CP-8845-sep001122334455",
             "SEP001122334455"
         ));
-        // A first occurrence that fails the rule does not hide a later one that passes.
-        assert!(contains_token("XSEP001-SEP001", "SEP001"));
-        assert!(contains_token("é-SEP001", "SEP001"));
-        assert!(!contains_token("", "SEP001"));
+        assert!(!ends_with_token("", "SEP001"));
     }
 
     fn vector_cert(pem_text: &str) -> Cert {
