@@ -199,6 +199,18 @@ mod tests {
     }
 
     #[test]
+    fn shareable_across_threads() {
+        fn assert_send_sync<T: Send + Sync + 'static>() {}
+        assert_send_sync::<TrustAnchors>();
+        let anchors = std::sync::Arc::new(TrustAnchors::new(vec![der(CAPF)], vec![]).unwrap());
+        let other = std::sync::Arc::clone(&anchors);
+        let count = std::thread::spawn(move || other.lsc_issuer_count())
+            .join()
+            .unwrap();
+        assert_eq!(count, 1);
+    }
+
+    #[test]
     fn missing_directory_is_empty() {
         let dir = tempfile::tempdir().unwrap();
         let (certs, warnings) = TrustAnchors::load_manufacturer_dir(&dir.path().join("absent"));
