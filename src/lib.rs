@@ -3,6 +3,7 @@
 //! See the README for the module layout and how data flows between modules.
 
 pub mod app;
+pub mod auth;
 pub mod ca;
 pub mod certinfo;
 pub mod config;
