@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use crate::auth::TrustAnchors;
 use crate::ca::identity::{CapfIdentity, Loaded};
 use crate::ca::lsc::Issuer;
 use crate::config::Settings;
@@ -54,6 +55,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         None => Issuer::from_identity(&identity),
     };
 
+    let anchors = trust_anchors(&settings, &identity, &issuer)?;
+
     info!(database = %settings.database_url, "opening database");
     let store = store::open(&settings.database_url)
         .await
@@ -64,6 +67,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         store: Arc::clone(&store),
         issuer: Arc::new(issuer),
         settings: Arc::clone(&settings),
+        anchors: Arc::new(anchors),
     });
     let server = Arc::new(Server::new(
         service,
@@ -94,6 +98,26 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         _ = wait_for_signal() => warn!("second signal: exiting now"),
     }
     Ok(())
+}
+
+/// LSCs chain to the issuer (and to the CAPF certificate when a separate issuer signs);
+/// MICs and SUDIs to the manufacturer CAs in `certs/mic-trust/`.
+fn trust_anchors(
+    settings: &Settings,
+    identity: &CapfIdentity,
+    issuer: &Issuer,
+) -> anyhow::Result<TrustAnchors> {
+    let mut lsc_issuers = vec![issuer.cert_der().to_vec()];
+    if issuer.cert_der() != identity.cert_der() {
+        lsc_issuers.push(identity.cert_der().to_vec());
+    }
+    let dir = settings.certs_dir.join("mic-trust");
+    let (manufacturer, warnings) = TrustAnchors::load_manufacturer_dir(&dir);
+    for warning in &warnings {
+        warn!(dir = %dir.display(), "{warning}");
+    }
+    info!(count = manufacturer.len(), dir = %dir.display(), "manufacturer CA certificates loaded");
+    TrustAnchors::new(lsc_issuers, manufacturer).context("trust anchors")
 }
 
 /// Marks operations whose deadline passed, so listings are true without a phone connecting.

@@ -9,6 +9,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tracing::{info, warn};
 
+use crate::auth::{
+    self, AuthPolicy, CertAuthRequest, CertKind, Precedence, SudiBlock, TrustAnchors,
+};
 use crate::ca::lsc::Issuer;
 use crate::ca::pubkey::check_public_key;
 use crate::certinfo;
@@ -17,7 +20,8 @@ use crate::device::DeviceName;
 use crate::keyspec::KeySpec;
 use crate::session::{AuthAttempt, AuthDecision, AuthProof, IssueFailure, Outcome, Plan};
 use crate::store::{
-    Attempt, AuthMode, FailureCause, NewCertificate, Operation, Store, StoreError, Timestamp,
+    Attempt, AuthMode, CertState, FailureCause, NewCertificate, Operation, Store, StoreError,
+    Timestamp,
 };
 
 /// Shared by every connection.
@@ -26,6 +30,8 @@ pub struct Service {
     pub store: Arc<dyn Store>,
     pub issuer: Arc<Issuer>,
     pub settings: Arc<Settings>,
+    /// Anchors for certificate authentication: LSC issuer and manufacturer CAs.
+    pub anchors: Arc<TrustAnchors>,
 }
 
 /// What one session learned along the way, for later effects and the attempt record.
@@ -108,7 +114,10 @@ impl Service {
         let Some(op) = self.store.pending_operation(name, now).await? else {
             return Ok(AuthDecision::NoOperation);
         };
-        if let Err(cause) = self.check_credentials(&op, attempt) {
+        if let Err(cause) = self
+            .check_credentials(ctx, &op, attempt, device.require_sudi)
+            .await?
+        {
             let state = self
                 .store
                 .record_auth_failure(
@@ -143,21 +152,103 @@ impl Service {
         Ok(AuthDecision::Proceed(plan, AuthProof::authenticated()))
     }
 
-    fn check_credentials(&self, op: &Operation, attempt: &AuthAttempt) -> Result<(), FailureCause> {
-        match op.auth_mode {
-            AuthMode::Null => Ok(()),
+    /// `Ok(Err(cause))` when the phone's credentials are wrong; `Err` when the store failed.
+    async fn check_credentials(
+        &self,
+        ctx: &SessionContext,
+        op: &Operation,
+        attempt: &AuthAttempt,
+        require_sudi: bool,
+    ) -> Result<Result<(), FailureCause>, StoreError> {
+        let precedence = match op.auth_mode {
+            AuthMode::Null => return Ok(Ok(())),
             AuthMode::String => {
                 let expected = op.auth_string.as_ref().map(|s| s.0.as_bytes());
                 let given = attempt.response.password.as_deref().map(str::as_bytes);
-                match (expected, given) {
+                return Ok(match (expected, given) {
                     (Some(expected), Some(given)) if constant_time_eq(expected, given) => Ok(()),
                     _ => Err(FailureCause::InvalidAuthString),
-                }
+                });
             }
-            // Certificate authentication arrives with the auth module; until then such
-            // devices are refused rather than let through.
-            AuthMode::Lsc | AuthMode::Mic => Err(FailureCause::InvalidCredentials),
+            AuthMode::Lsc => Precedence::Lsc,
+            AuthMode::Mic => Precedence::Mic,
+        };
+        let name = &attempt.device_name;
+        let device_has_lsc = self.store.current_certificate(name).await?.is_some();
+        let policy = AuthPolicy {
+            precedence,
+            require_sudi,
+            mic_expiry_allowance: chrono::Duration::zero(),
+            device_has_lsc,
+        };
+        let anchors = Arc::clone(&self.anchors);
+        let response = attempt.response.clone();
+        let device = name.as_str().to_string();
+        let session_id = ctx.session_id;
+        let verified = blocking(move || {
+            let (Some(cert), Some(signed), Some(sha2)) = (
+                response.certificate.as_ref(),
+                response.signed_data.as_deref(),
+                response.sha2_signed_data.as_ref(),
+            ) else {
+                return Err(None);
+            };
+            let extra: Vec<Vec<u8>> = cert.entries.iter().skip(1).map(|e| e.der.clone()).collect();
+            let request = CertAuthRequest {
+                device_name: &device,
+                certificate: &cert.first().der,
+                extra_chain: &extra,
+                signed_data: signed,
+                sha2_hash_id: sha2.hash_id,
+                sha2_signature: &sha2.signature,
+                sudi: response.sudi.as_ref().map(|s| SudiBlock {
+                    certificate: &s.certificate,
+                    sha1_signature: &s.sha1_signature,
+                    sha2_hash_id: s.sha2_hash_id,
+                    sha2_signature: &s.sha2_signature,
+                }),
+                session_id,
+            };
+            auth::verify_certificate_auth(&request, &anchors, &policy, Utc::now()).map_err(Some)
+        })
+        .await;
+        let verified = match verified {
+            Some(Ok(v)) => v,
+            Some(Err(Some(e))) => {
+                warn!(cause = e.cause(), "certificate authentication failed");
+                return Ok(Err(match e.cert_kind() {
+                    Some(CertKind::Lsc) => FailureCause::InvalidLsc,
+                    Some(CertKind::Mic) => FailureCause::InvalidMic,
+                    None => FailureCause::InvalidCredentials,
+                }));
+            }
+            // No certificate or signatures at all.
+            Some(Err(None)) | None => return Ok(Err(FailureCause::InvalidCredentials)),
+        };
+        if verified.kind == CertKind::Lsc {
+            // A valid LSC is not enough: it must be one capf issued to this device and did
+            // not delete.
+            let on_record = self
+                .store
+                .certificate_by_fingerprint(name, &verified.fingerprint_sha256)
+                .await?
+                .is_some_and(|c| {
+                    matches!(
+                        c.state,
+                        CertState::Installed | CertState::AwaitingConfirmation
+                    )
+                });
+            if !on_record {
+                warn!(serial = %verified.serial_hex, "LSC is not on record for this device");
+                return Ok(Err(FailureCause::InvalidLsc));
+            }
         }
+        info!(
+            kind = verified.kind.as_str(),
+            sudi = verified.sudi_verified,
+            "certificate authentication succeeded"
+        );
+        Ok(Ok(()))
     }
 
     /// Checks the phone's key and issues its LSC, recording it as awaiting confirmation.
