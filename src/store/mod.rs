@@ -21,7 +21,10 @@ use crate::device::DeviceName;
 use crate::keyspec::KeySpec;
 
 pub mod postgres;
+mod sql;
 pub mod sqlite;
+
+pub use sql::SqlStore;
 
 pub type Timestamp = DateTime<Utc>;
 

@@ -1,162 +1,58 @@
-//! Placeholder until the implementation lands.
+//! The PostgreSQL back end: one database shared by every capf node.
+//!
+//! The behaviour is in `sql.rs`; this file only knows how to connect and migrate.
 
-use async_trait::async_trait;
+use std::str::FromStr;
+use std::time::Duration;
 
-use super::*;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection};
 
+use super::sql::{Pool, SqlStore};
+use super::{DatabaseUrl, Result, StoreError};
+
+static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// How long a caller waits for a connection before the store reports `Unavailable`: the API
+/// must answer 503 rather than hang when the database is gone.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Selects the PostgreSQL constructor of [`SqlStore`].
 #[derive(Debug)]
-pub struct PgStore;
+pub enum PgBackend {}
 
-impl PgStore {
-    pub async fn open(_url: &DatabaseUrl) -> Result<Self> {
-        Err(StoreError::Unavailable("not implemented".into()))
-    }
-}
+/// A [`super::Store`] in a PostgreSQL database.
+pub type PgStore = SqlStore<PgBackend>;
 
-#[async_trait]
-impl Store for PgStore {
-    async fn ping(&self) -> Result<()> {
-        unimplemented!()
-    }
-    async fn ensure_device(&self, _name: &DeviceName, _now: Timestamp) -> Result<Device> {
-        unimplemented!()
-    }
-    async fn device(&self, _name: &DeviceName) -> Result<Option<Device>> {
-        unimplemented!()
-    }
-    async fn set_require_sudi(
-        &self,
-        _name: &DeviceName,
-        _require: bool,
-        _now: Timestamp,
-    ) -> Result<()> {
-        unimplemented!()
-    }
-    async fn schedule(&self, _op: NewOperation, _now: Timestamp) -> Result<Operation> {
-        unimplemented!()
-    }
-    async fn cancel(&self, _name: &DeviceName, _now: Timestamp) -> Result<Option<Operation>> {
-        unimplemented!()
-    }
-    async fn operation(&self, _id: i64) -> Result<Option<Operation>> {
-        unimplemented!()
-    }
-    async fn latest_operation(&self, _name: &DeviceName) -> Result<Option<Operation>> {
-        unimplemented!()
-    }
-    async fn pending_operation(
-        &self,
-        _name: &DeviceName,
-        _now: Timestamp,
-    ) -> Result<Option<Operation>> {
-        unimplemented!()
-    }
-    async fn expire_operations(&self, _now: Timestamp) -> Result<u64> {
-        unimplemented!()
-    }
-    async fn claim(
-        &self,
-        _op_id: i64,
-        _node: &str,
-        _now: Timestamp,
-        _lease: Duration,
-    ) -> Result<bool> {
-        unimplemented!()
-    }
-    async fn release(&self, _op_id: i64, _node: &str) -> Result<()> {
-        unimplemented!()
-    }
-    async fn count_keygen_attempt(&self, _op_id: i64, _now: Timestamp) -> Result<u32> {
-        unimplemented!()
-    }
-    async fn fail_operation(
-        &self,
-        _op_id: i64,
-        _cause: FailureCause,
-        _now: Timestamp,
-    ) -> Result<()> {
-        unimplemented!()
-    }
-    async fn record_issued(
-        &self,
-        _op_id: i64,
-        _cert: NewCertificate,
-        _now: Timestamp,
-    ) -> Result<i64> {
-        unimplemented!()
-    }
-    async fn confirm_install(&self, _op_id: i64, _cert_id: i64, _now: Timestamp) -> Result<()> {
-        unimplemented!()
-    }
-    async fn complete_fetch(
-        &self,
-        _op_id: i64,
-        _cert: Option<NewCertificate>,
-        _now: Timestamp,
-    ) -> Result<()> {
-        unimplemented!()
-    }
-    async fn complete_delete(&self, _op_id: i64, _now: Timestamp) -> Result<()> {
-        unimplemented!()
-    }
-    async fn current_certificate(&self, _name: &DeviceName) -> Result<Option<CertificateRecord>> {
-        unimplemented!()
-    }
-    async fn certificates(&self, _name: &DeviceName) -> Result<Vec<CertificateRecord>> {
-        unimplemented!()
-    }
-    async fn certificate_by_fingerprint(
-        &self,
-        _name: &DeviceName,
-        _fingerprint_sha256: &str,
-    ) -> Result<Option<CertificateRecord>> {
-        unimplemented!()
-    }
-    async fn lock_state(&self, _name: &DeviceName) -> Result<LockState> {
-        unimplemented!()
-    }
-    async fn record_auth_failure(
-        &self,
-        _name: &DeviceName,
-        _cause: &str,
-        _source_addr: &str,
-        _now: Timestamp,
-        _policy: LockoutPolicy,
-    ) -> Result<LockState> {
-        unimplemented!()
-    }
-    async fn record_locked_attempt(
-        &self,
-        _name: &DeviceName,
-        _source_addr: &str,
-        _now: Timestamp,
-    ) -> Result<()> {
-        unimplemented!()
-    }
-    async fn record_auth_success(&self, _name: &DeviceName, _now: Timestamp) -> Result<()> {
-        unimplemented!()
-    }
-    async fn unlock(&self, _name: &DeviceName, _now: Timestamp) -> Result<()> {
-        unimplemented!()
-    }
-    async fn record_attempt(&self, _attempt: Attempt) -> Result<()> {
-        unimplemented!()
-    }
-    async fn attempts(&self, _name: &DeviceName, _limit: u32) -> Result<Vec<Attempt>> {
-        unimplemented!()
-    }
-    async fn audit(
-        &self,
-        _device_name: Option<&DeviceName>,
-        _operation_id: Option<i64>,
-        _kind: &str,
-        _source_addr: Option<&str>,
-        _detail: &str,
-        _now: Timestamp,
-    ) -> Result<()> {
-        unimplemented!()
-    }
-    async fn events(&self, _filter: EventFilter) -> Result<Vec<Event>> {
-        unimplemented!()
+impl SqlStore<PgBackend> {
+    /// Connects and brings the schema up to date.
+    pub async fn open(url: &DatabaseUrl) -> Result<PgStore> {
+        let options = PgConnectOptions::from_str(url.expose())
+            .map_err(|e| StoreError::BadUrl(format!("{url}: {e}")))?;
+
+        // Several nodes may start at once. sqlx's PostgreSQL migrator (sqlx-postgres 0.8.6,
+        // `Migrate::lock` in src/migrate.rs, called first by `Migrator::run_direct`) takes
+        // `pg_advisory_lock` keyed on the database name before it reads or applies
+        // anything, so the nodes apply migrations one at a time and the later ones find
+        // nothing to do. The lock is session-level and is only released if migrating
+        // succeeds, so we migrate on a connection of our own and close it afterwards: if a
+        // migration fails the connection goes away, and the lock with it, instead of going
+        // back to a pool still holding the lock.
+        let mut conn = tokio::time::timeout(ACQUIRE_TIMEOUT, options.connect())
+            .await
+            .map_err(|_| StoreError::Unavailable("timed out connecting to PostgreSQL".into()))??;
+        let migrated = MIGRATOR.run(&mut conn).await;
+        // Best effort: if closing fails the socket is dropped anyway, ending the session.
+        let _ = conn.close().await;
+        migrated.map_err(|e| StoreError::Migration(e.to_string()))?;
+
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await?;
+        tracing::info!(database = %url, "opened PostgreSQL store");
+        Ok(SqlStore::from_pool(Pool::Postgres(pool)))
     }
 }

@@ -1,162 +1,59 @@
-//! Placeholder until the implementation lands.
+//! The SQLite back end: one database file, for a single node.
+//!
+//! The behaviour is in `sql.rs`; this file only knows how to open the file safely.
 
-use async_trait::async_trait;
+use std::str::FromStr;
+use std::time::Duration;
 
-use super::*;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
+use super::sql::{Pool, SqlStore};
+use super::{DatabaseUrl, Result, StoreError};
+
+static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// Selects the SQLite constructor of [`SqlStore`].
 #[derive(Debug)]
-pub struct SqliteStore;
+pub enum SqliteBackend {}
 
-impl SqliteStore {
-    pub async fn open(_url: &DatabaseUrl) -> Result<Self> {
-        Err(StoreError::Unavailable("not implemented".into()))
-    }
-}
+/// A [`super::Store`] in a SQLite file.
+pub type SqliteStore = SqlStore<SqliteBackend>;
 
-#[async_trait]
-impl Store for SqliteStore {
-    async fn ping(&self) -> Result<()> {
-        unimplemented!()
-    }
-    async fn ensure_device(&self, _name: &DeviceName, _now: Timestamp) -> Result<Device> {
-        unimplemented!()
-    }
-    async fn device(&self, _name: &DeviceName) -> Result<Option<Device>> {
-        unimplemented!()
-    }
-    async fn set_require_sudi(
-        &self,
-        _name: &DeviceName,
-        _require: bool,
-        _now: Timestamp,
-    ) -> Result<()> {
-        unimplemented!()
-    }
-    async fn schedule(&self, _op: NewOperation, _now: Timestamp) -> Result<Operation> {
-        unimplemented!()
-    }
-    async fn cancel(&self, _name: &DeviceName, _now: Timestamp) -> Result<Option<Operation>> {
-        unimplemented!()
-    }
-    async fn operation(&self, _id: i64) -> Result<Option<Operation>> {
-        unimplemented!()
-    }
-    async fn latest_operation(&self, _name: &DeviceName) -> Result<Option<Operation>> {
-        unimplemented!()
-    }
-    async fn pending_operation(
-        &self,
-        _name: &DeviceName,
-        _now: Timestamp,
-    ) -> Result<Option<Operation>> {
-        unimplemented!()
-    }
-    async fn expire_operations(&self, _now: Timestamp) -> Result<u64> {
-        unimplemented!()
-    }
-    async fn claim(
-        &self,
-        _op_id: i64,
-        _node: &str,
-        _now: Timestamp,
-        _lease: Duration,
-    ) -> Result<bool> {
-        unimplemented!()
-    }
-    async fn release(&self, _op_id: i64, _node: &str) -> Result<()> {
-        unimplemented!()
-    }
-    async fn count_keygen_attempt(&self, _op_id: i64, _now: Timestamp) -> Result<u32> {
-        unimplemented!()
-    }
-    async fn fail_operation(
-        &self,
-        _op_id: i64,
-        _cause: FailureCause,
-        _now: Timestamp,
-    ) -> Result<()> {
-        unimplemented!()
-    }
-    async fn record_issued(
-        &self,
-        _op_id: i64,
-        _cert: NewCertificate,
-        _now: Timestamp,
-    ) -> Result<i64> {
-        unimplemented!()
-    }
-    async fn confirm_install(&self, _op_id: i64, _cert_id: i64, _now: Timestamp) -> Result<()> {
-        unimplemented!()
-    }
-    async fn complete_fetch(
-        &self,
-        _op_id: i64,
-        _cert: Option<NewCertificate>,
-        _now: Timestamp,
-    ) -> Result<()> {
-        unimplemented!()
-    }
-    async fn complete_delete(&self, _op_id: i64, _now: Timestamp) -> Result<()> {
-        unimplemented!()
-    }
-    async fn current_certificate(&self, _name: &DeviceName) -> Result<Option<CertificateRecord>> {
-        unimplemented!()
-    }
-    async fn certificates(&self, _name: &DeviceName) -> Result<Vec<CertificateRecord>> {
-        unimplemented!()
-    }
-    async fn certificate_by_fingerprint(
-        &self,
-        _name: &DeviceName,
-        _fingerprint_sha256: &str,
-    ) -> Result<Option<CertificateRecord>> {
-        unimplemented!()
-    }
-    async fn lock_state(&self, _name: &DeviceName) -> Result<LockState> {
-        unimplemented!()
-    }
-    async fn record_auth_failure(
-        &self,
-        _name: &DeviceName,
-        _cause: &str,
-        _source_addr: &str,
-        _now: Timestamp,
-        _policy: LockoutPolicy,
-    ) -> Result<LockState> {
-        unimplemented!()
-    }
-    async fn record_locked_attempt(
-        &self,
-        _name: &DeviceName,
-        _source_addr: &str,
-        _now: Timestamp,
-    ) -> Result<()> {
-        unimplemented!()
-    }
-    async fn record_auth_success(&self, _name: &DeviceName, _now: Timestamp) -> Result<()> {
-        unimplemented!()
-    }
-    async fn unlock(&self, _name: &DeviceName, _now: Timestamp) -> Result<()> {
-        unimplemented!()
-    }
-    async fn record_attempt(&self, _attempt: Attempt) -> Result<()> {
-        unimplemented!()
-    }
-    async fn attempts(&self, _name: &DeviceName, _limit: u32) -> Result<Vec<Attempt>> {
-        unimplemented!()
-    }
-    async fn audit(
-        &self,
-        _device_name: Option<&DeviceName>,
-        _operation_id: Option<i64>,
-        _kind: &str,
-        _source_addr: Option<&str>,
-        _detail: &str,
-        _now: Timestamp,
-    ) -> Result<()> {
-        unimplemented!()
-    }
-    async fn events(&self, _filter: EventFilter) -> Result<Vec<Event>> {
-        unimplemented!()
+impl SqlStore<SqliteBackend> {
+    /// Opens (creating it and its directory if needed) and migrates the database file.
+    pub async fn open(url: &DatabaseUrl) -> Result<SqliteStore> {
+        let options = SqliteConnectOptions::from_str(url.expose())
+            .map_err(|e| StoreError::BadUrl(format!("{url}: {e}")))?
+            .create_if_missing(true)
+            // WAL lets readers run while one connection writes.
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL syncs the WAL at every commit: once a change is acknowledged it survives
+            // a power loss (NORMAL, the usual WAL choice, may lose the last commits).
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            // How long a connection waits for another one's write lock before SQLITE_BUSY.
+            .busy_timeout(Duration::from_secs(5));
+        if let Some(dir) = options.get_filename().parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::Unavailable(format!("creating {}: {e}", dir.display()))
+                })?;
+            }
+        }
+        // Small: writers are serialised by SQLite anyway (see `Pool::begin`), a few
+        // connections only let reads proceed during a write.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        // A SQLite database has one node, so the migrator's missing lock does not matter.
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        tracing::info!(database = %url, "opened SQLite store");
+        Ok(SqlStore::from_pool(Pool::Sqlite(pool)))
     }
 }

@@ -1,0 +1,1439 @@
+//! The one implementation of [`Store`], shared by the SQLite and PostgreSQL back ends.
+//!
+//! Both databases run the same SQL text (sqlx's SQLite driver understands PostgreSQL's `$N`
+//! placeholders), so the behaviour is written once here and the contract tests cannot find
+//! the two back ends disagreeing. What differs lives in `sqlite.rs` and `postgres.rs`:
+//! connection options, migrations and how a write transaction begins. The small adapter at
+//! the bottom of this file (`Pool`, `Tx`, `Query`, `Row`) is the only place that knows
+//! there are two sqlx drivers.
+//!
+//! Concurrency rules every method follows:
+//! - a write happens in one transaction together with its audit events;
+//! - a change that depends on the current state is a conditional `UPDATE ... WHERE <state
+//!   it requires> RETURNING ...`, so whichever node runs it second sees zero rows instead of
+//!   overwriting (on PostgreSQL the second `UPDATE` waits for the first to commit, then
+//!   re-checks its `WHERE` against the new row; on SQLite write transactions are serialised
+//!   by `BEGIN IMMEDIATE`);
+//! - counters are incremented in SQL, never read-modified-written in Rust.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+use std::str::FromStr;
+
+use chrono::SecondsFormat;
+use sqlx::postgres::{PgArguments, PgPool, PgRow};
+use sqlx::sqlite::{SqliteArguments, SqlitePool, SqliteRow};
+use sqlx::{Postgres, Sqlite, Transaction};
+
+use super::*;
+
+/// A [`Store`] on a SQL database. `B` only selects which `open` constructor exists
+/// (see [`super::sqlite::SqliteStore`] and [`super::postgres::PgStore`]).
+pub struct SqlStore<B> {
+    pool: Pool,
+    backend: PhantomData<fn() -> B>,
+}
+
+impl<B> SqlStore<B> {
+    pub(crate) fn from_pool(pool: Pool) -> Self {
+        SqlStore {
+            pool,
+            backend: PhantomData,
+        }
+    }
+
+    /// Closes every connection of the pool (waits for the ones in use to be returned).
+    pub async fn close(&self) {
+        match &self.pool {
+            Pool::Sqlite(p) => p.close().await,
+            Pool::Postgres(p) => p.close().await,
+        }
+    }
+}
+
+// Written by hand: the sqlx pools' own `Debug` prints their connect options, password
+// included.
+impl<B> fmt::Debug for SqlStore<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let backend = match &self.pool {
+            Pool::Sqlite(_) => "sqlite",
+            Pool::Postgres(_) => "postgres",
+        };
+        f.debug_struct("SqlStore")
+            .field("backend", &backend)
+            .finish_non_exhaustive()
+    }
+}
+
+// ---- columns and row conversion ----
+
+const DEVICE_SELECT: &str = "SELECT name, require_sudi, created_at, failed_auth_count, \
+     locked_until, last_attempt_at, last_attempt_source, last_attempt_outcome FROM devices";
+
+const OPERATION_SELECT: &str = "SELECT o.id, d.name AS device_name, o.kind, o.auth_mode, \
+     o.auth_string, o.key_spec, o.completes_by, o.status, o.cause, o.keygen_attempts, \
+     o.created_at, o.updated_at, o.claimed_by, o.claim_expires_at \
+     FROM operations o JOIN devices d ON d.id = o.device_id";
+
+const CERTIFICATE_SELECT: &str = "SELECT c.id, d.name AS device_name, c.operation_id, \
+     c.serial_hex, c.subject, c.issuer, c.not_before, c.not_after, c.fingerprint_sha256, \
+     c.pem, c.state, c.created_at, c.updated_at \
+     FROM certificates c JOIN devices d ON d.id = c.device_id";
+
+const ATTEMPT_SELECT: &str = "SELECT device_name, operation_id, session_id, source_addr, \
+     started_at, ended_at, outcome, detail FROM attempts";
+
+const EVENT_SELECT: &str =
+    "SELECT id, at, device_name, operation_id, kind, source_addr, detail FROM events";
+
+fn device_name(text: String) -> Result<DeviceName> {
+    // Names are validated before they are stored; a name that no longer passes came from
+    // somewhere else.
+    DeviceName::from_wire(&text)
+        .map_err(|e| StoreError::Corrupt(format!("device name {text:?}: {e}")))
+}
+
+fn to_u32(value: i64, what: &str) -> Result<u32> {
+    u32::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} {value}")))
+}
+
+fn device_from_row(row: &Row) -> Result<Device> {
+    let last_attempt = match row.opt_time("last_attempt_at")? {
+        Some(at) => Some(LastAttempt {
+            at,
+            source_addr: row.opt_text("last_attempt_source")?.unwrap_or_default(),
+            outcome: row.opt_text("last_attempt_outcome")?.unwrap_or_default(),
+        }),
+        None => None,
+    };
+    Ok(Device {
+        name: device_name(row.text("name")?)?,
+        require_sudi: row.bool("require_sudi")?,
+        created_at: row.time("created_at")?,
+        failed_auth_count: to_u32(row.int("failed_auth_count")?, "failed_auth_count")?,
+        locked_until: row.opt_time("locked_until")?,
+        last_attempt,
+    })
+}
+
+fn operation_from_row(row: &Row) -> Result<Operation> {
+    let key_text = row.text("key_spec")?;
+    let key = key_text
+        .parse::<KeySpec>()
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(Operation {
+        id: row.int("id")?,
+        device_name: device_name(row.text("device_name")?)?,
+        kind: row.parse("kind")?,
+        auth_mode: row.parse("auth_mode")?,
+        auth_string: row.opt_text("auth_string")?.map(AuthString),
+        key,
+        completes_by: row.time("completes_by")?,
+        status: row.parse("status")?,
+        cause: row.opt_parse("cause")?,
+        keygen_attempts: to_u32(row.int("keygen_attempts")?, "keygen_attempts")?,
+        created_at: row.time("created_at")?,
+        updated_at: row.time("updated_at")?,
+        claimed_by: row.opt_text("claimed_by")?,
+        claim_expires_at: row.opt_time("claim_expires_at")?,
+    })
+}
+
+fn certificate_from_row(row: &Row) -> Result<CertificateRecord> {
+    Ok(CertificateRecord {
+        id: row.int("id")?,
+        device_name: device_name(row.text("device_name")?)?,
+        operation_id: row.opt_int("operation_id")?,
+        serial_hex: row.text("serial_hex")?,
+        subject: row.text("subject")?,
+        issuer: row.text("issuer")?,
+        not_before: row.time("not_before")?,
+        not_after: row.time("not_after")?,
+        fingerprint_sha256: row.text("fingerprint_sha256")?,
+        pem: row.text("pem")?,
+        state: row.parse("state")?,
+        created_at: row.time("created_at")?,
+        updated_at: row.time("updated_at")?,
+    })
+}
+
+fn attempt_from_row(row: &Row) -> Result<Attempt> {
+    Ok(Attempt {
+        device_name: device_name(row.text("device_name")?)?,
+        operation_id: row.opt_int("operation_id")?,
+        session_id: to_u32(row.int("session_id")?, "session_id")?,
+        source_addr: row.text("source_addr")?,
+        started_at: row.time("started_at")?,
+        ended_at: row.time("ended_at")?,
+        outcome: row.text("outcome")?,
+        detail: row.text("detail")?,
+    })
+}
+
+fn event_from_row(row: &Row) -> Result<Event> {
+    Ok(Event {
+        id: row.int("id")?,
+        at: row.time("at")?,
+        device_name: row.opt_text("device_name")?,
+        operation_id: row.opt_int("operation_id")?,
+        kind: row.text("kind")?,
+        source_addr: row.opt_text("source_addr")?,
+        detail: row.text("detail")?,
+    })
+}
+
+fn show_time(t: Timestamp) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// `now + d`, saturating at the latest representable time instead of failing.
+fn later(now: Timestamp, d: Duration) -> Timestamp {
+    chrono::TimeDelta::from_std(d)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+fn not_pending(op_id: i64) -> StoreError {
+    StoreError::NotFound(format!("pending operation {op_id}"))
+}
+
+// ---- audit events ----
+
+/// One audit record to write. `detail` is built by this module from non-secret fields only:
+/// an authentication string is never formatted into it.
+struct Ev<'a> {
+    device: Option<&'a str>,
+    operation: Option<i64>,
+    kind: &'a str,
+    source: Option<&'a str>,
+    detail: String,
+}
+
+impl<'a> Ev<'a> {
+    fn new(device: &'a str, operation: Option<i64>, kind: &'a str, detail: String) -> Self {
+        Ev {
+            device: Some(device),
+            operation,
+            kind,
+            source: None,
+            detail,
+        }
+    }
+
+    fn with_source(mut self, source: &'a str) -> Self {
+        self.source = Some(source);
+        self
+    }
+
+    fn query(&self, at: Timestamp) -> Query {
+        query(
+            "INSERT INTO events (at, device_name, operation_id, kind, source_addr, detail) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .time(at)
+        .opt_text(self.device)
+        .opt_int(self.operation)
+        .text(self.kind)
+        .opt_text(self.source)
+        .text(&self.detail)
+    }
+}
+
+async fn write_event(tx: &mut Tx, at: Timestamp, ev: Ev<'_>) -> Result<()> {
+    tx.execute(ev.query(at)).await.map(|_| ())
+}
+
+// ---- helpers shared by several methods, all inside a caller's transaction ----
+
+/// Creates the device if needed (with its `device_created` event); returns its id.
+async fn ensure_device_in(tx: &mut Tx, name: &DeviceName, now: Timestamp) -> Result<i64> {
+    let inserted = tx
+        .fetch_optional(
+            query(
+                "INSERT INTO devices (name, created_at, updated_at) VALUES ($1, $2, $2) \
+                 ON CONFLICT (name) DO NOTHING RETURNING id",
+            )
+            .text(name.as_str())
+            .time(now),
+        )
+        .await?;
+    if let Some(row) = inserted {
+        write_event(
+            tx,
+            now,
+            Ev::new(
+                name.as_str(),
+                None,
+                "device_created",
+                "device created".into(),
+            ),
+        )
+        .await?;
+        return row.int("id");
+    }
+    let row = tx
+        .fetch_optional(query("SELECT id FROM devices WHERE name = $1").text(name.as_str()))
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("device {name}")))?;
+    row.int("id")
+}
+
+/// The name of a device known by id (a row pointing at it was just read).
+async fn name_of_device(tx: &mut Tx, device_id: i64) -> Result<String> {
+    tx.fetch_optional(query("SELECT name FROM devices WHERE id = $1").int(device_id))
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("no device with id {device_id}")))?
+        .text("name")
+}
+
+/// The device an operation ended by [`end_operation`] belongs to.
+struct Ended {
+    device_id: i64,
+    device_name: String,
+}
+
+/// Moves a pending operation to a final status: the authentication string is no longer
+/// needed and is erased, the claim is released, and (unless it succeeded) a certificate
+/// still awaiting confirmation is abandoned. Returns `None`, changing nothing, when the
+/// operation does not exist or is no longer pending (another node ended it first).
+async fn end_operation(
+    tx: &mut Tx,
+    op_id: i64,
+    status: OperationStatus,
+    cause: Option<FailureCause>,
+    now: Timestamp,
+) -> Result<Option<Ended>> {
+    let Some(row) = tx
+        .fetch_optional(
+            query(
+                "UPDATE operations SET status = $2, cause = $3, auth_string = NULL, \
+                 claimed_by = NULL, claim_expires_at = NULL, updated_at = $4 \
+                 WHERE id = $1 AND status = 'pending' RETURNING device_id",
+            )
+            .int(op_id)
+            .text(status.as_str())
+            .opt_text(cause.map(FailureCause::as_str))
+            .time(now),
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let device_id = row.int("device_id")?;
+    let device_name = name_of_device(tx, device_id).await?;
+    if status != OperationStatus::Success {
+        abandon_awaiting(tx, op_id, &device_name, now).await?;
+    }
+    Ok(Some(Ended {
+        device_id,
+        device_name,
+    }))
+}
+
+/// Certificates of the operation still awaiting confirmation become `Abandoned`.
+async fn abandon_awaiting(tx: &mut Tx, op_id: i64, device: &str, now: Timestamp) -> Result<()> {
+    let rows = tx
+        .fetch_all(
+            query(
+                "UPDATE certificates SET state = 'abandoned', updated_at = $2 \
+                 WHERE operation_id = $1 AND state = 'awaiting_confirmation' RETURNING id",
+            )
+            .int(op_id)
+            .time(now),
+        )
+        .await?;
+    for row in rows {
+        let cert_id = row.int("id")?;
+        let detail = format!("certificate {cert_id} issued but never confirmed");
+        let ev = Ev::new(device, Some(op_id), "certificate_abandoned", detail);
+        write_event(tx, now, ev).await?;
+    }
+    Ok(())
+}
+
+/// Inserts a certificate record in `state`; returns its id.
+async fn insert_certificate(
+    tx: &mut Tx,
+    device_id: i64,
+    op_id: i64,
+    cert: &NewCertificate,
+    state: CertState,
+    now: Timestamp,
+) -> Result<i64> {
+    let row = tx
+        .fetch_optional(
+            query(
+                "INSERT INTO certificates (device_id, operation_id, serial_hex, subject, \
+                 issuer, not_before, not_after, fingerprint_sha256, pem, state, created_at, \
+                 updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) \
+                 RETURNING id",
+            )
+            .int(device_id)
+            .int(op_id)
+            .text(&cert.serial_hex)
+            .text(&cert.subject)
+            .text(&cert.issuer)
+            .time(cert.not_before)
+            .time(cert.not_after)
+            .text(&cert.fingerprint_sha256)
+            .text(&cert.pem)
+            .text(state.as_str())
+            .time(now),
+        )
+        .await?
+        .ok_or_else(|| StoreError::Unavailable("INSERT returned no id".into()))?;
+    row.int("id")
+}
+
+fn describe_certificate(cert: &NewCertificate) -> String {
+    format!(
+        "serial={} sha256={} subject={:?} not_after={}",
+        cert.serial_hex,
+        cert.fingerprint_sha256,
+        cert.subject,
+        show_time(cert.not_after)
+    )
+}
+
+async fn operation_by_id(exec: &mut Tx, op_id: i64) -> Result<Option<Operation>> {
+    let sql = format!("{OPERATION_SELECT} WHERE o.id = $1");
+    exec.fetch_optional(query(sql).int(op_id))
+        .await?
+        .as_ref()
+        .map(operation_from_row)
+        .transpose()
+}
+
+// ---- the Store ----
+
+#[async_trait::async_trait]
+impl<B> Store for SqlStore<B> {
+    async fn ping(&self) -> Result<()> {
+        self.pool.fetch_optional(query("SELECT 1 AS one")).await?;
+        Ok(())
+    }
+
+    async fn ensure_device(&self, name: &DeviceName, now: Timestamp) -> Result<Device> {
+        let mut tx = self.pool.begin().await?;
+        ensure_device_in(&mut tx, name, now).await?;
+        let sql = format!("{DEVICE_SELECT} WHERE name = $1");
+        let row = tx
+            .fetch_optional(query(sql).text(name.as_str()))
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("device {name}")))?;
+        let device = device_from_row(&row)?;
+        tx.commit().await?;
+        Ok(device)
+    }
+
+    async fn device(&self, name: &DeviceName) -> Result<Option<Device>> {
+        let sql = format!("{DEVICE_SELECT} WHERE name = $1");
+        self.pool
+            .fetch_optional(query(sql).text(name.as_str()))
+            .await?
+            .as_ref()
+            .map(device_from_row)
+            .transpose()
+    }
+
+    async fn set_require_sudi(
+        &self,
+        name: &DeviceName,
+        require: bool,
+        now: Timestamp,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let updated = tx
+            .fetch_optional(
+                query(
+                    "UPDATE devices SET require_sudi = $2, updated_at = $3 \
+                     WHERE name = $1 RETURNING id",
+                )
+                .text(name.as_str())
+                .bool(require)
+                .time(now),
+            )
+            .await?;
+        if updated.is_none() {
+            return Err(StoreError::NotFound(format!("device {name}")));
+        }
+        let detail = format!("require_sudi={require}");
+        write_event(
+            &mut tx,
+            now,
+            Ev::new(name.as_str(), None, "device_updated", detail),
+        )
+        .await?;
+        tx.commit().await
+    }
+
+    async fn schedule(&self, op: NewOperation, now: Timestamp) -> Result<Operation> {
+        let name = op.device_name.as_str();
+        let mut tx = self.pool.begin().await?;
+        let device_id = ensure_device_in(&mut tx, &op.device_name, now).await?;
+        // Touching the device row locks it until commit on PostgreSQL, so two nodes
+        // scheduling for the same device take turns and the second supersedes the first
+        // instead of hitting the one-pending-operation index.
+        tx.execute(
+            query("UPDATE devices SET updated_at = $2 WHERE id = $1")
+                .int(device_id)
+                .time(now),
+        )
+        .await?;
+        let previous = tx
+            .fetch_optional(
+                query("SELECT id FROM operations WHERE device_id = $1 AND status = 'pending'")
+                    .int(device_id),
+            )
+            .await?;
+        let mut superseded = None;
+        if let Some(row) = previous {
+            let old_id = row.int("id")?;
+            if end_operation(&mut tx, old_id, OperationStatus::Superseded, None, now)
+                .await?
+                .is_some()
+            {
+                superseded = Some(old_id);
+            }
+        }
+        // The authentication string only means something in string mode.
+        let auth_string = match op.auth_mode {
+            AuthMode::String => op.auth_string.as_ref().map(|s| s.0.as_str()),
+            _ => None,
+        };
+        let row = tx
+            .fetch_optional(
+                query(
+                    "INSERT INTO operations (device_id, kind, auth_mode, auth_string, \
+                     key_spec, completes_by, status, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7) RETURNING id",
+                )
+                .int(device_id)
+                .text(op.kind.as_str())
+                .text(op.auth_mode.as_str())
+                .opt_text(auth_string)
+                .text(op.key.to_string())
+                .time(op.completes_by)
+                .time(now),
+            )
+            .await?
+            .ok_or_else(|| StoreError::Unavailable("INSERT returned no id".into()))?;
+        let op_id = row.int("id")?;
+        if let Some(old_id) = superseded {
+            let detail = format!("superseded by operation {op_id}");
+            let ev = Ev::new(name, Some(old_id), "operation_superseded", detail);
+            write_event(&mut tx, now, ev).await?;
+        }
+        let detail = format!(
+            "kind={} auth_mode={} key={} completes_by={}",
+            op.kind,
+            op.auth_mode,
+            op.key,
+            show_time(op.completes_by)
+        );
+        let ev = Ev::new(name, Some(op_id), "operation_scheduled", detail);
+        write_event(&mut tx, now, ev).await?;
+        let scheduled = operation_by_id(&mut tx, op_id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("operation {op_id}")))?;
+        tx.commit().await?;
+        Ok(scheduled)
+    }
+
+    async fn cancel(&self, name: &DeviceName, now: Timestamp) -> Result<Option<Operation>> {
+        let mut tx = self.pool.begin().await?;
+        let pending = tx
+            .fetch_optional(
+                query(
+                    "SELECT o.id FROM operations o JOIN devices d ON d.id = o.device_id \
+                     WHERE d.name = $1 AND o.status = 'pending'",
+                )
+                .text(name.as_str()),
+            )
+            .await?;
+        let Some(row) = pending else {
+            return Ok(None);
+        };
+        let op_id = row.int("id")?;
+        if end_operation(&mut tx, op_id, OperationStatus::Cancelled, None, now)
+            .await?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let ev = Ev::new(
+            name.as_str(),
+            Some(op_id),
+            "operation_cancelled",
+            "cancelled by an administrator".into(),
+        );
+        write_event(&mut tx, now, ev).await?;
+        let cancelled = operation_by_id(&mut tx, op_id).await?;
+        tx.commit().await?;
+        Ok(cancelled)
+    }
+
+    async fn operation(&self, id: i64) -> Result<Option<Operation>> {
+        let sql = format!("{OPERATION_SELECT} WHERE o.id = $1");
+        self.pool
+            .fetch_optional(query(sql).int(id))
+            .await?
+            .as_ref()
+            .map(operation_from_row)
+            .transpose()
+    }
+
+    async fn latest_operation(&self, name: &DeviceName) -> Result<Option<Operation>> {
+        let sql = format!("{OPERATION_SELECT} WHERE d.name = $1 ORDER BY o.id DESC LIMIT 1");
+        self.pool
+            .fetch_optional(query(sql).text(name.as_str()))
+            .await?
+            .as_ref()
+            .map(operation_from_row)
+            .transpose()
+    }
+
+    async fn pending_operation(
+        &self,
+        name: &DeviceName,
+        now: Timestamp,
+    ) -> Result<Option<Operation>> {
+        let sql = format!("{OPERATION_SELECT} WHERE d.name = $1 AND o.status = 'pending'");
+        let Some(row) = self
+            .pool
+            .fetch_optional(query(sql).text(name.as_str()))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let op = operation_from_row(&row)?;
+        if op.completes_by > now {
+            return Ok(Some(op));
+        }
+        // Too late: end it here rather than wait for the sweeper, so the phone is told
+        // "request late" and the record says so.
+        let mut tx = self.pool.begin().await?;
+        let cause = FailureCause::UserInitiatedRequestLate;
+        if let Some(ended) =
+            end_operation(&mut tx, op.id, OperationStatus::TimedOut, Some(cause), now).await?
+        {
+            let detail = format!("deadline {} passed", show_time(op.completes_by));
+            let ev = Ev::new(
+                &ended.device_name,
+                Some(op.id),
+                "operation_timed_out",
+                detail,
+            );
+            write_event(&mut tx, now, ev).await?;
+        }
+        tx.commit().await?;
+        Ok(None)
+    }
+
+    async fn expire_operations(&self, now: Timestamp) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let rows = tx
+            .fetch_all(
+                query(
+                    "SELECT id, completes_by FROM operations \
+                     WHERE status = 'pending' AND completes_by <= $1 ORDER BY id",
+                )
+                .time(now),
+            )
+            .await?;
+        let cause = FailureCause::UserInitiatedRequestLate;
+        let mut expired = 0;
+        for row in rows {
+            let op_id = row.int("id")?;
+            let deadline = row.time("completes_by")?;
+            if let Some(ended) =
+                end_operation(&mut tx, op_id, OperationStatus::TimedOut, Some(cause), now).await?
+            {
+                let detail = format!("deadline {} passed", show_time(deadline));
+                let ev = Ev::new(
+                    &ended.device_name,
+                    Some(op_id),
+                    "operation_timed_out",
+                    detail,
+                );
+                write_event(&mut tx, now, ev).await?;
+                expired += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(expired)
+    }
+
+    async fn claim(&self, op_id: i64, node: &str, now: Timestamp, lease: Duration) -> Result<bool> {
+        let until = later(now, lease);
+        let mut tx = self.pool.begin().await?;
+        let claimed = tx
+            .fetch_optional(
+                query(
+                    "UPDATE operations SET claimed_by = $2, claim_expires_at = $3, \
+                     updated_at = $4 \
+                     WHERE id = $1 AND status = 'pending' AND (claimed_by IS NULL \
+                     OR claimed_by = $2 OR claim_expires_at IS NULL OR claim_expires_at <= $4) \
+                     RETURNING device_id",
+                )
+                .int(op_id)
+                .text(node)
+                .time(until)
+                .time(now),
+            )
+            .await?;
+        let Some(row) = claimed else {
+            return Ok(false);
+        };
+        let name = name_of_device(&mut tx, row.int("device_id")?).await?;
+        let detail = format!("node={node} until={}", show_time(until));
+        write_event(
+            &mut tx,
+            now,
+            Ev::new(&name, Some(op_id), "operation_claimed", detail),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn release(&self, op_id: i64, node: &str) -> Result<()> {
+        self.pool
+            .execute(
+                query(
+                    "UPDATE operations SET claimed_by = NULL, claim_expires_at = NULL \
+                     WHERE id = $1 AND claimed_by = $2",
+                )
+                .int(op_id)
+                .text(node),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn count_keygen_attempt(&self, op_id: i64, now: Timestamp) -> Result<u32> {
+        let mut tx = self.pool.begin().await?;
+        let row = tx
+            .fetch_optional(
+                query(
+                    "UPDATE operations SET keygen_attempts = keygen_attempts + 1, \
+                     updated_at = $2 WHERE id = $1 AND status = 'pending' \
+                     RETURNING keygen_attempts, device_id",
+                )
+                .int(op_id)
+                .time(now),
+            )
+            .await?
+            .ok_or_else(|| not_pending(op_id))?;
+        let count = to_u32(row.int("keygen_attempts")?, "keygen_attempts")?;
+        let name = name_of_device(&mut tx, row.int("device_id")?).await?;
+        let detail = format!("key generation request {count}");
+        write_event(
+            &mut tx,
+            now,
+            Ev::new(&name, Some(op_id), "keygen_requested", detail),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(count)
+    }
+
+    async fn fail_operation(&self, op_id: i64, cause: FailureCause, now: Timestamp) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let ended = end_operation(&mut tx, op_id, OperationStatus::Failed, Some(cause), now)
+            .await?
+            .ok_or_else(|| not_pending(op_id))?;
+        let ev = Ev::new(
+            &ended.device_name,
+            Some(op_id),
+            "operation_failed",
+            format!("cause={cause}"),
+        );
+        write_event(&mut tx, now, ev).await?;
+        tx.commit().await
+    }
+
+    async fn record_issued(&self, op_id: i64, cert: NewCertificate, now: Timestamp) -> Result<i64> {
+        let mut tx = self.pool.begin().await?;
+        // The conditional update both checks the operation is pending and, on PostgreSQL,
+        // locks its row until commit, so certificates of one operation are recorded in turn.
+        let row = tx
+            .fetch_optional(
+                query(
+                    "UPDATE operations SET updated_at = $2 \
+                     WHERE id = $1 AND status = 'pending' RETURNING device_id",
+                )
+                .int(op_id)
+                .time(now),
+            )
+            .await?
+            .ok_or_else(|| not_pending(op_id))?;
+        let device_id = row.int("device_id")?;
+        let name = name_of_device(&mut tx, device_id).await?;
+        abandon_awaiting(&mut tx, op_id, &name, now).await?;
+        let cert_id = insert_certificate(
+            &mut tx,
+            device_id,
+            op_id,
+            &cert,
+            CertState::AwaitingConfirmation,
+            now,
+        )
+        .await?;
+        let detail = format!("certificate {cert_id} {}", describe_certificate(&cert));
+        let ev = Ev::new(&name, Some(op_id), "certificate_issued", detail);
+        write_event(&mut tx, now, ev).await?;
+        tx.commit().await?;
+        Ok(cert_id)
+    }
+
+    async fn confirm_install(&self, op_id: i64, cert_id: i64, now: Timestamp) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let ended = end_operation(&mut tx, op_id, OperationStatus::Success, None, now)
+            .await?
+            .ok_or_else(|| not_pending(op_id))?;
+        let name = ended.device_name.as_str();
+        // Checked before anything else changes; returning early drops the transaction,
+        // which rolls back the status change above.
+        let awaiting = tx
+            .fetch_optional(
+                query(
+                    "SELECT id FROM certificates WHERE id = $1 AND operation_id = $2 \
+                     AND state = 'awaiting_confirmation'",
+                )
+                .int(cert_id)
+                .int(op_id),
+            )
+            .await?;
+        if awaiting.is_none() {
+            return Err(StoreError::NotFound(format!(
+                "certificate {cert_id} awaiting confirmation for operation {op_id}"
+            )));
+        }
+        // The previous certificate steps down first: at most one may be installed.
+        let previous = tx
+            .fetch_all(
+                query(
+                    "UPDATE certificates SET state = 'superseded', updated_at = $2 \
+                     WHERE device_id = $1 AND state = 'installed' RETURNING id",
+                )
+                .int(ended.device_id)
+                .time(now),
+            )
+            .await?;
+        for row in previous {
+            let old_id = row.int("id")?;
+            let detail = format!("certificate {old_id} replaced by certificate {cert_id}");
+            let ev = Ev::new(name, Some(op_id), "certificate_superseded", detail);
+            write_event(&mut tx, now, ev).await?;
+        }
+        tx.execute(
+            query("UPDATE certificates SET state = 'installed', updated_at = $2 WHERE id = $1")
+                .int(cert_id)
+                .time(now),
+        )
+        .await?;
+        let detail = format!("certificate {cert_id} confirmed stored by the phone");
+        let ev = Ev::new(name, Some(op_id), "certificate_installed", detail);
+        write_event(&mut tx, now, ev).await?;
+        let ev = Ev::new(name, Some(op_id), "operation_succeeded", "install".into());
+        write_event(&mut tx, now, ev).await?;
+        tx.commit().await
+    }
+
+    async fn complete_fetch(
+        &self,
+        op_id: i64,
+        cert: Option<NewCertificate>,
+        now: Timestamp,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let ended = end_operation(&mut tx, op_id, OperationStatus::Success, None, now)
+            .await?
+            .ok_or_else(|| not_pending(op_id))?;
+        let name = ended.device_name.as_str();
+        let detail = match &cert {
+            Some(cert) => {
+                let cert_id = insert_certificate(
+                    &mut tx,
+                    ended.device_id,
+                    op_id,
+                    cert,
+                    CertState::Fetched,
+                    now,
+                )
+                .await?;
+                format!("certificate {cert_id} {}", describe_certificate(cert))
+            }
+            None => "the phone returned no certificate".to_string(),
+        };
+        let ev = Ev::new(name, Some(op_id), "certificate_fetched", detail);
+        write_event(&mut tx, now, ev).await?;
+        let ev = Ev::new(name, Some(op_id), "operation_succeeded", "fetch".into());
+        write_event(&mut tx, now, ev).await?;
+        tx.commit().await
+    }
+
+    async fn complete_delete(&self, op_id: i64, now: Timestamp) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let ended = end_operation(&mut tx, op_id, OperationStatus::Success, None, now)
+            .await?
+            .ok_or_else(|| not_pending(op_id))?;
+        let name = ended.device_name.as_str();
+        let deleted = tx
+            .fetch_all(
+                query(
+                    "UPDATE certificates SET state = 'deleted', updated_at = $2 \
+                     WHERE device_id = $1 AND state = 'installed' RETURNING id",
+                )
+                .int(ended.device_id)
+                .time(now),
+            )
+            .await?;
+        let detail = match deleted.first() {
+            Some(row) => format!("certificate {} deleted by the phone", row.int("id")?),
+            None => "the phone deleted its LSC; none was on record as installed".to_string(),
+        };
+        let ev = Ev::new(name, Some(op_id), "certificate_deleted", detail);
+        write_event(&mut tx, now, ev).await?;
+        let ev = Ev::new(name, Some(op_id), "operation_succeeded", "delete".into());
+        write_event(&mut tx, now, ev).await?;
+        tx.commit().await
+    }
+
+    async fn current_certificate(&self, name: &DeviceName) -> Result<Option<CertificateRecord>> {
+        let sql = format!(
+            "{CERTIFICATE_SELECT} WHERE d.name = $1 AND c.state = 'installed' \
+             ORDER BY c.id DESC LIMIT 1"
+        );
+        self.pool
+            .fetch_optional(query(sql).text(name.as_str()))
+            .await?
+            .as_ref()
+            .map(certificate_from_row)
+            .transpose()
+    }
+
+    async fn certificates(&self, name: &DeviceName) -> Result<Vec<CertificateRecord>> {
+        let sql = format!("{CERTIFICATE_SELECT} WHERE d.name = $1 ORDER BY c.id DESC");
+        let rows = self.pool.fetch_all(query(sql).text(name.as_str())).await?;
+        rows.iter().map(certificate_from_row).collect()
+    }
+
+    async fn certificate_by_fingerprint(
+        &self,
+        name: &DeviceName,
+        fingerprint_sha256: &str,
+    ) -> Result<Option<CertificateRecord>> {
+        let sql = format!(
+            "{CERTIFICATE_SELECT} WHERE d.name = $1 AND c.fingerprint_sha256 = $2 \
+             ORDER BY c.id DESC LIMIT 1"
+        );
+        let q = query(sql).text(name.as_str()).text(fingerprint_sha256);
+        self.pool
+            .fetch_optional(q)
+            .await?
+            .as_ref()
+            .map(certificate_from_row)
+            .transpose()
+    }
+
+    async fn lock_state(&self, name: &DeviceName) -> Result<LockState> {
+        let q = query("SELECT failed_auth_count, locked_until FROM devices WHERE name = $1")
+            .text(name.as_str());
+        match self.pool.fetch_optional(q).await? {
+            Some(row) => Ok(LockState {
+                failed_auth_count: to_u32(row.int("failed_auth_count")?, "failed_auth_count")?,
+                locked_until: row.opt_time("locked_until")?,
+            }),
+            None => Ok(LockState {
+                failed_auth_count: 0,
+                locked_until: None,
+            }),
+        }
+    }
+
+    async fn record_auth_failure(
+        &self,
+        name: &DeviceName,
+        cause: &str,
+        source_addr: &str,
+        now: Timestamp,
+        policy: LockoutPolicy,
+    ) -> Result<LockState> {
+        let until = later(now, policy.lock_duration);
+        let mut tx = self.pool.begin().await?;
+        // One statement decides, from the row as it is when the statement runs, whether
+        // this failure is the one that locks: concurrent failures on several nodes each see
+        // the previous one's increment.
+        let row = tx
+            .fetch_optional(
+                query(
+                    "UPDATE devices SET \
+                     failed_auth_count = CASE WHEN failed_auth_count + 1 >= $2 THEN 0 \
+                         ELSE failed_auth_count + 1 END, \
+                     locked_until = CASE WHEN failed_auth_count + 1 >= $2 THEN $3 \
+                         ELSE locked_until END, \
+                     updated_at = $4 \
+                     WHERE name = $1 RETURNING failed_auth_count, locked_until",
+                )
+                .text(name.as_str())
+                .int(i64::from(policy.max_failures))
+                .time(until)
+                .time(now),
+            )
+            .await?;
+        let Some(row) = row else {
+            // A name capf does not know has nothing to protect: record, do not count.
+            let detail = format!("cause={cause}; unknown device, not counted");
+            let ev = Ev::new(name.as_str(), None, "auth_failed", detail).with_source(source_addr);
+            write_event(&mut tx, now, ev).await?;
+            tx.commit().await?;
+            return Ok(LockState {
+                failed_auth_count: 0,
+                locked_until: None,
+            });
+        };
+        let state = LockState {
+            failed_auth_count: to_u32(row.int("failed_auth_count")?, "failed_auth_count")?,
+            locked_until: row.opt_time("locked_until")?,
+        };
+        // The count only goes back to zero when this failure locked the device.
+        let locked_now = state.failed_auth_count == 0;
+        let detail = if locked_now {
+            format!(
+                "cause={cause}; consecutive failures reached {}",
+                policy.max_failures
+            )
+        } else {
+            format!(
+                "cause={cause}; consecutive failures {}",
+                state.failed_auth_count
+            )
+        };
+        let ev = Ev::new(name.as_str(), None, "auth_failed", detail).with_source(source_addr);
+        write_event(&mut tx, now, ev).await?;
+        if locked_now {
+            let detail = format!(
+                "locked until {} after {} consecutive failed authentications",
+                show_time(until),
+                policy.max_failures
+            );
+            let ev = Ev::new(name.as_str(), None, "device_locked", detail).with_source(source_addr);
+            write_event(&mut tx, now, ev).await?;
+        }
+        tx.commit().await?;
+        Ok(state)
+    }
+
+    async fn record_locked_attempt(
+        &self,
+        name: &DeviceName,
+        source_addr: &str,
+        now: Timestamp,
+    ) -> Result<()> {
+        let ev = Ev::new(
+            name.as_str(),
+            None,
+            "auth_refused_locked",
+            "device is locked after repeated authentication failures".into(),
+        )
+        .with_source(source_addr);
+        self.pool.execute(ev.query(now)).await.map(|_| ())
+    }
+
+    async fn record_auth_success(&self, name: &DeviceName, now: Timestamp) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let reset = tx
+            .fetch_optional(
+                query(
+                    "UPDATE devices SET failed_auth_count = 0, updated_at = $2 \
+                     WHERE name = $1 AND failed_auth_count > 0 RETURNING id",
+                )
+                .text(name.as_str())
+                .time(now),
+            )
+            .await?;
+        if reset.is_some() {
+            let ev = Ev::new(
+                name.as_str(),
+                None,
+                "auth_failures_reset",
+                "authenticated; failure count reset".into(),
+            );
+            write_event(&mut tx, now, ev).await?;
+        }
+        tx.commit().await
+    }
+
+    async fn unlock(&self, name: &DeviceName, now: Timestamp) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let unlocked = tx
+            .fetch_optional(
+                query(
+                    "UPDATE devices SET failed_auth_count = 0, locked_until = NULL, \
+                     updated_at = $2 WHERE name = $1 RETURNING id",
+                )
+                .text(name.as_str())
+                .time(now),
+            )
+            .await?;
+        if unlocked.is_none() {
+            return Err(StoreError::NotFound(format!("device {name}")));
+        }
+        let ev = Ev::new(
+            name.as_str(),
+            None,
+            "device_unlocked",
+            "lock and failure count cleared".into(),
+        );
+        write_event(&mut tx, now, ev).await?;
+        tx.commit().await
+    }
+
+    async fn record_attempt(&self, attempt: Attempt) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        tx.execute(
+            query(
+                "INSERT INTO attempts (device_name, operation_id, session_id, source_addr, \
+                 started_at, ended_at, outcome, detail) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .text(attempt.device_name.as_str())
+            .opt_int(attempt.operation_id)
+            .int(i64::from(attempt.session_id))
+            .text(&attempt.source_addr)
+            .time(attempt.started_at)
+            .time(attempt.ended_at)
+            .text(&attempt.outcome)
+            .text(&attempt.detail),
+        )
+        .await?;
+        // Nodes may report out of order; the newest attempt wins.
+        tx.execute(
+            query(
+                "UPDATE devices SET last_attempt_at = $2, last_attempt_source = $3, \
+                 last_attempt_outcome = $4 WHERE name = $1 \
+                 AND (last_attempt_at IS NULL OR last_attempt_at <= $2)",
+            )
+            .text(attempt.device_name.as_str())
+            .time(attempt.started_at)
+            .text(&attempt.source_addr)
+            .text(&attempt.outcome),
+        )
+        .await?;
+        tx.commit().await
+    }
+
+    async fn attempts(&self, name: &DeviceName, limit: u32) -> Result<Vec<Attempt>> {
+        let mut q = query(format!(
+            "{ATTEMPT_SELECT} WHERE device_name = $1 ORDER BY id DESC"
+        ))
+        .text(name.as_str());
+        if limit > 0 {
+            q = q.limit(limit);
+        }
+        let rows = self.pool.fetch_all(q).await?;
+        rows.iter().map(attempt_from_row).collect()
+    }
+
+    async fn audit(
+        &self,
+        device_name: Option<&DeviceName>,
+        operation_id: Option<i64>,
+        kind: &str,
+        source_addr: Option<&str>,
+        detail: &str,
+        now: Timestamp,
+    ) -> Result<()> {
+        let ev = Ev {
+            device: device_name.map(DeviceName::as_str),
+            operation: operation_id,
+            kind,
+            source: source_addr,
+            detail: detail.to_string(),
+        };
+        self.pool.execute(ev.query(now)).await.map(|_| ())
+    }
+
+    async fn events(&self, filter: EventFilter) -> Result<Vec<Event>> {
+        // Only the conditions asked for are in the SQL, so each shape of query gets a plan
+        // that can use its index.
+        let mut q = query(format!("{EVENT_SELECT} WHERE 1 = 1"));
+        if let Some(name) = filter.device_name {
+            q = q.and("device_name =", Arg::Text(Some(name)));
+        }
+        if let Some(since) = filter.since {
+            q = q.and("at >=", Arg::Int(Some(to_millis(since))));
+        }
+        if let Some(after) = filter.after_id {
+            q = q.and("id >", Arg::Int(Some(after)));
+        }
+        q.push_sql(" ORDER BY id");
+        if filter.limit > 0 {
+            q = q.limit(filter.limit);
+        }
+        let rows = self.pool.fetch_all(q).await?;
+        rows.iter().map(event_from_row).collect()
+    }
+}
+
+// ---- the adapter over the two sqlx drivers ----
+
+/// A connection pool of either driver.
+pub(crate) enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// An open write transaction. Dropping it without [`Tx::commit`] rolls it back.
+pub(crate) enum Tx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+/// A row of either driver, read by column name.
+pub(crate) enum Row {
+    Sqlite(SqliteRow),
+    Postgres(PgRow),
+}
+
+/// A bind value. Only the types the schema uses.
+#[derive(Clone, Debug)]
+pub(crate) enum Arg {
+    Int(Option<i64>),
+    Text(Option<String>),
+    Bool(bool),
+}
+
+/// SQL text with `$N` placeholders and its arguments in order.
+pub(crate) struct Query {
+    sql: Cow<'static, str>,
+    args: Vec<Arg>,
+}
+
+fn query(sql: impl Into<Cow<'static, str>>) -> Query {
+    Query {
+        sql: sql.into(),
+        args: Vec::new(),
+    }
+}
+
+impl Query {
+    fn int(mut self, v: i64) -> Self {
+        self.args.push(Arg::Int(Some(v)));
+        self
+    }
+
+    fn opt_int(mut self, v: Option<i64>) -> Self {
+        self.args.push(Arg::Int(v));
+        self
+    }
+
+    fn text(mut self, v: impl Into<String>) -> Self {
+        self.args.push(Arg::Text(Some(v.into())));
+        self
+    }
+
+    fn opt_text(mut self, v: Option<&str>) -> Self {
+        self.args.push(Arg::Text(v.map(str::to_string)));
+        self
+    }
+
+    fn bool(mut self, v: bool) -> Self {
+        self.args.push(Arg::Bool(v));
+        self
+    }
+
+    fn time(self, t: Timestamp) -> Self {
+        self.int(to_millis(t))
+    }
+
+    fn push_sql(&mut self, sql: &str) {
+        self.sql.to_mut().push_str(sql);
+    }
+
+    /// Appends ` AND <condition> $N` binding `arg` as the next parameter.
+    fn and(mut self, condition: &str, arg: Arg) -> Self {
+        let n = self.args.len() + 1;
+        self.push_sql(&format!(" AND {condition} ${n}"));
+        self.args.push(arg);
+        self
+    }
+
+    fn limit(mut self, limit: u32) -> Self {
+        let n = self.args.len() + 1;
+        self.push_sql(&format!(" LIMIT ${n}"));
+        self.args.push(Arg::Int(Some(i64::from(limit))));
+        self
+    }
+
+    fn sqlite(&self) -> sqlx::query::Query<'_, Sqlite, SqliteArguments<'_>> {
+        self.args
+            .iter()
+            .fold(sqlx::query(&self.sql), |q, arg| match arg {
+                Arg::Int(v) => q.bind(*v),
+                Arg::Text(v) => q.bind(v.as_deref()),
+                Arg::Bool(v) => q.bind(*v),
+            })
+    }
+
+    fn postgres(&self) -> sqlx::query::Query<'_, Postgres, PgArguments> {
+        self.args
+            .iter()
+            .fold(sqlx::query(&self.sql), |q, arg| match arg {
+                Arg::Int(v) => q.bind(*v),
+                Arg::Text(v) => q.bind(v.as_deref()),
+                Arg::Bool(v) => q.bind(*v),
+            })
+    }
+}
+
+impl Pool {
+    /// Begins a write transaction. On SQLite it is `BEGIN IMMEDIATE`: the write lock is
+    /// taken up front (waiting up to the busy timeout), because a deferred transaction that
+    /// read first and then tries to write fails at once with SQLITE_BUSY when another
+    /// connection wrote in between, without waiting. PostgreSQL's row locks need nothing
+    /// special.
+    async fn begin(&self) -> Result<Tx> {
+        match self {
+            Pool::Sqlite(p) => Ok(Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?)),
+            Pool::Postgres(p) => Ok(Tx::Postgres(p.begin().await?)),
+        }
+    }
+
+    async fn fetch_optional(&self, q: Query) -> Result<Option<Row>> {
+        match self {
+            Pool::Sqlite(p) => Ok(q.sqlite().fetch_optional(p).await?.map(Row::Sqlite)),
+            Pool::Postgres(p) => Ok(q.postgres().fetch_optional(p).await?.map(Row::Postgres)),
+        }
+    }
+
+    async fn fetch_all(&self, q: Query) -> Result<Vec<Row>> {
+        match self {
+            Pool::Sqlite(p) => Ok(q
+                .sqlite()
+                .fetch_all(p)
+                .await?
+                .into_iter()
+                .map(Row::Sqlite)
+                .collect()),
+            Pool::Postgres(p) => Ok(q
+                .postgres()
+                .fetch_all(p)
+                .await?
+                .into_iter()
+                .map(Row::Postgres)
+                .collect()),
+        }
+    }
+
+    async fn execute(&self, q: Query) -> Result<u64> {
+        match self {
+            Pool::Sqlite(p) => Ok(q.sqlite().execute(p).await?.rows_affected()),
+            Pool::Postgres(p) => Ok(q.postgres().execute(p).await?.rows_affected()),
+        }
+    }
+}
+
+impl Tx {
+    async fn commit(self) -> Result<()> {
+        match self {
+            Tx::Sqlite(tx) => tx.commit().await?,
+            Tx::Postgres(tx) => tx.commit().await?,
+        }
+        Ok(())
+    }
+
+    async fn fetch_optional(&mut self, q: Query) -> Result<Option<Row>> {
+        match self {
+            Tx::Sqlite(tx) => Ok(q.sqlite().fetch_optional(&mut **tx).await?.map(Row::Sqlite)),
+            Tx::Postgres(tx) => Ok(q
+                .postgres()
+                .fetch_optional(&mut **tx)
+                .await?
+                .map(Row::Postgres)),
+        }
+    }
+
+    async fn fetch_all(&mut self, q: Query) -> Result<Vec<Row>> {
+        match self {
+            Tx::Sqlite(tx) => Ok(q
+                .sqlite()
+                .fetch_all(&mut **tx)
+                .await?
+                .into_iter()
+                .map(Row::Sqlite)
+                .collect()),
+            Tx::Postgres(tx) => Ok(q
+                .postgres()
+                .fetch_all(&mut **tx)
+                .await?
+                .into_iter()
+                .map(Row::Postgres)
+                .collect()),
+        }
+    }
+
+    async fn execute(&mut self, q: Query) -> Result<u64> {
+        match self {
+            Tx::Sqlite(tx) => Ok(q.sqlite().execute(&mut **tx).await?.rows_affected()),
+            Tx::Postgres(tx) => Ok(q.postgres().execute(&mut **tx).await?.rows_affected()),
+        }
+    }
+}
+
+impl Row {
+    fn get<T>(&self, column: &str) -> Result<T>
+    where
+        T: for<'r> sqlx::Decode<'r, Sqlite>
+            + sqlx::Type<Sqlite>
+            + for<'r> sqlx::Decode<'r, Postgres>
+            + sqlx::Type<Postgres>,
+    {
+        use sqlx::Row as _;
+        match self {
+            Row::Sqlite(r) => Ok(r.try_get(column)?),
+            Row::Postgres(r) => Ok(r.try_get(column)?),
+        }
+    }
+
+    fn int(&self, column: &str) -> Result<i64> {
+        self.get(column)
+    }
+
+    fn opt_int(&self, column: &str) -> Result<Option<i64>> {
+        self.get(column)
+    }
+
+    fn text(&self, column: &str) -> Result<String> {
+        self.get(column)
+    }
+
+    fn opt_text(&self, column: &str) -> Result<Option<String>> {
+        self.get(column)
+    }
+
+    fn bool(&self, column: &str) -> Result<bool> {
+        self.get(column)
+    }
+
+    fn time(&self, column: &str) -> Result<Timestamp> {
+        from_millis(self.int(column)?)
+    }
+
+    fn opt_time(&self, column: &str) -> Result<Option<Timestamp>> {
+        self.opt_int(column)?.map(from_millis).transpose()
+    }
+
+    /// A text enum column; unknown text is a corrupt row.
+    fn parse<T: FromStr<Err = StoreError>>(&self, column: &str) -> Result<T> {
+        self.text(column)?.parse()
+    }
+
+    fn opt_parse<T: FromStr<Err = StoreError>>(&self, column: &str) -> Result<Option<T>> {
+        self.opt_text(column)?.map(|s| s.parse()).transpose()
+    }
+}

@@ -1,0 +1,1316 @@
+//! The `Store` contract, written once and run against every back end.
+//!
+//! SQLite runs on a fresh file in a temporary directory. PostgreSQL runs only when
+//! `CAPF_TEST_POSTGRES` names an admin URL (e.g. `postgres://postgres@127.0.0.1:5432/test`):
+//! each test then creates its own database and drops it afterwards. When the variable is
+//! set the server must be reachable: a connection failure fails the test.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use capf::device::DeviceName;
+use capf::keyspec::{Curve, KeySpec};
+use capf::store::{
+    Attempt, AuthMode, AuthString, CertState, DatabaseUrl, EventFilter, FailureCause, LockState,
+    LockoutPolicy, NewCertificate, NewOperation, OperationKind, OperationStatus, Store, StoreError,
+    Timestamp,
+};
+use chrono::{TimeDelta, TimeZone, Utc};
+use sqlx::Connection;
+
+// ---- harness ----
+
+const PG_ENV: &str = "CAPF_TEST_POSTGRES";
+
+/// A database for one test: a SQLite file or a PostgreSQL database of its own.
+struct TestDb {
+    url: DatabaseUrl,
+    _dir: Option<tempfile::TempDir>,
+    pg: Option<PgDatabase>,
+}
+
+/// A PostgreSQL database created for a test, dropped when the test ends (pass or fail).
+struct PgDatabase {
+    admin_url: String,
+    name: String,
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        // Drop cannot await, and the test's runtime may be unwinding: use a runtime of our
+        // own on a thread of our own.
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(async {
+                let mut conn = sqlx::PgConnection::connect(&admin_url)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                sqlx::query(&sql)
+                    .execute(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                conn.close().await.map_err(|e| e.to_string())
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop test database {}: {dropped:?}", self.name);
+        }
+    }
+}
+
+static NEXT_DB: AtomicU32 = AtomicU32::new(0);
+
+impl TestDb {
+    async fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A directory that does not exist yet: opening must create it.
+        let path = dir.path().join("state").join("capf.db");
+        TestDb {
+            url: DatabaseUrl::sqlite_file(&path),
+            _dir: Some(dir),
+            pg: None,
+        }
+    }
+
+    /// `None` (after saying so) when PostgreSQL tests are not enabled.
+    async fn postgres(test: &str) -> Option<TestDb> {
+        let Ok(admin_url) = std::env::var(PG_ENV) else {
+            println!("{test}: PostgreSQL variant NOT RUN ({PG_ENV} is not set)");
+            return None;
+        };
+        let mut admin = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("{PG_ENV} is set but PostgreSQL is unreachable: {e}"));
+        let name = format!(
+            "capf_test_{}_{}_{}",
+            std::process::id(),
+            NEXT_DB.fetch_add(1, Ordering::Relaxed),
+            test
+        );
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
+        admin.close().await.expect("close admin connection");
+        let pg = PgDatabase {
+            admin_url: admin_url.clone(),
+            name: name.clone(),
+        };
+        let mut url = url::Url::parse(&admin_url).expect("admin url");
+        url.set_path(&format!("/{name}"));
+        Some(TestDb {
+            url: DatabaseUrl::new(url.to_string()).expect("database url"),
+            _dir: None,
+            pg: Some(pg),
+        })
+    }
+
+    /// A new store (a new pool: another "node") on this database.
+    async fn open(&self) -> Arc<dyn Store> {
+        capf::store::open(&self.url).await.expect("open store")
+    }
+
+    /// Runs SQL behind the store's back, to damage rows.
+    async fn raw_execute(&self, sql: &str) {
+        if self.pg.is_some() {
+            let mut conn = sqlx::PgConnection::connect(self.url.expose())
+                .await
+                .expect("raw connection");
+            sqlx::query(sql).execute(&mut conn).await.expect("raw sql");
+        } else {
+            let mut conn = sqlx::SqliteConnection::connect(self.url.expose())
+                .await
+                .expect("raw connection");
+            sqlx::query(sql).execute(&mut conn).await.expect("raw sql");
+        }
+    }
+}
+
+/// Every test in `store: [...]` takes a fresh store; every test in `db: [...]` takes the
+/// database, to open several stores on it.
+macro_rules! contract {
+    (store: [$($store_test:ident),* $(,)?], db: [$($db_test:ident),* $(,)?] $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $store_test() {
+                    let db = super::TestDb::sqlite().await;
+                    super::$store_test(db.open().await).await;
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $db_test() {
+                    let db = super::TestDb::sqlite().await;
+                    super::$db_test(&db).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $store_test() {
+                    let Some(db) = super::TestDb::postgres(stringify!($store_test)).await
+                    else {
+                        return;
+                    };
+                    super::$store_test(db.open().await).await;
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $db_test() {
+                    let Some(db) = super::TestDb::postgres(stringify!($db_test)).await else {
+                        return;
+                    };
+                    super::$db_test(&db).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    store: [
+        devices,
+        schedule_creates_device_and_supersedes,
+        no_event_contains_the_auth_string,
+        cancel,
+        pending_operation_times_out,
+        expire_operations,
+        claim_and_release,
+        keygen_attempts_and_failure,
+        install_flow,
+        fetch_flow,
+        delete_flow,
+        lockout,
+        attempts,
+        audit_and_events,
+    ],
+    db: [restart_keeps_everything, two_nodes_race, corrupt_rows_are_reported],
+);
+
+// ---- fixtures ----
+
+const SECRET: &str = "1234567";
+
+fn t(secs: i64) -> Timestamp {
+    Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, 0).unwrap() + TimeDelta::seconds(secs)
+}
+
+fn dev(name: &str) -> DeviceName {
+    DeviceName::from_admin(name).unwrap()
+}
+
+fn install(device: &DeviceName, completes_by: Timestamp) -> NewOperation {
+    NewOperation {
+        device_name: device.clone(),
+        kind: OperationKind::Install,
+        auth_mode: AuthMode::String,
+        auth_string: Some(AuthString(SECRET.into())),
+        key: KeySpec::Rsa(2048),
+        completes_by,
+    }
+}
+
+fn op_of(device: &DeviceName, kind: OperationKind, completes_by: Timestamp) -> NewOperation {
+    NewOperation {
+        device_name: device.clone(),
+        kind,
+        auth_mode: AuthMode::Null,
+        auth_string: None,
+        key: KeySpec::Ec(Curve::P256),
+        completes_by,
+    }
+}
+
+fn cert(n: u8) -> NewCertificate {
+    NewCertificate {
+        serial_hex: format!("{n:02x}a1b2c3"),
+        subject: format!("CN=SEP00112233445{n:X}"),
+        issuer: "CN=CAPF-test".into(),
+        not_before: t(i64::from(n)),
+        not_after: t(i64::from(n) + 365 * 86_400),
+        fingerprint_sha256: format!("{n:064x}"),
+        pem: format!("-----BEGIN CERTIFICATE-----\nMIIB{n}\n-----END CERTIFICATE-----\n"),
+    }
+}
+
+async fn event_kinds(store: &Arc<dyn Store>, device: &DeviceName) -> Vec<String> {
+    all_events(store, Some(device))
+        .await
+        .into_iter()
+        .map(|e| e.kind)
+        .collect()
+}
+
+async fn all_events(
+    store: &Arc<dyn Store>,
+    device: Option<&DeviceName>,
+) -> Vec<capf::store::Event> {
+    store
+        .events(EventFilter {
+            device_name: device.map(|d| d.as_str().to_string()),
+            ..EventFilter::default()
+        })
+        .await
+        .unwrap()
+}
+
+fn count(kinds: &[String], kind: &str) -> usize {
+    kinds.iter().filter(|k| *k == kind).count()
+}
+
+fn is_not_found<T: std::fmt::Debug>(r: Result<T, StoreError>) -> bool {
+    matches!(r, Err(StoreError::NotFound(_)))
+}
+
+// ---- the contract ----
+
+async fn devices(store: Arc<dyn Store>) {
+    store.ping().await.unwrap();
+    let d = dev("SEP001122334455");
+    assert_eq!(store.device(&d).await.unwrap(), None);
+
+    let created = store.ensure_device(&d, t(0)).await.unwrap();
+    assert_eq!(created.name, d);
+    assert!(!created.require_sudi);
+    assert_eq!(created.created_at, t(0));
+    assert_eq!(created.failed_auth_count, 0);
+    assert_eq!(created.locked_until, None);
+    assert_eq!(created.last_attempt, None);
+
+    // Idempotent: the second call finds the device and records nothing.
+    let again = store.ensure_device(&d, t(5)).await.unwrap();
+    assert_eq!(again, created);
+    assert_eq!(event_kinds(&store, &d).await, ["device_created"]);
+
+    store.set_require_sudi(&d, true, t(10)).await.unwrap();
+    assert!(store.device(&d).await.unwrap().unwrap().require_sudi);
+    let events = all_events(&store, Some(&d)).await;
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1].kind, "device_updated");
+    assert_eq!(events[1].at, t(10));
+    assert!(events[1].detail.contains("require_sudi=true"));
+
+    let unknown = dev("CSFnobody");
+    assert!(is_not_found(
+        store.set_require_sudi(&unknown, true, t(11)).await
+    ));
+    assert_eq!(store.device(&unknown).await.unwrap(), None);
+}
+
+async fn schedule_creates_device_and_supersedes(store: Arc<dyn Store>) {
+    let d = dev("SEP001122334455");
+    let op1 = store.schedule(install(&d, t(3600)), t(0)).await.unwrap();
+    assert_eq!(op1.device_name, d);
+    assert_eq!(op1.kind, OperationKind::Install);
+    assert_eq!(op1.auth_mode, AuthMode::String);
+    assert_eq!(op1.auth_string, Some(AuthString(SECRET.into())));
+    assert_eq!(op1.key, KeySpec::Rsa(2048));
+    assert_eq!(op1.completes_by, t(3600));
+    assert_eq!(op1.status, OperationStatus::Pending);
+    assert_eq!(op1.cause, None);
+    assert_eq!(op1.keygen_attempts, 0);
+    assert_eq!((op1.created_at, op1.updated_at), (t(0), t(0)));
+    assert_eq!((op1.claimed_by.clone(), op1.claim_expires_at), (None, None));
+    assert!(store.device(&d).await.unwrap().is_some());
+    assert_eq!(store.operation(op1.id).await.unwrap(), Some(op1.clone()));
+
+    // Not string mode: an authentication string given anyway is not kept.
+    let mut second = op_of(&d, OperationKind::Delete, t(7200));
+    second.auth_string = Some(AuthString("999999".into()));
+    let op2 = store.schedule(second, t(10)).await.unwrap();
+    assert_ne!(op2.id, op1.id);
+    assert_eq!(op2.auth_mode, AuthMode::Null);
+    assert_eq!(op2.auth_string, None);
+    assert_eq!(op2.key, KeySpec::Ec(Curve::P256));
+
+    let old = store.operation(op1.id).await.unwrap().unwrap();
+    assert_eq!(old.status, OperationStatus::Superseded);
+    assert_eq!(old.auth_string, None);
+    assert_eq!(old.updated_at, t(10));
+    assert_eq!(
+        store.pending_operation(&d, t(20)).await.unwrap(),
+        Some(op2.clone())
+    );
+    assert_eq!(store.latest_operation(&d).await.unwrap(), Some(op2.clone()));
+
+    let events = all_events(&store, Some(&d)).await;
+    let kinds: Vec<_> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "device_created",
+            "operation_scheduled",
+            "operation_superseded",
+            "operation_scheduled"
+        ]
+    );
+    assert_eq!(events[1].operation_id, Some(op1.id));
+    assert_eq!(events[2].operation_id, Some(op1.id));
+    assert_eq!(events[3].operation_id, Some(op2.id));
+    assert!(events[1].detail.contains("rsa-2048"));
+
+    let nobody = dev("CSFnobody");
+    assert_eq!(store.operation(op2.id + 1000).await.unwrap(), None);
+    assert_eq!(store.latest_operation(&nobody).await.unwrap(), None);
+    assert_eq!(store.pending_operation(&nobody, t(0)).await.unwrap(), None);
+}
+
+async fn no_event_contains_the_auth_string(store: Arc<dyn Store>) {
+    let a = dev("SEP001122334455");
+    let b = dev("SEP00112233AABB");
+    let c = dev("CSFjsmith");
+
+    // Success path.
+    let op = store.schedule(install(&a, t(3600)), t(0)).await.unwrap();
+    assert!(store
+        .claim(op.id, "node-a", t(1), Duration::from_secs(60))
+        .await
+        .unwrap());
+    store.count_keygen_attempt(op.id, t(2)).await.unwrap();
+    let cert_id = store.record_issued(op.id, cert(1), t(3)).await.unwrap();
+    store.confirm_install(op.id, cert_id, t(4)).await.unwrap();
+    assert_eq!(
+        store.operation(op.id).await.unwrap().unwrap().auth_string,
+        None
+    );
+
+    // Failure, supersede, cancel and time-out paths.
+    let op = store.schedule(install(&b, t(3600)), t(5)).await.unwrap();
+    store
+        .record_auth_failure(
+            &b,
+            "invalid_auth_string",
+            "192.0.2.7:50000",
+            t(6),
+            LockoutPolicy::default(),
+        )
+        .await
+        .unwrap();
+    store
+        .fail_operation(op.id, FailureCause::InvalidAuthString, t(7))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.operation(op.id).await.unwrap().unwrap().auth_string,
+        None
+    );
+    store.schedule(install(&c, t(3600)), t(8)).await.unwrap();
+    store.schedule(install(&c, t(3600)), t(9)).await.unwrap();
+    store.cancel(&c, t(10)).await.unwrap();
+    store.schedule(install(&b, t(20)), t(11)).await.unwrap();
+    assert_eq!(store.pending_operation(&b, t(30)).await.unwrap(), None);
+
+    let events = all_events(&store, None).await;
+    assert!(events.len() >= 15, "expected a full trail, got {events:?}");
+    for e in &events {
+        let text = format!(
+            "{} {} {} {:?}",
+            e.kind,
+            e.detail,
+            e.source_addr.clone().unwrap_or_default(),
+            e.device_name
+        );
+        assert!(!text.contains(SECRET), "event leaks the auth string: {e:?}");
+    }
+}
+
+async fn cancel(store: Arc<dyn Store>) {
+    let d = dev("SEP001122334455");
+    assert_eq!(store.cancel(&d, t(0)).await.unwrap(), None);
+
+    let op = store.schedule(install(&d, t(3600)), t(0)).await.unwrap();
+    let cancelled = store.cancel(&d, t(5)).await.unwrap().unwrap();
+    assert_eq!(cancelled.id, op.id);
+    assert_eq!(cancelled.status, OperationStatus::Cancelled);
+    assert_eq!(cancelled.updated_at, t(5));
+    assert_eq!(cancelled.auth_string, None);
+
+    assert_eq!(store.cancel(&d, t(6)).await.unwrap(), None);
+    assert_eq!(store.pending_operation(&d, t(7)).await.unwrap(), None);
+    assert!(!store
+        .claim(op.id, "node-a", t(8), Duration::from_secs(60))
+        .await
+        .unwrap());
+    let events = all_events(&store, Some(&d)).await;
+    let last = events.last().unwrap();
+    assert_eq!(last.kind, "operation_cancelled");
+    assert_eq!(last.operation_id, Some(op.id));
+    assert_eq!(
+        count(&event_kinds(&store, &d).await, "operation_cancelled"),
+        1
+    );
+}
+
+async fn pending_operation_times_out(store: Arc<dyn Store>) {
+    let d = dev("SEP001122334455");
+    let op = store.schedule(install(&d, t(60)), t(0)).await.unwrap();
+    assert_eq!(
+        store
+            .pending_operation(&d, t(59))
+            .await
+            .unwrap()
+            .map(|o| o.id),
+        Some(op.id)
+    );
+    // A deadline that is not after `now` has passed.
+    assert_eq!(store.pending_operation(&d, t(60)).await.unwrap(), None);
+    let late = store.operation(op.id).await.unwrap().unwrap();
+    assert_eq!(late.status, OperationStatus::TimedOut);
+    assert_eq!(late.cause, Some(FailureCause::UserInitiatedRequestLate));
+    assert_eq!(late.updated_at, t(60));
+    assert_eq!(late.auth_string, None);
+
+    assert_eq!(store.pending_operation(&d, t(61)).await.unwrap(), None);
+    let events = all_events(&store, Some(&d)).await;
+    let timed_out: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == "operation_timed_out")
+        .collect();
+    assert_eq!(timed_out.len(), 1);
+    assert_eq!(timed_out[0].operation_id, Some(op.id));
+    assert_eq!(timed_out[0].at, t(60));
+}
+
+async fn expire_operations(store: Arc<dyn Store>) {
+    let a = dev("SEP0000000000AA");
+    let b = dev("SEP0000000000BB");
+    let c = dev("SEP0000000000CC");
+    let op_a = store.schedule(install(&a, t(30)), t(0)).await.unwrap();
+    let op_b = store.schedule(install(&b, t(40)), t(0)).await.unwrap();
+    let op_c = store.schedule(install(&c, t(100)), t(0)).await.unwrap();
+    // A certificate sent but never confirmed before the deadline.
+    let issued = store.record_issued(op_a.id, cert(1), t(20)).await.unwrap();
+
+    assert_eq!(store.expire_operations(t(10)).await.unwrap(), 0);
+    assert_eq!(store.expire_operations(t(40)).await.unwrap(), 2);
+    for (op, status) in [
+        (&op_a, OperationStatus::TimedOut),
+        (&op_b, OperationStatus::TimedOut),
+        (&op_c, OperationStatus::Pending),
+    ] {
+        let now = store.operation(op.id).await.unwrap().unwrap();
+        assert_eq!(now.status, status, "operation {}", op.id);
+    }
+    assert_eq!(
+        store.operation(op_a.id).await.unwrap().unwrap().cause,
+        Some(FailureCause::UserInitiatedRequestLate)
+    );
+    let certs = store.certificates(&a).await.unwrap();
+    assert_eq!(certs[0].id, issued);
+    assert_eq!(certs[0].state, CertState::Abandoned);
+    assert_eq!(
+        count(&event_kinds(&store, &a).await, "operation_timed_out"),
+        1
+    );
+    assert_eq!(
+        count(&event_kinds(&store, &a).await, "certificate_abandoned"),
+        1
+    );
+    assert_eq!(
+        count(&event_kinds(&store, &b).await, "operation_timed_out"),
+        1
+    );
+    assert_eq!(
+        count(&event_kinds(&store, &c).await, "operation_timed_out"),
+        0
+    );
+
+    assert_eq!(store.expire_operations(t(40)).await.unwrap(), 0);
+    assert_eq!(store.expire_operations(t(100)).await.unwrap(), 1);
+}
+
+async fn claim_and_release(store: Arc<dyn Store>) {
+    let d = dev("SEP001122334455");
+    let op = store.schedule(install(&d, t(3600)), t(0)).await.unwrap();
+    let lease = Duration::from_secs(30);
+
+    assert!(store.claim(op.id, "node-a", t(0), lease).await.unwrap());
+    let held = store.operation(op.id).await.unwrap().unwrap();
+    assert_eq!(held.claimed_by.as_deref(), Some("node-a"));
+    assert_eq!(held.claim_expires_at, Some(t(30)));
+
+    assert!(!store.claim(op.id, "node-b", t(10), lease).await.unwrap());
+    // The holder may renew.
+    assert!(store.claim(op.id, "node-a", t(10), lease).await.unwrap());
+    assert!(!store.claim(op.id, "node-b", t(39), lease).await.unwrap());
+    // Lease ran out at t(40).
+    assert!(store.claim(op.id, "node-b", t(40), lease).await.unwrap());
+
+    // Only the holder's release counts.
+    store.release(op.id, "node-a").await.unwrap();
+    assert!(!store.claim(op.id, "node-a", t(41), lease).await.unwrap());
+    store.release(op.id, "node-b").await.unwrap();
+    let released = store.operation(op.id).await.unwrap().unwrap();
+    assert_eq!(
+        (released.claimed_by, released.claim_expires_at),
+        (None, None)
+    );
+    assert!(store.claim(op.id, "node-a", t(42), lease).await.unwrap());
+
+    let kinds = event_kinds(&store, &d).await;
+    assert_eq!(count(&kinds, "operation_claimed"), 4);
+
+    store
+        .fail_operation(op.id, FailureCause::PhoneCommunicationFailure, t(43))
+        .await
+        .unwrap();
+    let failed = store.operation(op.id).await.unwrap().unwrap();
+    assert_eq!(failed.claimed_by, None);
+    assert!(!store.claim(op.id, "node-a", t(44), lease).await.unwrap());
+    assert!(!store
+        .claim(op.id + 1000, "node-a", t(44), lease)
+        .await
+        .unwrap());
+}
+
+async fn keygen_attempts_and_failure(store: Arc<dyn Store>) {
+    let d = dev("SEP001122334455");
+    let op = store.schedule(install(&d, t(3600)), t(0)).await.unwrap();
+    assert_eq!(store.count_keygen_attempt(op.id, t(1)).await.unwrap(), 1);
+    assert_eq!(store.count_keygen_attempt(op.id, t(2)).await.unwrap(), 2);
+    let counted = store.operation(op.id).await.unwrap().unwrap();
+    assert_eq!(counted.keygen_attempts, 2);
+    assert_eq!(counted.updated_at, t(2));
+    assert_eq!(count(&event_kinds(&store, &d).await, "keygen_requested"), 2);
+
+    store
+        .fail_operation(op.id, FailureCause::KeyGenerationTimeout, t(5))
+        .await
+        .unwrap();
+    let failed = store.operation(op.id).await.unwrap().unwrap();
+    assert_eq!(failed.status, OperationStatus::Failed);
+    assert_eq!(failed.cause, Some(FailureCause::KeyGenerationTimeout));
+    assert_eq!(failed.auth_string, None);
+    assert_eq!(failed.keygen_attempts, 2);
+    let events = all_events(&store, Some(&d)).await;
+    let last = events.last().unwrap();
+    assert_eq!(last.kind, "operation_failed");
+    assert_eq!(last.operation_id, Some(op.id));
+    assert!(last.detail.contains("key_generation_timeout"));
+
+    // A final operation cannot be counted on or failed again.
+    assert!(is_not_found(store.count_keygen_attempt(op.id, t(6)).await));
+    assert!(is_not_found(
+        store
+            .fail_operation(op.id, FailureCause::InvalidMic, t(6))
+            .await
+    ));
+    assert!(is_not_found(
+        store
+            .fail_operation(op.id + 1000, FailureCause::InvalidMic, t(6))
+            .await
+    ));
+    assert_eq!(
+        store.operation(op.id).await.unwrap().unwrap().cause,
+        Some(FailureCause::KeyGenerationTimeout)
+    );
+}
+
+async fn install_flow(store: Arc<dyn Store>) {
+    let d = dev("SEP001122334455");
+    let op1 = store.schedule(install(&d, t(3600)), t(0)).await.unwrap();
+    assert!(store
+        .claim(op1.id, "node-a", t(0), Duration::from_secs(60))
+        .await
+        .unwrap());
+
+    let c1 = store.record_issued(op1.id, cert(1), t(1)).await.unwrap();
+    let certs = store.certificates(&d).await.unwrap();
+    assert_eq!(certs.len(), 1);
+    assert_eq!(certs[0].state, CertState::AwaitingConfirmation);
+    assert_eq!(certs[0].operation_id, Some(op1.id));
+    assert_eq!(
+        store.operation(op1.id).await.unwrap().unwrap().status,
+        OperationStatus::Pending
+    );
+    assert_eq!(store.current_certificate(&d).await.unwrap(), None);
+
+    // The phone asks again: the first certificate is abandoned.
+    let c2 = store.record_issued(op1.id, cert(2), t(2)).await.unwrap();
+    let states: Vec<_> = store
+        .certificates(&d)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.id, c.state))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            (c2, CertState::AwaitingConfirmation),
+            (c1, CertState::Abandoned)
+        ]
+    );
+
+    // Confirming an abandoned certificate changes nothing at all.
+    assert!(is_not_found(store.confirm_install(op1.id, c1, t(3)).await));
+    let still = store.operation(op1.id).await.unwrap().unwrap();
+    assert_eq!(still.status, OperationStatus::Pending);
+    assert_eq!(still.auth_string, Some(AuthString(SECRET.into())));
+    assert_eq!(store.current_certificate(&d).await.unwrap(), None);
+
+    store.confirm_install(op1.id, c2, t(3)).await.unwrap();
+    let done = store.operation(op1.id).await.unwrap().unwrap();
+    assert_eq!(done.status, OperationStatus::Success);
+    assert_eq!(done.auth_string, None);
+    assert_eq!((done.claimed_by, done.claim_expires_at), (None, None));
+    let current = store.current_certificate(&d).await.unwrap().unwrap();
+    assert_eq!(current.id, c2);
+    assert_eq!(current.state, CertState::Installed);
+    assert!(is_not_found(store.confirm_install(op1.id, c2, t(4)).await));
+    assert!(is_not_found(
+        store.record_issued(op1.id, cert(9), t(4)).await
+    ));
+    assert!(is_not_found(
+        store.record_issued(op1.id + 1000, cert(9), t(4)).await
+    ));
+
+    // A second install replaces the first certificate.
+    let op2 = store.schedule(install(&d, t(7200)), t(10)).await.unwrap();
+    let c3 = store.record_issued(op2.id, cert(3), t(11)).await.unwrap();
+    store.confirm_install(op2.id, c3, t(12)).await.unwrap();
+    assert_eq!(store.current_certificate(&d).await.unwrap().unwrap().id, c3);
+    let all = store.certificates(&d).await.unwrap();
+    let states: Vec<_> = all.iter().map(|c| (c.id, c.state)).collect();
+    assert_eq!(
+        states,
+        [
+            (c3, CertState::Installed),
+            (c2, CertState::Superseded),
+            (c1, CertState::Abandoned)
+        ]
+    );
+
+    // Every field survives the round trip.
+    let expected = cert(2);
+    let found = store
+        .certificate_by_fingerprint(&d, &expected.fingerprint_sha256)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.id, c2);
+    assert_eq!(found.device_name, d);
+    assert_eq!(found.operation_id, Some(op1.id));
+    assert_eq!(found.serial_hex, expected.serial_hex);
+    assert_eq!(found.subject, expected.subject);
+    assert_eq!(found.issuer, expected.issuer);
+    assert_eq!(found.not_before, expected.not_before);
+    assert_eq!(found.not_after, expected.not_after);
+    assert_eq!(found.pem, expected.pem);
+    assert_eq!(found.state, CertState::Superseded);
+    assert_eq!((found.created_at, found.updated_at), (t(2), t(12)));
+    assert_eq!(
+        store
+            .certificate_by_fingerprint(&d, &cert(7).fingerprint_sha256)
+            .await
+            .unwrap(),
+        None
+    );
+    let other = dev("SEP00112233AABB");
+    store.ensure_device(&other, t(13)).await.unwrap();
+    assert_eq!(
+        store
+            .certificate_by_fingerprint(&other, &expected.fingerprint_sha256)
+            .await
+            .unwrap(),
+        None
+    );
+
+    let kinds = event_kinds(&store, &d).await;
+    assert_eq!(count(&kinds, "certificate_issued"), 3);
+    assert_eq!(count(&kinds, "certificate_abandoned"), 1);
+    assert_eq!(count(&kinds, "certificate_installed"), 2);
+    assert_eq!(count(&kinds, "certificate_superseded"), 1);
+    assert_eq!(count(&kinds, "operation_succeeded"), 2);
+    let issued = all_events(&store, Some(&d))
+        .await
+        .into_iter()
+        .find(|e| e.kind == "certificate_issued")
+        .unwrap();
+    assert!(issued.detail.contains(&cert(1).fingerprint_sha256));
+}
+
+async fn fetch_flow(store: Arc<dyn Store>) {
+    let d = dev("SEP001122334455");
+    let op = store
+        .schedule(op_of(&d, OperationKind::Troubleshoot, t(3600)), t(0))
+        .await
+        .unwrap();
+    store
+        .complete_fetch(op.id, Some(cert(7)), t(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.operation(op.id).await.unwrap().unwrap().status,
+        OperationStatus::Success
+    );
+    let certs = store.certificates(&d).await.unwrap();
+    assert_eq!(certs.len(), 1);
+    assert_eq!(certs[0].state, CertState::Fetched);
+    assert_eq!(certs[0].operation_id, Some(op.id));
+    assert_eq!(certs[0].fingerprint_sha256, cert(7).fingerprint_sha256);
+    // A fetched certificate is not the device's installed LSC.
+    assert_eq!(store.current_certificate(&d).await.unwrap(), None);
+
+    let op2 = store
+        .schedule(op_of(&d, OperationKind::Troubleshoot, t(3600)), t(10))
+        .await
+        .unwrap();
+    store.complete_fetch(op2.id, None, t(11)).await.unwrap();
+    assert_eq!(
+        store.operation(op2.id).await.unwrap().unwrap().status,
+        OperationStatus::Success
+    );
+    assert_eq!(store.certificates(&d).await.unwrap().len(), 1);
+    assert!(is_not_found(
+        store.complete_fetch(op2.id, None, t(12)).await
+    ));
+
+    let events = all_events(&store, Some(&d)).await;
+    let fetched: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == "certificate_fetched")
+        .collect();
+    assert_eq!(fetched.len(), 2);
+    assert_eq!(fetched[0].operation_id, Some(op.id));
+    assert!(fetched[0].detail.contains(&cert(7).fingerprint_sha256));
+    assert_eq!(fetched[1].operation_id, Some(op2.id));
+    assert!(fetched[1].detail.contains("no certificate"));
+    assert_eq!(
+        count(&event_kinds(&store, &d).await, "operation_succeeded"),
+        2
+    );
+}
+
+async fn delete_flow(store: Arc<dyn Store>) {
+    let d = dev("SEP001122334455");
+    let op = store.schedule(install(&d, t(3600)), t(0)).await.unwrap();
+    let c = store.record_issued(op.id, cert(1), t(1)).await.unwrap();
+    store.confirm_install(op.id, c, t(2)).await.unwrap();
+
+    let del = store
+        .schedule(op_of(&d, OperationKind::Delete, t(3600)), t(10))
+        .await
+        .unwrap();
+    store.complete_delete(del.id, t(20)).await.unwrap();
+    assert_eq!(store.current_certificate(&d).await.unwrap(), None);
+    let record = store.certificates(&d).await.unwrap().remove(0);
+    assert_eq!((record.id, record.state), (c, CertState::Deleted));
+    assert_eq!(record.updated_at, t(20));
+    assert_eq!(
+        store.operation(del.id).await.unwrap().unwrap().status,
+        OperationStatus::Success
+    );
+    assert!(is_not_found(store.complete_delete(del.id, t(21)).await));
+
+    // Deleting when nothing is on record still succeeds, and says so.
+    let del2 = store
+        .schedule(op_of(&d, OperationKind::Delete, t(3600)), t(30))
+        .await
+        .unwrap();
+    store.complete_delete(del2.id, t(31)).await.unwrap();
+    let events = all_events(&store, Some(&d)).await;
+    let deleted: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == "certificate_deleted")
+        .collect();
+    assert_eq!(deleted.len(), 2);
+    assert_eq!(deleted[0].operation_id, Some(del.id));
+    assert!(deleted[0].detail.contains(&c.to_string()));
+    assert_eq!(deleted[1].operation_id, Some(del2.id));
+    assert_eq!(
+        count(&event_kinds(&store, &d).await, "operation_succeeded"),
+        3
+    );
+}
+
+async fn lockout(store: Arc<dyn Store>) {
+    let policy = LockoutPolicy {
+        max_failures: 3,
+        lock_duration: Duration::from_secs(60),
+    };
+    let zero = LockState {
+        failed_auth_count: 0,
+        locked_until: None,
+    };
+    let addr = "198.51.100.5:40001";
+
+    // Unknown devices are recorded but neither counted nor created.
+    let ghost = dev("SEP0000DEADBEEF");
+    assert_eq!(store.lock_state(&ghost).await.unwrap(), zero);
+    assert_eq!(
+        store
+            .record_auth_failure(&ghost, "invalid_mic", addr, t(0), policy)
+            .await
+            .unwrap(),
+        zero
+    );
+    assert_eq!(store.device(&ghost).await.unwrap(), None);
+    let ghost_events = all_events(&store, Some(&ghost)).await;
+    assert_eq!(ghost_events.len(), 1);
+    assert_eq!(ghost_events[0].kind, "auth_failed");
+    assert_eq!(ghost_events[0].source_addr.as_deref(), Some(addr));
+
+    let d = dev("SEP001122334455");
+    store.ensure_device(&d, t(0)).await.unwrap();
+    let fail = |now| store.record_auth_failure(&d, "invalid_auth_string", addr, now, policy);
+    assert_eq!(fail(t(1)).await.unwrap().failed_auth_count, 1);
+    let second = fail(t(2)).await.unwrap();
+    assert_eq!(second.failed_auth_count, 2);
+    assert!(!second.is_locked(t(2)));
+
+    // Exactly at max_failures: locked, and the count starts again.
+    let locked = fail(t(3)).await.unwrap();
+    assert_eq!(
+        locked,
+        LockState {
+            failed_auth_count: 0,
+            locked_until: Some(t(63)),
+        }
+    );
+    assert!(locked.is_locked(t(62)));
+    assert!(!locked.is_locked(t(63)));
+    assert_eq!(store.lock_state(&d).await.unwrap(), locked);
+    assert_eq!(
+        store.device(&d).await.unwrap().unwrap().locked_until,
+        Some(t(63))
+    );
+
+    let events = all_events(&store, Some(&d)).await;
+    let failed: Vec<_> = events.iter().filter(|e| e.kind == "auth_failed").collect();
+    assert_eq!(failed.len(), 3);
+    for e in &failed {
+        assert_eq!(e.source_addr.as_deref(), Some(addr));
+        assert!(e.detail.contains("invalid_auth_string"), "{e:?}");
+    }
+    let lock_events: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == "device_locked")
+        .collect();
+    assert_eq!(lock_events.len(), 1);
+    assert_eq!(lock_events[0].at, t(3));
+
+    store.record_locked_attempt(&d, addr, t(4)).await.unwrap();
+    let last = all_events(&store, Some(&d)).await.pop().unwrap();
+    assert_eq!(last.kind, "auth_refused_locked");
+    assert_eq!(last.source_addr.as_deref(), Some(addr));
+
+    let after_lock = fail(t(5)).await.unwrap();
+    assert_eq!(after_lock.failed_auth_count, 1);
+    assert_eq!(after_lock.locked_until, Some(t(63)));
+
+    store.unlock(&d, t(6)).await.unwrap();
+    assert_eq!(store.lock_state(&d).await.unwrap(), zero);
+    assert_eq!(
+        all_events(&store, Some(&d)).await.pop().unwrap().kind,
+        "device_unlocked"
+    );
+    assert!(is_not_found(store.unlock(&ghost, t(6)).await));
+
+    assert_eq!(fail(t(7)).await.unwrap().failed_auth_count, 1);
+    store.record_auth_success(&d, t(8)).await.unwrap();
+    assert_eq!(store.lock_state(&d).await.unwrap(), zero);
+    let before = all_events(&store, Some(&d)).await;
+    assert_eq!(before.last().unwrap().kind, "auth_failures_reset");
+    // Already zero: nothing to record.
+    store.record_auth_success(&d, t(9)).await.unwrap();
+    assert_eq!(all_events(&store, Some(&d)).await.len(), before.len());
+}
+
+async fn attempts(store: Arc<dyn Store>) {
+    let d = dev("SEP001122334455");
+    let op = store.schedule(install(&d, t(3600)), t(0)).await.unwrap();
+    let attempt = |session_id, started: i64, op_id, outcome: &str| Attempt {
+        device_name: d.clone(),
+        operation_id: op_id,
+        session_id,
+        source_addr: format!("192.0.2.{session_id}:5000"),
+        started_at: t(started),
+        ended_at: t(started + 2),
+        outcome: outcome.into(),
+        detail: format!("session {session_id}"),
+    };
+    let a1 = attempt(1, 10, None, "no_operation");
+    let a2 = attempt(2, 20, Some(op.id), "auth_failed");
+    // Reported late by a slower node: older than a2.
+    let a3 = attempt(3, 15, Some(op.id), "phone_disconnected");
+    for a in [&a1, &a2, &a3] {
+        store.record_attempt(a.clone()).await.unwrap();
+    }
+    assert_eq!(
+        store.attempts(&d, 0).await.unwrap(),
+        [a3.clone(), a2.clone(), a1.clone()]
+    );
+    assert_eq!(store.attempts(&d, 2).await.unwrap(), [a3, a2.clone()]);
+
+    let last = store
+        .device(&d)
+        .await
+        .unwrap()
+        .unwrap()
+        .last_attempt
+        .unwrap();
+    assert_eq!(last.at, a2.started_at);
+    assert_eq!(last.source_addr, a2.source_addr);
+    assert_eq!(last.outcome, a2.outcome);
+
+    // A device capf does not know: the attempt is kept, no device appears.
+    let ghost = dev("SEP0000DEADBEEF");
+    let g = Attempt {
+        device_name: ghost.clone(),
+        ..attempt(4, 30, None, "unknown_device")
+    };
+    store.record_attempt(g.clone()).await.unwrap();
+    assert_eq!(store.attempts(&ghost, 10).await.unwrap(), [g]);
+    assert_eq!(store.device(&ghost).await.unwrap(), None);
+    assert_eq!(store.attempts(&d, 10).await.unwrap().len(), 3);
+}
+
+async fn audit_and_events(store: Arc<dyn Store>) {
+    let d = dev("SEP001122334455");
+    let other = dev("CSFjsmith");
+    store
+        .audit(
+            Some(&d),
+            None,
+            "admin_note",
+            Some("192.0.2.1"),
+            "report exported",
+            t(1),
+        )
+        .await
+        .unwrap();
+    store
+        .audit(None, Some(42), "capf_started", None, "node-a", t(2))
+        .await
+        .unwrap();
+    store.ensure_device(&other, t(3)).await.unwrap();
+
+    let all = all_events(&store, None).await;
+    assert_eq!(all.len(), 3);
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id));
+    assert_eq!(all[0].kind, "admin_note");
+    assert_eq!(all[0].at, t(1));
+    assert_eq!(all[0].device_name.as_deref(), Some(d.as_str()));
+    assert_eq!(all[0].operation_id, None);
+    assert_eq!(all[0].source_addr.as_deref(), Some("192.0.2.1"));
+    assert_eq!(all[0].detail, "report exported");
+    assert_eq!(all[1].kind, "capf_started");
+    assert_eq!(all[1].device_name, None);
+    assert_eq!(all[1].operation_id, Some(42));
+    assert_eq!(all[2].kind, "device_created");
+
+    let by_device = all_events(&store, Some(&d)).await;
+    assert_eq!(by_device, all[..1]);
+    let since = store
+        .events(EventFilter {
+            since: Some(t(2)),
+            ..EventFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(since, all[1..]);
+    let after = store
+        .events(EventFilter {
+            after_id: Some(all[0].id),
+            ..EventFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(after, all[1..]);
+    let combined = store
+        .events(EventFilter {
+            device_name: Some(other.as_str().into()),
+            since: Some(t(1)),
+            after_id: Some(all[0].id),
+            limit: 5,
+        })
+        .await
+        .unwrap();
+    assert_eq!(combined, all[2..]);
+
+    // Paging with the cursor visits every event once, in order.
+    let mut paged = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .events(EventFilter {
+                after_id: cursor,
+                limit: 2,
+                ..EventFilter::default()
+            })
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        assert!(page.len() <= 2);
+        cursor = Some(last.id);
+        paged.extend(page);
+    }
+    assert_eq!(paged, all);
+}
+
+async fn restart_keeps_everything(db: &TestDb) {
+    let d = dev("SEP001122334455");
+    let (op, cert_id, events_before) = {
+        let store = db.open().await;
+        let op = store.schedule(install(&d, t(3600)), t(0)).await.unwrap();
+        let cert_id = store.record_issued(op.id, cert(1), t(1)).await.unwrap();
+        store.confirm_install(op.id, cert_id, t(2)).await.unwrap();
+        store
+            .record_auth_failure(
+                &d,
+                "invalid_lsc",
+                "192.0.2.9:1",
+                t(3),
+                LockoutPolicy::default(),
+            )
+            .await
+            .unwrap();
+        store.set_require_sudi(&d, true, t(4)).await.unwrap();
+        (op, cert_id, all_events(&store, None).await)
+    };
+
+    // A new process: migrations run again (and find nothing to do), the data is there.
+    let store = db.open().await;
+    let device = store.device(&d).await.unwrap().unwrap();
+    assert!(device.require_sudi);
+    assert_eq!(device.failed_auth_count, 1);
+    let again = store.operation(op.id).await.unwrap().unwrap();
+    assert_eq!(again.status, OperationStatus::Success);
+    assert_eq!(again.created_at, op.created_at);
+    assert_eq!(
+        store.current_certificate(&d).await.unwrap().unwrap().id,
+        cert_id
+    );
+    assert_eq!(all_events(&store, None).await, events_before);
+
+    // New rows continue after the old ones.
+    store
+        .audit(Some(&d), None, "restarted", None, "", t(5))
+        .await
+        .unwrap();
+    let events = all_events(&store, None).await;
+    assert!(events.last().unwrap().id > events_before.last().unwrap().id);
+}
+
+async fn two_nodes_race(db: &TestDb) {
+    let nodes = [db.open().await, db.open().await];
+
+    // Many sessions on both nodes claim one operation at the same instant: one wins.
+    let d = dev("SEP001122334455");
+    let op = nodes[0].schedule(install(&d, t(3600)), t(0)).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..16 {
+        let store = nodes[i % 2].clone();
+        tasks.spawn(async move {
+            store
+                .claim(op.id, &format!("node-{i}"), t(1), Duration::from_secs(60))
+                .await
+        });
+    }
+    let mut wins = 0;
+    while let Some(result) = tasks.join_next().await {
+        if result.unwrap().unwrap() {
+            wins += 1;
+        }
+    }
+    assert_eq!(wins, 1);
+    assert_eq!(
+        count(&event_kinds(&nodes[1], &d).await, "operation_claimed"),
+        1
+    );
+
+    // Ten failures spread across both nodes lock the device exactly once.
+    let victim = dev("SEP00112233AABB");
+    nodes[1].ensure_device(&victim, t(0)).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..10 {
+        let store = nodes[i % 2].clone();
+        let victim = victim.clone();
+        tasks.spawn(async move {
+            store
+                .record_auth_failure(
+                    &victim,
+                    "invalid_auth_string",
+                    "203.0.113.9:1000",
+                    t(2),
+                    LockoutPolicy::default(),
+                )
+                .await
+        });
+    }
+    let mut counts = Vec::new();
+    while let Some(result) = tasks.join_next().await {
+        counts.push(result.unwrap().unwrap().failed_auth_count);
+    }
+    counts.sort_unstable();
+    assert_eq!(counts, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    let state = nodes[0].lock_state(&victim).await.unwrap();
+    assert_eq!(state.failed_auth_count, 0);
+    assert_eq!(state.locked_until, Some(t(602)));
+    let kinds = event_kinds(&nodes[0], &victim).await;
+    assert_eq!(count(&kinds, "auth_failed"), 10);
+    assert_eq!(count(&kinds, "device_locked"), 1);
+
+    // Administrators on both nodes scheduling at once: one operation stays pending.
+    let busy = dev("CSFjsmith");
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let store = nodes[i % 2].clone();
+        let busy = busy.clone();
+        tasks.spawn(async move { store.schedule(install(&busy, t(3600)), t(3)).await });
+    }
+    let mut ids = Vec::new();
+    while let Some(result) = tasks.join_next().await {
+        ids.push(result.unwrap().unwrap().id);
+    }
+    let mut statuses = Vec::new();
+    for id in &ids {
+        statuses.push(nodes[0].operation(*id).await.unwrap().unwrap().status);
+    }
+    let pending = statuses
+        .iter()
+        .filter(|s| **s == OperationStatus::Pending)
+        .count();
+    let superseded = statuses
+        .iter()
+        .filter(|s| **s == OperationStatus::Superseded)
+        .count();
+    assert_eq!((pending, superseded), (1, 7));
+    assert_eq!(
+        count(&event_kinds(&nodes[1], &busy).await, "device_created"),
+        1
+    );
+
+    // Sweepers on both nodes (they read, then write) each end every late operation once
+    // between them, while sessions keep writing.
+    let mut late = Vec::new();
+    for i in 0..12 {
+        let name = dev(&format!("SEP0000000001{i:02}"));
+        late.push(
+            nodes[0]
+                .schedule(install(&name, t(10)), t(4))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let store = nodes[i % 2].clone();
+        let victim = victim.clone();
+        tasks.spawn(async move {
+            let expired = store.expire_operations(t(20)).await?;
+            store.count_keygen_attempt(op.id, t(20)).await?;
+            store
+                .record_auth_failure(
+                    &victim,
+                    "invalid_mic",
+                    "203.0.113.9:1",
+                    t(20),
+                    LockoutPolicy::default(),
+                )
+                .await?;
+            Ok::<u64, StoreError>(expired)
+        });
+    }
+    let mut expired = 0;
+    while let Some(result) = tasks.join_next().await {
+        expired += result.unwrap().unwrap();
+    }
+    assert_eq!(expired, 12);
+    for id in late {
+        let op = nodes[1].operation(id).await.unwrap().unwrap();
+        assert_eq!(op.status, OperationStatus::TimedOut);
+        let timed_out = all_events(&nodes[1], Some(&op.device_name))
+            .await
+            .into_iter()
+            .filter(|e| e.kind == "operation_timed_out")
+            .count();
+        assert_eq!(timed_out, 1);
+    }
+    assert_eq!(
+        nodes[0]
+            .operation(op.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .keygen_attempts,
+        8
+    );
+}
+
+async fn corrupt_rows_are_reported(db: &TestDb) {
+    let store = db.open().await;
+    let a = dev("SEP0000000000AA");
+    let b = dev("SEP0000000000BB");
+    let op_a = store.schedule(install(&a, t(3600)), t(0)).await.unwrap();
+    let op_b = store.schedule(install(&b, t(3600)), t(0)).await.unwrap();
+    db.raw_execute(&format!(
+        "UPDATE operations SET kind = 'reboot' WHERE id = {}",
+        op_a.id
+    ))
+    .await;
+    db.raw_execute(&format!(
+        "UPDATE operations SET key_spec = 'rsa-512' WHERE id = {}",
+        op_b.id
+    ))
+    .await;
+    assert!(matches!(
+        store.operation(op_a.id).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    assert!(matches!(
+        store.latest_operation(&b).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    // Other rows are unaffected.
+    assert!(store.device(&a).await.unwrap().is_some());
+}
+
+// ---- outside the contract: how failures to reach a database surface ----
+
+#[tokio::test]
+async fn unreachable_postgres_is_unavailable() {
+    // Port 1 on the loopback: nothing listens, the connection is refused at once.
+    let url = DatabaseUrl::new("postgres://capf:s3cret@127.0.0.1:1/capf").unwrap();
+    let started = std::time::Instant::now();
+    let err = capf::store::open(&url).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    assert!(!err.to_string().contains("s3cret"));
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn sqlite_file_that_cannot_be_created_is_unavailable() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("not-a-directory");
+    std::fs::write(&blocker, b"x").unwrap();
+    let url = DatabaseUrl::sqlite_file(&blocker.join("capf.db"));
+    let err = capf::store::open(&url).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn sqlite_file_is_in_wal_mode() {
+    let db = TestDb::sqlite().await;
+    let _store = db.open().await;
+    let mut conn = sqlx::SqliteConnection::connect(db.url.expose())
+        .await
+        .unwrap();
+    let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
