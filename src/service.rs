@@ -228,16 +228,15 @@ impl Service {
         if verified.kind == CertKind::Lsc {
             // A valid LSC is not enough: it must be one capf issued to this device and did
             // not delete.
-            let on_record = self
-                .store
-                .certificate_by_fingerprint(name, &verified.fingerprint_sha256)
-                .await?
-                .is_some_and(|c| {
-                    matches!(
+            // (A troubleshoot may have recorded the same certificate again as fetched, so
+            // look at every record, not just one.)
+            let on_record = self.store.certificates(name).await?.iter().any(|c| {
+                c.fingerprint_sha256 == verified.fingerprint_sha256
+                    && matches!(
                         c.state,
                         CertState::Installed | CertState::AwaitingConfirmation
                     )
-                });
+            });
             if !on_record {
                 warn!(serial = %verified.serial_hex, "LSC is not on record for this device");
                 return Ok(Err(FailureCause::InvalidLsc));

@@ -104,7 +104,13 @@ fn spawn(dir: &Path, database_url: &str, extra_args: &[String]) -> (Child, Strin
         .arg("--certs-dir")
         .arg(dir.join("certs"))
         .args(["--database-url", database_url])
-        .args(["--handshake-timeout", "5", "--frame-timeout", "5"])
+        .args(
+            // Short defaults keep tests quick; a test may set its own.
+            [("--handshake-timeout", "5"), ("--frame-timeout", "5")]
+                .iter()
+                .filter(|(flag, _)| !extra_args.iter().any(|a| a == flag))
+                .flat_map(|(flag, value)| [*flag, *value]),
+        )
         .args(extra_args)
         .env("CAPF_LOG", "info")
         .stdout(Stdio::piped())
