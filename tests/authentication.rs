@@ -1,0 +1,171 @@
+//! Certificate authentication and the lockout, end to end with the real binaries.
+
+mod common;
+
+use capf::device::DeviceName;
+use capf::keyspec::{Curve, KeySpec};
+use capf::store::{AuthMode, AuthString, NewOperation, OperationKind, OperationStatus, Store};
+use chrono::Utc;
+use common::db::{engines, TestDb};
+use common::server::TestServer;
+
+async fn schedule(
+    store: &dyn Store,
+    device: &str,
+    mode: AuthMode,
+    auth: Option<&str>,
+    key: KeySpec,
+) -> i64 {
+    store
+        .schedule(
+            NewOperation {
+                device_name: DeviceName::from_admin(device).unwrap(),
+                kind: OperationKind::Install,
+                auth_mode: mode,
+                auth_string: auth.map(|s| AuthString(s.into())),
+                key,
+                completes_by: Utc::now() + chrono::Duration::days(1),
+            },
+            Utc::now(),
+        )
+        .await
+        .unwrap()
+        .id
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lsc_precedence_re_enrollment_and_foreign_lsc() {
+    for engine in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = TestDb::create(&engine, dir.path()).await;
+        let server = TestServer::start(dir.path(), &db.url, &[]);
+        let store = server.store().await;
+        let (a, b) = ("SEP00112233AABB", "SEP0011223344CC");
+        for device in [a, b] {
+            schedule(
+                &*store,
+                device,
+                AuthMode::Null,
+                None,
+                KeySpec::Ec(Curve::P256),
+            )
+            .await;
+            let out = dir.path().join(format!("{device}.pem"));
+            let (code, text) = server.phone(device, &["--out", out.to_str().unwrap()]);
+            assert_eq!(code, 0, "{text}");
+        }
+        let lsc_a = dir.path().join(format!("{a}.pem"));
+
+        // Re-enrollment authenticated by the device's own LSC.
+        let op = schedule(&*store, a, AuthMode::Lsc, None, KeySpec::Ec(Curve::P384)).await;
+        let renewed = dir.path().join("renewed.pem");
+        let (code, text) = server.phone(
+            a,
+            &[
+                "--lsc",
+                lsc_a.to_str().unwrap(),
+                "--cert-auth",
+                "--out",
+                renewed.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(code, 0, "{text}");
+        assert_eq!(
+            store.operation(op).await.unwrap().unwrap().status,
+            OperationStatus::Success
+        );
+
+        // Device B presenting A's valid LSC (signed correctly with A's key) is refused.
+        let op = schedule(&*store, b, AuthMode::Lsc, None, KeySpec::Ec(Curve::P256)).await;
+        let (code, text) = server.phone(b, &["--lsc", renewed.to_str().unwrap(), "--cert-auth"]);
+        assert_eq!(code, 2, "{text}");
+        assert_eq!(
+            store.operation(op).await.unwrap().unwrap().status,
+            OperationStatus::Pending
+        );
+
+        // A's superseded LSC no longer authenticates A.
+        let op = schedule(&*store, a, AuthMode::Lsc, None, KeySpec::Ec(Curve::P256)).await;
+        let (code, text) = server.phone(a, &["--lsc", lsc_a.to_str().unwrap(), "--cert-auth"]);
+        assert_eq!(code, 2, "{text}");
+        assert_eq!(
+            store.operation(op).await.unwrap().unwrap().status,
+            OperationStatus::Pending
+        );
+        drop(server);
+        db.drop_db().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ten_wrong_strings_lock_the_device_across_a_restart() {
+    for engine in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = TestDb::create(&engine, dir.path()).await;
+        let mut server = TestServer::start(dir.path(), &db.url, &["--lockout-seconds", "4"]);
+        let store = server.store().await;
+        let device = "SEP001122334455";
+        let name = DeviceName::from_admin(device).unwrap();
+        let op = schedule(
+            &*store,
+            device,
+            AuthMode::String,
+            Some("123456"),
+            KeySpec::Ec(Curve::P256),
+        )
+        .await;
+        for i in 0..10 {
+            let (code, text) =
+                server.phone(device, &["--auth-string", &format!("{:06}", 200000 + i)]);
+            assert_eq!(code, 2, "{text}");
+        }
+        let lock = store.lock_state(&name).await.unwrap();
+        assert!(lock.is_locked(Utc::now()), "{lock:?}");
+
+        // Locked: even the right string is refused, and it survives a restart.
+        let (code, text) = server.phone(device, &["--auth-string", "123456"]);
+        assert_eq!(code, 2, "{text}");
+        server.restart();
+        let (code, text) = server.phone(device, &["--auth-string", "123456"]);
+        assert_eq!(code, 2, "{text}");
+        assert_eq!(
+            store.operation(op).await.unwrap().unwrap().status,
+            OperationStatus::Pending
+        );
+        let events = store
+            .events(capf::store::EventFilter {
+                device_name: Some(device.into()),
+                limit: 0,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            events.iter().filter(|e| e.kind == "auth_failed").count(),
+            10
+        );
+        assert!(events.iter().any(|e| e.kind == "device_locked"));
+        assert!(
+            events
+                .iter()
+                .filter(|e| e.kind == "auth_refused_locked")
+                .count()
+                >= 2
+        );
+        assert!(events.iter().all(|e| !e.detail.contains("123456")));
+
+        // After the lock window the right string works.
+        let until = lock.locked_until.unwrap();
+        let wait = (until - Utc::now()).to_std().unwrap_or_default()
+            + std::time::Duration::from_millis(300);
+        tokio::time::sleep(wait).await;
+        let (code, text) = server.phone(device, &["--auth-string", "123456"]);
+        assert_eq!(code, 0, "{text}");
+        assert_eq!(
+            store.operation(op).await.unwrap().unwrap().status,
+            OperationStatus::Success
+        );
+        drop(server);
+        db.drop_db().await;
+    }
+}
