@@ -73,6 +73,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         service,
         TlsAcceptor::from(tls),
         settings.limits,
+        settings.gate,
     ));
     let listener = server::bind(settings.listen)
         .with_context(|| format!("cannot listen on {}", settings.listen))?;

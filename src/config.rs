@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::ca::identity::{CapfKeyAlgorithm, IdentityOptions, SubjectFields};
 use crate::keyspec::KeySpec;
+use crate::server::gate::GateLimits;
 use crate::store::{DatabaseUrl, LockoutPolicy};
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +93,15 @@ pub struct ServeArgs {
     /// Most sessions served at once; further connections are closed at once [default: 20000].
     #[arg(long, env = "CAPF_MAX_SESSIONS")]
     pub max_sessions: Option<usize>,
+    /// New connections per second per source address [default: 50].
+    #[arg(long, env = "CAPF_CONN_RATE")]
+    pub conn_rate: Option<u32>,
+    /// New connections a source address may open at once above the rate [default: 500].
+    #[arg(long, env = "CAPF_CONN_BURST")]
+    pub conn_burst: Option<u32>,
+    /// Concurrent sessions per source address [default: 2000].
+    #[arg(long, env = "CAPF_MAX_SESSIONS_PER_ADDRESS")]
+    pub max_sessions_per_address: Option<usize>,
     /// Consecutive failed authentications that lock a device [default: 10].
     #[arg(long, env = "CAPF_LOCKOUT_FAILURES")]
     pub lockout_failures: Option<u32>,
@@ -130,6 +140,9 @@ struct FileSettings {
     keygen_timeout: Option<u64>,
     session_timeout: Option<u64>,
     max_sessions: Option<usize>,
+    conn_rate: Option<u32>,
+    conn_burst: Option<u32>,
+    max_sessions_per_address: Option<usize>,
     lockout_failures: Option<u32>,
     lockout_seconds: Option<u64>,
     node_id: Option<String>,
@@ -154,6 +167,7 @@ pub struct Settings {
     pub lsc_validity_days: u32,
     pub default_key: KeySpec,
     pub limits: Limits,
+    pub gate: GateLimits,
     pub lockout: LockoutPolicy,
     pub node_id: String,
     pub log_format: LogFormat,
@@ -281,6 +295,16 @@ impl Settings {
             )?,
             max_sessions: pick!(max_sessions).unwrap_or(defaults.max_sessions).max(1),
         };
+        let gate_defaults = GateLimits::default();
+        let gate = GateLimits {
+            rate_per_second: pick!(conn_rate)
+                .unwrap_or(gate_defaults.rate_per_second)
+                .max(1),
+            burst: pick!(conn_burst).unwrap_or(gate_defaults.burst).max(1),
+            max_per_address: pick!(max_sessions_per_address)
+                .unwrap_or(gate_defaults.max_per_address)
+                .max(1),
+        };
         let lockout_defaults = LockoutPolicy::default();
         let lockout = LockoutPolicy {
             max_failures: pick!(lockout_failures)
@@ -322,6 +346,7 @@ impl Settings {
             lsc_validity_days,
             default_key,
             limits,
+            gate,
             lockout,
             node_id: pick!(node_id).unwrap_or_else(default_node_id),
             log_format,

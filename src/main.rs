@@ -54,6 +54,9 @@ struct PhoneArgs {
     /// Seconds to wait for each server frame.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
+    /// Local address to connect from.
+    #[arg(long)]
+    bind: Option<std::net::IpAddr>,
     /// Testing: close the connection right after receiving the certificate.
     #[arg(long, hide = true)]
     drop_after_certificate: bool,
@@ -121,6 +124,7 @@ async fn phone(args: PhoneArgs) -> ExitCode {
     opts.version = args.protocol_version;
     opts.request_in_progress = !args.no_request_in_progress;
     opts.timeout = Duration::from_secs(args.timeout.max(1));
+    opts.bind = args.bind;
     opts.misbehave = if args.drop_after_certificate {
         Misbehave::DropAfterCertificate
     } else if args.fail_store {

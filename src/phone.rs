@@ -83,6 +83,8 @@ pub struct PhoneOptions {
     /// How long to wait for each server frame.
     pub timeout: Duration,
     pub misbehave: Misbehave,
+    /// Local address to connect from.
+    pub bind: Option<std::net::IpAddr>,
 }
 
 impl PhoneOptions {
@@ -103,6 +105,7 @@ impl PhoneOptions {
             request_in_progress: true,
             timeout: Duration::from_secs(30),
             misbehave: Misbehave::None,
+            bind: None,
         }
     }
 }
@@ -202,6 +205,15 @@ pub async fn connect(
     host: &str,
     capf_cert_der: Vec<u8>,
 ) -> Result<TlsStream<TcpStream>, PhoneError> {
+    connect_from(host, capf_cert_der, None).await
+}
+
+/// Like [`connect`], from a chosen local address (many simulated phones on one machine).
+pub async fn connect_from(
+    host: &str,
+    capf_cert_der: Vec<u8>,
+    bind: Option<std::net::IpAddr>,
+) -> Result<TlsStream<TcpStream>, PhoneError> {
     let addr = if host
         .rsplit_once(':')
         .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
@@ -211,7 +223,7 @@ pub async fn connect(
     } else {
         format!("{host}:{DEFAULT_PORT}")
     };
-    let tcp = TcpStream::connect(&addr)
+    let tcp = open_tcp(&addr, bind)
         .await
         .map_err(|source| PhoneError::Connect {
             host: addr.clone(),
@@ -235,6 +247,26 @@ pub async fn connect(
         .connect(name, tcp)
         .await
         .map_err(|e| PhoneError::Tls(e.to_string()))
+}
+
+async fn open_tcp(addr: &str, bind: Option<std::net::IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(local) = bind else {
+        return TcpStream::connect(addr).await;
+    };
+    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
+    for remote in tokio::net::lookup_host(addr).await? {
+        let socket = if remote.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.bind(std::net::SocketAddr::new(local, 0))?;
+        match socket.connect(remote).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// Reads one whole frame: (session id, message).
@@ -276,7 +308,7 @@ pub async fn run(opts: &PhoneOptions) -> Result<PhoneReport, PhoneError> {
         Some(path) => Some(load_existing(path)?),
         None => None,
     };
-    let mut stream = connect(&opts.host, capf_cert).await?;
+    let mut stream = connect_from(&opts.host, capf_cert, opts.bind).await?;
     let (session_id, first) = read_frame(&mut stream, opts.timeout).await?;
     if !matches!(first, Message::AuthRequest(_)) {
         return Err(PhoneError::Protocol(format!(

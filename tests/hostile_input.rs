@@ -156,3 +156,53 @@ async fn malformed_frames_over_live_connections() {
         db.drop_db().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_flood_from_one_address_does_not_stop_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::create(&common::db::Engine::Sqlite, dir.path()).await;
+    let server = TestServer::start(
+        dir.path(),
+        &db.url,
+        &["--conn-rate", "2", "--conn-burst", "10"],
+    );
+    let store = server.store().await;
+    let device = "SEP0000000000BB";
+    let op = store
+        .schedule(
+            NewOperation {
+                device_name: DeviceName::from_admin(device).unwrap(),
+                kind: OperationKind::Install,
+                auth_mode: AuthMode::Null,
+                auth_string: None,
+                key: KeySpec::Ec(capf::keyspec::Curve::P256),
+                completes_by: Utc::now() + chrono::Duration::hours(1),
+            },
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+
+    // 200 connections from 127.0.0.1 as fast as possible: beyond the burst they are closed
+    // before any TLS work.
+    let mut refused = 0;
+    let mut held = Vec::new();
+    for _ in 0..200 {
+        let mut tcp = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(Duration::from_millis(200), tcp.read(&mut byte)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => refused += 1,
+            _ => held.push(tcp),
+        }
+    }
+    assert!(refused >= 150, "only {refused} of 200 refused");
+
+    // A phone from another loopback address enrolls meanwhile.
+    let (code, text) = server.phone(device, &["--bind", "127.0.0.2"]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(
+        store.operation(op.id).await.unwrap().unwrap().status,
+        OperationStatus::Success
+    );
+    drop(held);
+}

@@ -2,6 +2,7 @@
 //! handshake deadline in a task of their own, and runs one session per connection.
 
 pub mod connection;
+pub mod gate;
 pub mod session_ids;
 pub mod tls;
 
@@ -14,14 +15,17 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, info_span, warn, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::config::Limits;
 use crate::service::{Service, SessionContext};
+use gate::{ConnectionGate, GateLimits};
 use session_ids::SessionIds;
 
 /// Pending connections the kernel may queue; a tiny backlog drops SYNs under load.
 const ACCEPT_BACKLOG: u32 = 4096;
+/// How often the flood-control state is trimmed and refusals are reported.
+const GATE_HOUSEKEEPING: Duration = Duration::from_secs(60);
 
 /// Binds the CAPF listener.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -44,16 +48,23 @@ pub struct Server {
     pub limits: Limits,
     session_ids: Arc<SessionIds>,
     slots: Arc<Semaphore>,
+    gate: Arc<ConnectionGate>,
 }
 
 impl Server {
-    pub fn new(service: Arc<Service>, acceptor: TlsAcceptor, limits: Limits) -> Server {
+    pub fn new(
+        service: Arc<Service>,
+        acceptor: TlsAcceptor,
+        limits: Limits,
+        gate: GateLimits,
+    ) -> Server {
         Server {
             service,
             acceptor,
             limits,
             session_ids: Arc::new(SessionIds::default()),
             slots: Arc::new(Semaphore::new(limits.max_sessions)),
+            gate: ConnectionGate::new(gate),
         }
     }
 
@@ -65,9 +76,20 @@ impl Server {
         shutdown: CancellationToken,
         tasks: TaskTracker,
     ) {
+        let mut housekeeping = tokio::time::interval(GATE_HOUSEKEEPING);
+        let mut refused_before = 0;
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = housekeeping.tick() => {
+                    self.gate.forget_idle();
+                    let refused = self.gate.refused();
+                    if refused > refused_before {
+                        warn!(count = refused - refused_before, "connections refused by flood control");
+                        refused_before = refused;
+                    }
+                    continue;
+                }
                 accepted = listener.accept() => accepted,
             };
             let (stream, peer) = match accepted {
@@ -76,6 +98,15 @@ impl Server {
                     // Out of file descriptors and the like: back off instead of spinning.
                     warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            // Checked before any TLS work, so a flood costs us an accept and a close.
+            let admitted = match self.gate.admit(peer.ip()) {
+                Ok(admitted) => admitted,
+                Err(refusal) => {
+                    debug!(%peer, reason = refusal.as_str(), "connection refused");
+                    drop(stream);
                     continue;
                 }
             };
@@ -88,6 +119,7 @@ impl Server {
             tasks.spawn(async move {
                 server.handle(stream, peer).await;
                 drop(permit);
+                drop(admitted);
             });
         }
     }

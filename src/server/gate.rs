@@ -1,0 +1,166 @@
+//! Flood control before the TLS handshake: a per-source-address rate limit on new
+//! connections (governor) and a cap on concurrent sessions per source address.
+//!
+//! Both live in this process's memory: they protect this node's CPU. What must hold across
+//! nodes (the authentication lockout) lives in the database.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+/// Settings of the gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GateLimits {
+    /// New connections per second per source address, sustained.
+    pub rate_per_second: u32,
+    /// Connections a source address may open at once above the rate.
+    pub burst: u32,
+    /// Concurrent sessions per source address.
+    pub max_per_address: usize,
+}
+
+impl Default for GateLimits {
+    /// Generous enough for a building of phones behind one NAT address rebooting at once.
+    fn default() -> Self {
+        GateLimits {
+            rate_per_second: 50,
+            burst: 500,
+            max_per_address: 2000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    RateLimited,
+    TooManySessions,
+}
+
+impl Refusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::RateLimited => "rate_limited",
+            Refusal::TooManySessions => "too_many_sessions_from_address",
+        }
+    }
+}
+
+pub struct ConnectionGate {
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    live: Mutex<HashMap<IpAddr, usize>>,
+    max_per_address: usize,
+    refused: AtomicU64,
+}
+
+impl std::fmt::Debug for ConnectionGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionGate")
+            .field("max_per_address", &self.max_per_address)
+            .field("refused", &self.refused())
+            .finish()
+    }
+}
+
+/// A connection let through; frees its per-address slot when dropped.
+#[derive(Debug)]
+pub struct Admitted {
+    gate: Arc<ConnectionGate>,
+    ip: IpAddr,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut live = self.gate.live.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = live.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                live.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl ConnectionGate {
+    pub fn new(limits: GateLimits) -> Arc<ConnectionGate> {
+        let rate = NonZeroU32::new(limits.rate_per_second).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(limits.burst).unwrap_or(NonZeroU32::MIN);
+        Arc::new(ConnectionGate {
+            limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
+            live: Mutex::new(HashMap::new()),
+            max_per_address: limits.max_per_address.max(1),
+            refused: AtomicU64::new(0),
+        })
+    }
+
+    /// Decides on a new connection from `ip`.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admitted, Refusal> {
+        if self.limiter.check_key(&ip).is_err() {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(Refusal::RateLimited);
+        }
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let count = live.entry(ip).or_insert(0);
+        if *count >= self.max_per_address {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(Refusal::TooManySessions);
+        }
+        *count += 1;
+        Ok(Admitted {
+            gate: Arc::clone(self),
+            ip,
+        })
+    }
+
+    /// Connections refused since start.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Forgets addresses whose rate state is back to full; call periodically so the
+    /// limiter's memory does not grow with every address ever seen.
+    pub fn forget_idle(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_then_refused_per_address() {
+        let gate = ConnectionGate::new(GateLimits {
+            rate_per_second: 1,
+            burst: 3,
+            max_per_address: 100,
+        });
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let held: Vec<_> = (0..3).map(|_| gate.admit(a).unwrap()).collect();
+        assert_eq!(gate.admit(a).unwrap_err(), Refusal::RateLimited);
+        // Another address is not affected.
+        assert!(gate.admit(b).is_ok());
+        assert_eq!(gate.refused(), 1);
+        drop(held);
+    }
+
+    #[test]
+    fn concurrent_sessions_per_address_are_capped_and_freed() {
+        let gate = ConnectionGate::new(GateLimits {
+            rate_per_second: 1000,
+            burst: 1000,
+            max_per_address: 2,
+        });
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let first = gate.admit(a).unwrap();
+        let _second = gate.admit(a).unwrap();
+        assert_eq!(gate.admit(a).unwrap_err(), Refusal::TooManySessions);
+        drop(first);
+        assert!(gate.admit(a).is_ok());
+    }
+}
