@@ -7,7 +7,7 @@
 //! * `<hash>.0` — PEM copy named by OpenSSL's subject hash, so the directory works as an
 //!   OpenSSL `-CApath`.
 //!
-//! The last two are derived and rewritten when missing or stale.
+//! The last two are derived and rewritten when missing or stale (best effort on load).
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -296,7 +296,11 @@ fn load(dir: &Path, key_path: &Path, cert_path: &Path) -> Result<CapfIdentity, I
         });
     }
     let identity = CapfIdentity::from_parts(cert_path, cert_der, signer)?;
-    write_derived(dir, &identity)?;
+    // The derived files are a convenience for administrators; a read-only certs directory
+    // (a mounted secret, say) must not stop the server.
+    if let Err(e) = write_derived(dir, &identity) {
+        tracing::warn!(error = %e, "cannot refresh capf.cer / <hash>.0");
+    }
     Ok(identity)
 }
 
