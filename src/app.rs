@@ -1,7 +1,7 @@
 //! `capf serve`: puts the pieces together and runs until SIGTERM/SIGINT.
 
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -55,7 +55,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         None => Issuer::from_identity(&identity),
     };
 
-    let anchors = trust_anchors(&settings, &identity, &issuer)?;
+    let anchors = trust_anchors(&settings, identity.cert_der(), issuer.cert_der())?;
 
     info!(database = %settings.database_url, "opening database");
     let store = store::open(&settings.database_url)
@@ -67,10 +67,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         store: Arc::clone(&store),
         issuer: Arc::new(issuer),
         settings: Arc::clone(&settings),
-        anchors: Arc::new(anchors),
+        anchors: RwLock::new(Arc::new(anchors)),
     });
     let server = Arc::new(Server::new(
-        service,
+        Arc::clone(&service),
         TlsAcceptor::from(tls),
         settings.limits,
         settings.gate,
@@ -87,6 +87,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let tasks = TaskTracker::new();
     tokio::spawn(sweep(Arc::clone(&store), shutdown.clone()));
     let accept = tokio::spawn(Arc::clone(&server).serve(listener, shutdown.clone(), tasks.clone()));
+    tokio::spawn(reload_on_hangup(
+        Arc::clone(&service),
+        Arc::clone(&settings),
+        identity.cert_der().to_vec(),
+    ));
 
     wait_for_signal().await;
     info!("shutting down: no new connections, letting sessions in flight finish");
@@ -105,12 +110,12 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
 /// MICs and SUDIs to the manufacturer CAs in `certs/mic-trust/`.
 fn trust_anchors(
     settings: &Settings,
-    identity: &CapfIdentity,
-    issuer: &Issuer,
+    capf_der: &[u8],
+    issuer_der: &[u8],
 ) -> anyhow::Result<TrustAnchors> {
-    let mut lsc_issuers = vec![issuer.cert_der().to_vec()];
-    if issuer.cert_der() != identity.cert_der() {
-        lsc_issuers.push(identity.cert_der().to_vec());
+    let mut lsc_issuers = vec![issuer_der.to_vec()];
+    if issuer_der != capf_der {
+        lsc_issuers.push(capf_der.to_vec());
     }
     let dir = settings.certs_dir.join("mic-trust");
     let (manufacturer, warnings) = TrustAnchors::load_manufacturer_dir(&dir);
@@ -119,6 +124,37 @@ fn trust_anchors(
     }
     info!(count = manufacturer.len(), dir = %dir.display(), "manufacturer CA certificates loaded");
     TrustAnchors::new(lsc_issuers, manufacturer).context("trust anchors")
+}
+
+/// SIGHUP re-reads `certs/mic-trust/`; a broken set is refused and the old one kept.
+async fn reload_on_hangup(service: Arc<Service>, settings: Arc<Settings>, capf_der: Vec<u8>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+            warn!("cannot listen for SIGHUP: trust anchors reload only on restart");
+            return;
+        };
+        while hangup.recv().await.is_some() {
+            let issuer_der = service.issuer.cert_der().to_vec();
+            let settings = Arc::clone(&settings);
+            let capf_der = capf_der.clone();
+            let loaded = tokio::task::spawn_blocking(move || {
+                trust_anchors(&settings, &capf_der, &issuer_der)
+            })
+            .await;
+            match loaded {
+                Ok(Ok(anchors)) => {
+                    service.replace_trust_anchors(anchors);
+                    info!("SIGHUP: trust anchors reloaded");
+                }
+                Ok(Err(e)) => error!("SIGHUP: keeping the old trust anchors: {e:#}"),
+                Err(e) => error!("SIGHUP: reload task failed: {e}"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (service, settings, capf_der);
 }
 
 /// Marks operations whose deadline passed, so listings are true without a phone connecting.

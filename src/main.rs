@@ -57,6 +57,9 @@ struct PhoneArgs {
     /// Local address to connect from.
     #[arg(long)]
     bind: Option<std::net::IpAddr>,
+    /// SUDI certificate and RSA key (PEM) to add to certificate authentication.
+    #[arg(long, requires = "cert_auth")]
+    sudi: Option<PathBuf>,
     /// Testing: close the connection right after receiving the certificate.
     #[arg(long, hide = true)]
     drop_after_certificate: bool,
@@ -125,6 +128,7 @@ async fn phone(args: PhoneArgs) -> ExitCode {
     opts.request_in_progress = !args.no_request_in_progress;
     opts.timeout = Duration::from_secs(args.timeout.max(1));
     opts.bind = args.bind;
+    opts.sudi = args.sudi;
     opts.misbehave = if args.drop_after_certificate {
         Misbehave::DropAfterCertificate
     } else if args.fail_store {

@@ -21,7 +21,7 @@ use crate::ca::phone_key::PhoneKey;
 use crate::proto::{
     cert_type, hash_id, reason, AuthResponse, CertificateElement, DecodeError, Empty,
     FetchCertificateResponse, Header, KeyGenerateResponse, Message, ReasonOnly, Sha2SignedData,
-    HEADER_LEN,
+    SudiData, HEADER_LEN,
 };
 use crate::session::requested_key;
 
@@ -85,6 +85,8 @@ pub struct PhoneOptions {
     pub misbehave: Misbehave,
     /// Local address to connect from.
     pub bind: Option<std::net::IpAddr>,
+    /// SUDI certificate and its RSA key (PEM): adds SUDI_DATA to certificate authentication.
+    pub sudi: Option<PathBuf>,
 }
 
 impl PhoneOptions {
@@ -106,6 +108,7 @@ impl PhoneOptions {
             timeout: Duration::from_secs(30),
             misbehave: Misbehave::None,
             bind: None,
+            sudi: None,
         }
     }
 }
@@ -346,6 +349,26 @@ pub async fn run(opts: &PhoneOptions) -> Result<PhoneReport, PhoneError> {
         response.sha2_signed_data = Some(Sha2SignedData {
             hash_id: hash_id::SHA512,
             signature: key
+                .sign_sha512(&signed)
+                .map_err(|e| PhoneError::Key(e.to_string()))?,
+        });
+    }
+    if let Some(path) = &opts.sudi {
+        let sudi = load_existing(path)?;
+        let key = sudi
+            .key
+            .as_ref()
+            .ok_or_else(|| PhoneError::Key("the --sudi file holds no private key".into()))?;
+        // Spec 5.5: the session id little-endian, then the SUDI certificate.
+        let mut signed = session_id.to_le_bytes().to_vec();
+        signed.extend_from_slice(&sudi.der);
+        response.sudi = Some(SudiData {
+            certificate: sudi.der.clone(),
+            sha1_signature: key
+                .sign_sha1(&signed)
+                .map_err(|e| PhoneError::Key(e.to_string()))?,
+            sha2_hash_id: hash_id::SHA512,
+            sha2_signature: key
                 .sign_sha512(&signed)
                 .map_err(|e| PhoneError::Key(e.to_string()))?,
         });

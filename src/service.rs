@@ -2,7 +2,7 @@
 //! outcomes. The connection task calls these; the session state machine decides when.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use chrono::Utc;
 use sha2::{Digest, Sha256};
@@ -30,8 +30,9 @@ pub struct Service {
     pub store: Arc<dyn Store>,
     pub issuer: Arc<Issuer>,
     pub settings: Arc<Settings>,
-    /// Anchors for certificate authentication: LSC issuer and manufacturer CAs.
-    pub anchors: Arc<TrustAnchors>,
+    /// Anchors for certificate authentication: LSC issuer and manufacturer CAs. Replaced
+    /// whole on SIGHUP; sessions keep the set they started with.
+    pub anchors: RwLock<Arc<TrustAnchors>>,
 }
 
 /// What one session learned along the way, for later effects and the attempt record.
@@ -73,6 +74,14 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 impl Service {
+    pub fn trust_anchors(&self) -> Arc<TrustAnchors> {
+        Arc::clone(&self.anchors.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub fn replace_trust_anchors(&self, anchors: TrustAnchors) {
+        *self.anchors.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(anchors);
+    }
+
     /// Looks the device up, applies the lockout, checks the credentials of the operation's
     /// mode and claims the operation.
     pub async fn authenticate(
@@ -181,7 +190,7 @@ impl Service {
             mic_expiry_allowance: chrono::Duration::zero(),
             device_has_lsc,
         };
-        let anchors = Arc::clone(&self.anchors);
+        let anchors = self.trust_anchors();
         let response = attempt.response.clone();
         let device = name.as_str().to_string();
         let session_id = ctx.session_id;

@@ -169,3 +169,103 @@ async fn ten_wrong_strings_lock_the_device_across_a_restart() {
         db.drop_db().await;
     }
 }
+
+fn vector_cert(name: &str) -> String {
+    format!("{}/tests/vectors/certs/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mic_authentication_with_sudi_and_trust_reload() {
+    for engine in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = TestDb::create(&engine, dir.path()).await;
+        // No manufacturer CA yet: the stand-in MIC is untrusted.
+        let server = TestServer::start(dir.path(), &db.url, &[]);
+        let store = server.store().await;
+        let device = "SEP001122334455";
+        let name = DeviceName::from_admin(device).unwrap();
+        let op = schedule(&*store, device, AuthMode::Mic, None, KeySpec::Rsa(2048)).await;
+        let mic = vector_cert("mic.pem");
+        let sudi = vector_cert("sudi.pem");
+        let args = [
+            "--lsc",
+            mic.as_str(),
+            "--cert-auth",
+            "--sudi",
+            sudi.as_str(),
+        ];
+        let (code, text) = server.phone(device, &args);
+        assert_eq!(code, 2, "untrusted MIC accepted: {text}");
+        assert_eq!(
+            store.operation(op).await.unwrap().unwrap().status,
+            OperationStatus::Pending
+        );
+
+        // The admin drops the manufacturer CA in and sends SIGHUP.
+        let trust = dir.path().join("certs/mic-trust");
+        std::fs::create_dir_all(&trust).unwrap();
+        std::fs::copy(
+            vector_cert("mic-root.pem"),
+            trust.join("test-manufacturing-ca.pem"),
+        )
+        .unwrap();
+        let pid = server.child.id().to_string();
+        assert!(std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let mut accepted = false;
+        for _ in 0..20 {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            // Each refusal counts toward the lockout; stay well under it.
+            store.unlock(&name, Utc::now()).await.unwrap();
+            let (code, _) = server.phone(device, &args);
+            if code == 0 {
+                accepted = true;
+                break;
+            }
+        }
+        assert!(accepted, "MIC not accepted after SIGHUP");
+        assert_eq!(
+            store.operation(op).await.unwrap().unwrap().status,
+            OperationStatus::Success
+        );
+
+        // A device that requires SUDI is refused without it, accepted with it.
+        store
+            .set_require_sudi(&name, true, Utc::now())
+            .await
+            .unwrap();
+        let op = schedule(&*store, device, AuthMode::Mic, None, KeySpec::Rsa(2048)).await;
+        let (code, text) = server.phone(device, &["--lsc", mic.as_str(), "--cert-auth"]);
+        assert_eq!(code, 2, "{text}");
+        let (code, text) = server.phone(device, &args);
+        assert_eq!(code, 0, "{text}");
+        assert_eq!(
+            store.operation(op).await.unwrap().unwrap().status,
+            OperationStatus::Success
+        );
+
+        // MIC precedence refuses the LSC the device now has.
+        let op = schedule(&*store, device, AuthMode::Mic, None, KeySpec::Rsa(2048)).await;
+        let lsc = dir.path().join(format!("{device}.pem"));
+        let (code, text) = server.phone(
+            device,
+            &[
+                "--lsc",
+                lsc.to_str().unwrap(),
+                "--cert-auth",
+                "--sudi",
+                sudi.as_str(),
+            ],
+        );
+        assert_eq!(code, 2, "{text}");
+        assert_eq!(
+            store.operation(op).await.unwrap().unwrap().status,
+            OperationStatus::Pending
+        );
+        drop(server);
+        db.drop_db().await;
+    }
+}
