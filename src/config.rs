@@ -102,6 +102,10 @@ pub struct ServeArgs {
     /// Concurrent sessions per source address [default: 2000].
     #[arg(long, env = "CAPF_MAX_SESSIONS_PER_ADDRESS")]
     pub max_sessions_per_address: Option<usize>,
+    /// Days a MIC or SUDI chain may be past its expiry and still authenticate (old
+    /// manufacturing CAs) [default: 0].
+    #[arg(long, env = "CAPF_MIC_EXPIRY_ALLOWANCE_DAYS")]
+    pub mic_expiry_allowance_days: Option<u32>,
     /// Consecutive failed authentications that lock a device [default: 10].
     #[arg(long, env = "CAPF_LOCKOUT_FAILURES")]
     pub lockout_failures: Option<u32>,
@@ -143,6 +147,7 @@ struct FileSettings {
     conn_rate: Option<u32>,
     conn_burst: Option<u32>,
     max_sessions_per_address: Option<usize>,
+    mic_expiry_allowance_days: Option<u32>,
     lockout_failures: Option<u32>,
     lockout_seconds: Option<u64>,
     node_id: Option<String>,
@@ -169,6 +174,8 @@ pub struct Settings {
     pub limits: Limits,
     pub gate: GateLimits,
     pub lockout: LockoutPolicy,
+    /// How long past their expiry MIC and SUDI chains are still accepted.
+    pub mic_expiry_allowance: chrono::Duration,
     pub node_id: String,
     pub log_format: LogFormat,
 }
@@ -348,6 +355,9 @@ impl Settings {
             limits,
             gate,
             lockout,
+            mic_expiry_allowance: chrono::Duration::days(i64::from(
+                pick!(mic_expiry_allowance_days).unwrap_or(0),
+            )),
             node_id: pick!(node_id).unwrap_or_else(default_node_id),
             log_format,
         })

@@ -187,7 +187,7 @@ impl Service {
         let policy = AuthPolicy {
             precedence,
             require_sudi,
-            mic_expiry_allowance: chrono::Duration::zero(),
+            mic_expiry_allowance: self.settings.mic_expiry_allowance,
             device_has_lsc,
         };
         let anchors = self.trust_anchors();
