@@ -26,20 +26,15 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
-    if !settings.database_url.is_postgres() {
-        std::fs::create_dir_all(&settings.data_dir)
-            .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
-    }
 
-    let identity = {
-        let dir = settings.certs_dir.clone();
-        let options = settings.identity.clone();
-        tokio::task::spawn_blocking(move || CapfIdentity::load_or_create(&dir, &options))
+    // Key files, the issuer and the manufacturer CAs are read (and a new key generated) on
+    // the blocking pool, never on the async workers.
+    let (identity, loaded, issuer, anchors) = {
+        let settings = Arc::clone(&settings);
+        tokio::task::spawn_blocking(move || load_keys(&settings))
             .await
-            .context("identity task failed")?
-            .context("CAPF identity")?
+            .context("key loading task failed")??
     };
-    let (identity, loaded) = identity;
     match loaded {
         Loaded::Created => warn!(
             subject = %identity.subject_string(),
@@ -50,12 +45,6 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         ),
         Loaded::Existing => info!(subject = %identity.subject_string(), "CAPF identity loaded"),
     }
-    let issuer = match &settings.issuer {
-        Some((cert, key)) => Issuer::load(cert, key).context("LSC issuer")?,
-        None => Issuer::from_identity(&identity),
-    };
-
-    let anchors = trust_anchors(&settings, identity.cert_der(), issuer.cert_der())?;
 
     info!(database = %settings.database_url, "opening database");
     let store = store::open(&settings.database_url)
@@ -104,6 +93,23 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         _ = wait_for_signal() => warn!("second signal: exiting now"),
     }
     Ok(())
+}
+
+/// Creates the data dir (SQLite) and loads the CAPF identity (created if absent), the LSC
+/// issuer and the trust anchors.
+fn load_keys(settings: &Settings) -> anyhow::Result<(CapfIdentity, Loaded, Issuer, TrustAnchors)> {
+    if !settings.database_url.is_postgres() {
+        std::fs::create_dir_all(&settings.data_dir)
+            .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
+    }
+    let (identity, loaded) = CapfIdentity::load_or_create(&settings.certs_dir, &settings.identity)
+        .context("CAPF identity")?;
+    let issuer = match &settings.issuer {
+        Some((cert, key)) => Issuer::load(cert, key).context("LSC issuer")?,
+        None => Issuer::from_identity(&identity),
+    };
+    let anchors = trust_anchors(settings, identity.cert_der(), issuer.cert_der())?;
+    Ok((identity, loaded, issuer, anchors))
 }
 
 /// LSCs chain to the issuer (and to the CAPF certificate when a separate issuer signs);
