@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use crate::api;
 use crate::auth::TrustAnchors;
 use crate::ca::identity::{CapfIdentity, Loaded};
 use crate::ca::lsc::Issuer;
@@ -73,6 +74,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let _ = std::io::stdout().flush();
 
     let shutdown = CancellationToken::new();
+    let api = serve_api(&settings, &identity, Arc::clone(&store), shutdown.clone()).await?;
     let tasks = TaskTracker::new();
     tokio::spawn(sweep(Arc::clone(&store), shutdown.clone()));
     let accept = tokio::spawn(Arc::clone(&server).serve(listener, shutdown.clone(), tasks.clone()));
@@ -86,6 +88,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     info!("shutting down: no new connections, letting sessions in flight finish");
     shutdown.cancel();
     let _ = accept.await;
+    let _ = api.await;
     tasks.close();
     tokio::select! {
         _ = tasks.wait() => info!("all sessions finished"),
@@ -93,6 +96,38 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         _ = wait_for_signal() => warn!("second signal: exiting now"),
     }
     Ok(())
+}
+
+/// Starts the HTTP API; returns its task.
+async fn serve_api(
+    settings: &Settings,
+    identity: &CapfIdentity,
+    store: Arc<dyn store::Store>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    api::check_listen_address(settings.api_listen)?;
+    let certificate = {
+        let dir = settings.certs_dir.clone();
+        let hash = identity.subject_hash();
+        tokio::task::spawn_blocking(move || api::PublishedCertificate::read(&dir, &hash))
+            .await
+            .context("certificate reading task failed")??
+    };
+    let listener = tokio::net::TcpListener::bind(settings.api_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} for the API", settings.api_listen))?;
+    let local = listener.local_addr()?;
+    info!(address = %local, "HTTP API ready");
+    println!("capf api listening on {local}");
+    let router = api::router(api::ApiState { store, certificate });
+    Ok(tokio::spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            error!(error = %e, "HTTP API stopped");
+        }
+    }))
 }
 
 /// Creates the data dir (SQLite) and loads the CAPF identity (created if absent), the LSC

@@ -35,6 +35,9 @@ pub struct ServeArgs {
     /// Address of the CAPF TLS listener [default: 0.0.0.0:3804].
     #[arg(long, env = "CAPF_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// Address of the HTTP API (health, capf.pem) [default: 127.0.0.1:3805].
+    #[arg(long, env = "CAPF_API_LISTEN")]
+    pub api_listen: Option<SocketAddr>,
     /// Directory of the embedded database [default: ./data].
     #[arg(long, env = "CAPF_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -125,6 +128,7 @@ pub struct ServeArgs {
 #[serde(deny_unknown_fields)]
 struct FileSettings {
     listen: Option<SocketAddr>,
+    api_listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     certs_dir: Option<PathBuf>,
     database_url: Option<String>,
@@ -164,6 +168,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
+    pub api_listen: SocketAddr,
     pub data_dir: PathBuf,
     pub certs_dir: PathBuf,
     pub database_url: DatabaseUrl,
@@ -335,6 +340,8 @@ impl Settings {
         };
         Ok(Settings {
             listen: pick!(listen).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 3804))),
+            api_listen: pick!(api_listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3805))),
             data_dir,
             certs_dir,
             database_url,

@@ -2,6 +2,7 @@
 //!
 //! See the README for the module layout and how data flows between modules.
 
+pub mod api;
 pub mod app;
 pub mod auth;
 pub mod ca;

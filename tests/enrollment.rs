@@ -494,3 +494,30 @@ async fn jabber_version_2_gets_rsa() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn capf_certificate_files_and_health_over_http() {
+    each_engine(&[], |server, _store| async move {
+        let certs = server.dir.join("certs");
+        let pem = std::fs::read(certs.join("capf.pem")).unwrap();
+        let der = std::fs::read(certs.join("capf.cer")).unwrap();
+        let api = server.api.clone();
+        let hash_file = std::fs::read_dir(&certs)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .find(|n| n.ends_with(".0"))
+            .unwrap();
+        let (status, body) = common::server::http_get(&api, "/capf.pem");
+        assert_eq!((status, body), (200, pem.clone()));
+        let (status, body) = common::server::http_get(&api, "/capf.cer");
+        assert_eq!((status, body), (200, der));
+        let (status, body) = common::server::http_get(&api, &format!("/{hash_file}"));
+        assert_eq!((status, body), (200, pem));
+        let (status, _) = common::server::http_get(&api, "/capf.key");
+        assert_eq!(status, 404);
+        let (status, body) = common::server::http_get(&api, "/healthz");
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    })
+    .await;
+}

@@ -15,6 +15,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_capf");
 pub struct TestServer {
     pub child: Child,
     pub addr: String,
+    /// Address of the HTTP API.
+    pub api: String,
     pub dir: PathBuf,
     pub database_url: String,
     pub extra_args: Vec<String>,
@@ -24,10 +26,11 @@ impl TestServer {
     /// Starts a server whose data and certs live under `dir`.
     pub fn start(dir: &Path, database_url: &str, extra_args: &[&str]) -> TestServer {
         let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
-        let (child, addr) = spawn(dir, database_url, &extra_args);
+        let (child, addr, api) = spawn(dir, database_url, &extra_args);
         TestServer {
             child,
             addr,
+            api,
             dir: dir.to_path_buf(),
             database_url: database_url.to_string(),
             extra_args,
@@ -55,9 +58,10 @@ impl TestServer {
     /// Stops and starts again on the same directories and database.
     pub fn restart(&mut self) {
         self.stop();
-        let (child, addr) = spawn(&self.dir, &self.database_url, &self.extra_args);
+        let (child, addr, api) = spawn(&self.dir, &self.database_url, &self.extra_args);
         self.child = child;
         self.addr = addr;
+        self.api = api;
     }
 
     pub async fn store(&self) -> Arc<dyn Store> {
@@ -95,10 +99,45 @@ impl Drop for TestServer {
     }
 }
 
-fn spawn(dir: &Path, database_url: &str, extra_args: &[String]) -> (Child, String) {
+/// Sends a GET to the HTTP API; returns (status, body).
+pub fn http_get(api: &str, path: &str) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(api).expect("connect to the API");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: capf\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .expect("read the response");
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of headers");
+    let head = String::from_utf8_lossy(&response[..split]).to_string();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "chunked responses are not decoded by this helper"
+    );
+    (status, response[split + 4..].to_vec())
+}
+
+fn spawn(dir: &Path, database_url: &str, extra_args: &[String]) -> (Child, String, String) {
     let mut child = Command::new(BIN)
         .arg("serve")
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(dir.join("data"))
         .arg("--certs-dir")
@@ -129,16 +168,23 @@ fn spawn(dir: &Path, database_url: &str, extra_args: &[String]) -> (Child, Strin
         let mut lines = BufReader::new(stdout).lines();
         while let Some(Ok(line)) = lines.next() {
             if let Some(addr) = line.strip_prefix("capf listening on ") {
-                let _ = tx.send(addr.to_string());
+                let _ = tx.send(("capf", addr.to_string()));
+            } else if let Some(addr) = line.strip_prefix("capf api listening on ") {
+                let _ = tx.send(("api", addr.to_string()));
             }
         }
     });
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(addr) => (child, addr),
-        Err(_) => {
-            let _ = child.kill();
-            let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
-            panic!("capf serve did not start; log:\n{log}");
+    let (mut capf, mut api) = (None, None);
+    while capf.is_none() || api.is_none() {
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(("capf", addr)) => capf = Some(addr),
+            Ok((_, addr)) => api = Some(addr),
+            Err(_) => {
+                let _ = child.kill();
+                let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+                panic!("capf serve did not start; log:\n{log}");
+            }
         }
     }
+    (child, capf.unwrap_or_default(), api.unwrap_or_default())
 }
