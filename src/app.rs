@@ -26,6 +26,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let mut signals = StopSignals::register();
     let settings = Arc::new(settings);
 
     // Key files, the issuer and the manufacturer CAs are read (and a new key generated) on
@@ -84,7 +85,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         identity.cert_der().to_vec(),
     ));
 
-    wait_for_signal().await;
+    signals.recv().await;
     info!("shutting down: no new connections, letting sessions in flight finish");
     shutdown.cancel();
     let _ = accept.await;
@@ -93,7 +94,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     tokio::select! {
         _ = tasks.wait() => info!("all sessions finished"),
         _ = tokio::time::sleep(DRAIN_TIMEOUT) => warn!("drain deadline passed; exiting with sessions in flight"),
-        _ = wait_for_signal() => warn!("second signal: exiting now"),
+        _ = signals.recv() => warn!("second signal: exiting now"),
     }
     Ok(())
 }
@@ -214,24 +215,30 @@ async fn sweep(store: Arc<dyn store::Store>, shutdown: CancellationToken) {
     }
 }
 
-async fn wait_for_signal() {
+/// SIGTERM and SIGINT, registered first thing so a signal during start-up is not lost to
+/// the default action.
+struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn register() -> StopSignals {
+        StopSignals {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok(),
         }
     }
-    #[cfg(not(unix))]
-    {
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some(term) = self.term.as_mut() {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
         let _ = tokio::signal::ctrl_c().await;
     }
 }
