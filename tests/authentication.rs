@@ -4,7 +4,7 @@ mod common;
 
 use capf::device::DeviceName;
 use capf::keyspec::{Curve, KeySpec};
-use capf::store::{AuthMode, AuthString, NewOperation, OperationKind, OperationStatus, Store};
+use capf::store::{AuthMode, OperationKind, OperationStatus, Store};
 use chrono::Utc;
 use common::db::{engines, TestDb};
 use common::server::TestServer;
@@ -16,20 +16,8 @@ async fn schedule(
     auth: Option<&str>,
     key: KeySpec,
 ) -> i64 {
-    store
-        .schedule(
-            NewOperation {
-                device_name: DeviceName::from_admin(device).unwrap(),
-                kind: OperationKind::Install,
-                auth_mode: mode,
-                auth_string: auth.map(|s| AuthString(s.into())),
-                key,
-                completes_by: Utc::now() + chrono::Duration::days(1),
-            },
-            Utc::now(),
-        )
+    common::schedule(store, device, OperationKind::Install, mode, auth, key)
         .await
-        .unwrap()
         .id
 }
 

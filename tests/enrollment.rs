@@ -9,40 +9,14 @@ use std::process::Command;
 use capf::ca::phone_key::PhoneKey;
 use capf::device::DeviceName;
 use capf::keyspec::{Curve, KeySpec};
-use capf::store::{
-    AuthMode, AuthString, CertState, NewOperation, Operation, OperationKind, OperationStatus, Store,
-};
-use chrono::Utc;
+use capf::store::{AuthMode, CertState, OperationKind, OperationStatus, Store};
 use common::db::{engines, Engine, TestDb};
+use common::schedule;
 use common::server::TestServer;
 use der::{Decode, Encode};
 use x509_cert::Certificate;
 
 const PHONE: &str = "SEP001122334455";
-
-async fn schedule(
-    store: &dyn Store,
-    device: &str,
-    kind: OperationKind,
-    mode: AuthMode,
-    auth: Option<&str>,
-    key: KeySpec,
-) -> Operation {
-    store
-        .schedule(
-            NewOperation {
-                device_name: DeviceName::from_admin(device).unwrap(),
-                kind,
-                auth_mode: mode,
-                auth_string: auth.map(|s| AuthString(s.into())),
-                key,
-                completes_by: Utc::now() + chrono::Duration::days(7),
-            },
-            Utc::now(),
-        )
-        .await
-        .unwrap()
-}
 
 /// The session's attempt record is written after the phone saw END_SESSION: poll briefly.
 async fn eventually<T, F, Fut>(query: F) -> Vec<T>

@@ -1,2 +1,33 @@
 pub mod db;
 pub mod server;
+
+use capf::device::DeviceName;
+use capf::keyspec::KeySpec;
+use capf::store::{AuthMode, AuthString, NewOperation, Operation, OperationKind, Store};
+use chrono::Utc;
+
+/// Schedules an operation through the store, due in a week.
+#[allow(dead_code)]
+pub async fn schedule(
+    store: &dyn Store,
+    device: &str,
+    kind: OperationKind,
+    mode: AuthMode,
+    auth: Option<&str>,
+    key: KeySpec,
+) -> Operation {
+    store
+        .schedule(
+            NewOperation {
+                device_name: DeviceName::from_admin(device).unwrap(),
+                kind,
+                auth_mode: mode,
+                auth_string: auth.map(|s| AuthString(s.into())),
+                key,
+                completes_by: Utc::now() + chrono::Duration::days(7),
+            },
+            Utc::now(),
+        )
+        .await
+        .unwrap()
+}
