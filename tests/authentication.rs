@@ -58,28 +58,19 @@ async fn lsc_precedence_re_enrollment_and_foreign_lsc() {
             ],
         );
         assert_eq!(code, 0, "{text}");
-        assert_eq!(
-            store.operation(op).await.unwrap().unwrap().status,
-            OperationStatus::Success
-        );
+        assert_eq!(common::status(&*store, op).await, OperationStatus::Success);
 
         // Device B presenting A's valid LSC (signed correctly with A's key) is refused.
         let op = schedule(&*store, b, AuthMode::Lsc, None, KeySpec::Ec(Curve::P256)).await;
         let (code, text) = server.phone(b, &["--lsc", renewed.to_str().unwrap(), "--cert-auth"]);
         assert_eq!(code, 2, "{text}");
-        assert_eq!(
-            store.operation(op).await.unwrap().unwrap().status,
-            OperationStatus::Pending
-        );
+        assert_eq!(common::status(&*store, op).await, OperationStatus::Pending);
 
         // A's superseded LSC no longer authenticates A.
         let op = schedule(&*store, a, AuthMode::Lsc, None, KeySpec::Ec(Curve::P256)).await;
         let (code, text) = server.phone(a, &["--lsc", lsc_a.to_str().unwrap(), "--cert-auth"]);
         assert_eq!(code, 2, "{text}");
-        assert_eq!(
-            store.operation(op).await.unwrap().unwrap().status,
-            OperationStatus::Pending
-        );
+        assert_eq!(common::status(&*store, op).await, OperationStatus::Pending);
         drop(server);
         db.drop_db().await;
     }
@@ -116,10 +107,7 @@ async fn ten_wrong_strings_lock_the_device_across_a_restart() {
         server.restart();
         let (code, text) = server.phone(device, &["--auth-string", "123456"]);
         assert_eq!(code, 2, "{text}");
-        assert_eq!(
-            store.operation(op).await.unwrap().unwrap().status,
-            OperationStatus::Pending
-        );
+        assert_eq!(common::status(&*store, op).await, OperationStatus::Pending);
         let events = store
             .events(capf::store::EventFilter {
                 device_name: Some(device.into()),
@@ -149,10 +137,7 @@ async fn ten_wrong_strings_lock_the_device_across_a_restart() {
         tokio::time::sleep(wait).await;
         let (code, text) = server.phone(device, &["--auth-string", "123456"]);
         assert_eq!(code, 0, "{text}");
-        assert_eq!(
-            store.operation(op).await.unwrap().unwrap().status,
-            OperationStatus::Success
-        );
+        assert_eq!(common::status(&*store, op).await, OperationStatus::Success);
         drop(server);
         db.drop_db().await;
     }
@@ -184,10 +169,7 @@ async fn mic_authentication_with_sudi_and_trust_reload() {
         ];
         let (code, text) = server.phone(device, &args);
         assert_eq!(code, 2, "untrusted MIC accepted: {text}");
-        assert_eq!(
-            store.operation(op).await.unwrap().unwrap().status,
-            OperationStatus::Pending
-        );
+        assert_eq!(common::status(&*store, op).await, OperationStatus::Pending);
 
         // The admin drops the manufacturer CA in and sends SIGHUP.
         let trust = dir.path().join("certs/mic-trust");
@@ -215,10 +197,7 @@ async fn mic_authentication_with_sudi_and_trust_reload() {
             }
         }
         assert!(accepted, "MIC not accepted after SIGHUP");
-        assert_eq!(
-            store.operation(op).await.unwrap().unwrap().status,
-            OperationStatus::Success
-        );
+        assert_eq!(common::status(&*store, op).await, OperationStatus::Success);
 
         // A device that requires SUDI is refused without it, accepted with it.
         store
@@ -230,10 +209,7 @@ async fn mic_authentication_with_sudi_and_trust_reload() {
         assert_eq!(code, 2, "{text}");
         let (code, text) = server.phone(device, &args);
         assert_eq!(code, 0, "{text}");
-        assert_eq!(
-            store.operation(op).await.unwrap().unwrap().status,
-            OperationStatus::Success
-        );
+        assert_eq!(common::status(&*store, op).await, OperationStatus::Success);
 
         // MIC precedence refuses the LSC the device now has.
         let op = schedule(&*store, device, AuthMode::Mic, None, KeySpec::Rsa(2048)).await;
@@ -249,10 +225,7 @@ async fn mic_authentication_with_sudi_and_trust_reload() {
             ],
         );
         assert_eq!(code, 2, "{text}");
-        assert_eq!(
-            store.operation(op).await.unwrap().unwrap().status,
-            OperationStatus::Pending
-        );
+        assert_eq!(common::status(&*store, op).await, OperationStatus::Pending);
         drop(server);
         db.drop_db().await;
     }

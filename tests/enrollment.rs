@@ -222,7 +222,7 @@ async fn troubleshoot_delete_and_nothing_pending() {
         assert_eq!(code, 0, "{text}");
         assert!(text.contains("reason 0"), "{text}");
         assert_eq!(
-            store.operation(op.id).await.unwrap().unwrap().status,
+            common::status(&*store, op.id).await,
             OperationStatus::Success
         );
         let certs = store.certificates(&name(PHONE)).await.unwrap();
@@ -249,7 +249,7 @@ async fn troubleshoot_delete_and_nothing_pending() {
         assert_eq!(code, 0, "{text}");
         assert!(text.contains("certificate deleted"), "{text}");
         assert_eq!(
-            store.operation(op.id).await.unwrap().unwrap().status,
+            common::status(&*store, op.id).await,
             OperationStatus::Success
         );
         assert!(store
@@ -343,7 +343,7 @@ async fn phone_that_drops_after_the_certificate_can_retry() {
         // Give the server a moment to notice the closed connection.
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         assert_eq!(
-            store.operation(op.id).await.unwrap().unwrap().status,
+            common::status(&*store, op.id).await,
             OperationStatus::Pending
         );
         let certs = store.certificates(&name(PHONE)).await.unwrap();
@@ -359,7 +359,7 @@ async fn phone_that_drops_after_the_certificate_can_retry() {
         let (code, text) = server.phone(PHONE, &["--out", out.to_str().unwrap()]);
         assert_eq!(code, 0, "{text}");
         assert_eq!(
-            store.operation(op.id).await.unwrap().unwrap().status,
+            common::status(&*store, op.id).await,
             OperationStatus::Success
         );
         let certs = store.certificates(&name(PHONE)).await.unwrap();
@@ -397,7 +397,7 @@ async fn store_failure_keeps_the_operation_pending() {
         let (code, text) = server.phone(PHONE, &["--fail-store"]);
         assert_eq!(code, 2, "{text}");
         assert_eq!(
-            store.operation(op.id).await.unwrap().unwrap().status,
+            common::status(&*store, op.id).await,
             OperationStatus::Pending
         );
         assert!(store
@@ -432,7 +432,7 @@ async fn restart_keeps_identity_and_operations() {
         let (code, text) = server.phone(PHONE, &["--auth-string", "2468"]);
         assert_eq!(code, 0, "{text}");
         assert_eq!(
-            store.operation(op.id).await.unwrap().unwrap().status,
+            common::status(&*store, op.id).await,
             OperationStatus::Success
         );
     })

@@ -149,7 +149,7 @@ async fn malformed_frames_over_live_connections() {
             String::from_utf8_lossy(&output.stderr)
         );
         assert_eq!(
-            store.operation(op.id).await.unwrap().unwrap().status,
+            common::status(&*store, op.id).await,
             OperationStatus::Success
         );
         drop(server);
@@ -201,7 +201,7 @@ async fn a_connection_flood_from_one_address_does_not_stop_another() {
     let (code, text) = server.phone(device, &["--bind", "127.0.0.2"]);
     assert_eq!(code, 0, "{text}");
     assert_eq!(
-        store.operation(op.id).await.unwrap().unwrap().status,
+        common::status(&*store, op.id).await,
         OperationStatus::Success
     );
     drop(held);

@@ -31,3 +31,14 @@ pub async fn schedule(
         .await
         .unwrap()
 }
+
+/// The status of an operation, which must exist.
+#[allow(dead_code)]
+pub async fn status(store: &dyn Store, id: i64) -> capf::store::OperationStatus {
+    store
+        .operation(id)
+        .await
+        .expect("read operation")
+        .expect("operation exists")
+        .status
+}
