@@ -19,6 +19,7 @@ use crate::config::Settings;
 use crate::server::{self, Server};
 use crate::service::Service;
 use crate::store;
+use crate::tokens;
 
 /// How long sessions in flight may take to finish after SIGTERM.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -99,14 +100,21 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts the HTTP API; returns its task.
+/// Starts the HTTP API (HTTPS unless on loopback); returns its task.
 async fn serve_api(
     settings: &Settings,
     identity: &CapfIdentity,
     store: Arc<dyn store::Store>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    api::check_listen_address(settings.api_listen)?;
+    match tokens::bootstrap(store.as_ref(), &settings.data_dir).await {
+        Ok(Some(path)) => warn!(
+            file = %path.display(),
+            "admin API token created: the file holds the only copy of the secret"
+        ),
+        Ok(None) => {}
+        Err(e) => return Err(e).context("creating the first admin API token"),
+    }
     let certificate = {
         let dir = settings.certs_dir.clone();
         let hash = identity.subject_hash();
@@ -114,21 +122,61 @@ async fn serve_api(
             .await
             .context("certificate reading task failed")??
     };
+    let tls = if api::plain_http_allowed(settings.api_listen) && settings.api_tls.is_none() {
+        None
+    } else {
+        let (chain, key) = match settings.api_tls.clone() {
+            Some((cert, key)) => {
+                tokio::task::spawn_blocking(move || api::tls::load_pem(&cert, &key))
+                    .await
+                    .context("API key loading task failed")?
+                    .context("API TLS certificate")?
+            }
+            None => (
+                vec![identity.cert_der().to_vec().into()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(identity.key_pkcs8_der().to_vec().into()),
+            ),
+        };
+        Some(api::tls::config(chain, key)?)
+    };
     let listener = tokio::net::TcpListener::bind(settings.api_listen)
         .await
         .with_context(|| format!("cannot listen on {} for the API", settings.api_listen))?;
     let local = listener.local_addr()?;
-    info!(address = %local, "HTTP API ready");
+    let router = api::router(api::ApiState {
+        store,
+        certificate,
+        default_key: settings.default_key,
+        operation_window: settings.operation_window,
+    });
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    info!(address = %local, scheme, "HTTP API ready");
     println!("capf api listening on {local}");
-    let router = api::router(api::ApiState { store, certificate });
-    Ok(tokio::spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            error!(error = %e, "HTTP API stopped");
+    let _ = std::io::stdout().flush();
+    let stop_accepting = shutdown.clone();
+    let graceful = async move { shutdown.cancelled().await };
+    Ok(match tls {
+        None => tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router)
+                .with_graceful_shutdown(graceful)
+                .await
+            {
+                error!(error = %e, "HTTP API stopped");
+            }
+        }),
+        Some(config) => {
+            let listener =
+                api::tls::TlsListener::spawn(listener, TlsAcceptor::from(config), stop_accepting)?;
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router)
+                    .with_graceful_shutdown(graceful)
+                    .await
+                {
+                    error!(error = %e, "HTTPS API stopped");
+                }
+            })
         }
-    }))
+    })
 }
 
 /// Creates the data dir (SQLite) and loads the CAPF identity (created if absent), the LSC

@@ -38,6 +38,20 @@ pub struct ServeArgs {
     /// Address of the HTTP API (health, capf.pem) [default: 127.0.0.1:3805].
     #[arg(long, env = "CAPF_API_LISTEN")]
     pub api_listen: Option<SocketAddr>,
+    /// TLS certificate (PEM chain) of the API; required with --api-key. Without them a
+    /// non-loopback API address serves TLS with the CAPF certificate and key.
+    #[arg(long, env = "CAPF_API_CERT", requires = "api_key")]
+    pub api_cert: Option<PathBuf>,
+    /// Private key (PEM) of --api-cert.
+    #[arg(long, env = "CAPF_API_KEY", requires = "api_cert")]
+    pub api_key: Option<PathBuf>,
+    /// Days an operation scheduled without "completes_by" stays performable [default: 7].
+    #[arg(long, env = "CAPF_OPERATION_WINDOW_DAYS")]
+    pub operation_window_days: Option<u32>,
+    /// Key-generation attempts (phone sessions asked for a key) after which an install
+    /// operation fails [default: 3].
+    #[arg(long, env = "CAPF_KEYGEN_MAX_ATTEMPTS")]
+    pub keygen_max_attempts: Option<u32>,
     /// Directory of the embedded database [default: ./data].
     #[arg(long, env = "CAPF_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -87,10 +101,11 @@ pub struct ServeArgs {
     /// Seconds allowed for each phone frame outside key generation [default: 30].
     #[arg(long, env = "CAPF_FRAME_TIMEOUT")]
     pub frame_timeout: Option<u64>,
-    /// Seconds a phone may take to generate its key [default: 300].
+    /// Seconds a phone may take to generate its key (CUCM's maximum time for key
+    /// generation) [default: 1800].
     #[arg(long, env = "CAPF_KEYGEN_TIMEOUT")]
     pub keygen_timeout: Option<u64>,
-    /// Seconds a whole session may last [default: 600].
+    /// Seconds a whole session may last, key generation included [default: 2400].
     #[arg(long, env = "CAPF_SESSION_TIMEOUT")]
     pub session_timeout: Option<u64>,
     /// Most sessions served at once; further connections are closed at once [default: 20000].
@@ -129,6 +144,10 @@ pub struct ServeArgs {
 struct FileSettings {
     listen: Option<SocketAddr>,
     api_listen: Option<SocketAddr>,
+    api_cert: Option<PathBuf>,
+    api_key: Option<PathBuf>,
+    operation_window_days: Option<u32>,
+    keygen_max_attempts: Option<u32>,
     data_dir: Option<PathBuf>,
     certs_dir: Option<PathBuf>,
     database_url: Option<String>,
@@ -169,6 +188,12 @@ pub enum LogFormat {
 pub struct Settings {
     pub listen: SocketAddr,
     pub api_listen: SocketAddr,
+    /// Certificate chain and key of the API's TLS, when not the CAPF identity.
+    pub api_tls: Option<(PathBuf, PathBuf)>,
+    /// `completes_by` of an operation scheduled without one: now + this.
+    pub operation_window: chrono::Duration,
+    /// Failed key-generation attempts after which an install operation fails.
+    pub keygen_max_attempts: u32,
     pub data_dir: PathBuf,
     pub certs_dir: PathBuf,
     pub database_url: DatabaseUrl,
@@ -200,8 +225,10 @@ impl Default for Limits {
         Limits {
             handshake_timeout: Duration::from_secs(15),
             frame_timeout: Duration::from_secs(30),
-            keygen_timeout: Duration::from_secs(300),
-            session_timeout: Duration::from_secs(600),
+            // CUCM's defaults: 30 minutes for a phone to generate its key...
+            keygen_timeout: Duration::from_secs(1800),
+            // ... and room for the rest of the session around it.
+            session_timeout: Duration::from_secs(2400),
             max_sessions: 20_000,
         }
     }
@@ -328,6 +355,30 @@ impl Settings {
                 lockout_defaults.lock_duration,
             )?,
         };
+        let api_tls = match (pick!(api_cert), pick!(api_key)) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    name: "api_cert",
+                    message: "api_cert and api_key go together".into(),
+                })
+            }
+        };
+        let operation_window_days = pick!(operation_window_days).unwrap_or(7);
+        if !(1..=3650).contains(&operation_window_days) {
+            return Err(ConfigError::Invalid {
+                name: "operation_window_days",
+                message: "must be between 1 and 3650".into(),
+            });
+        }
+        let keygen_max_attempts = pick!(keygen_max_attempts).unwrap_or(3);
+        if keygen_max_attempts == 0 {
+            return Err(ConfigError::Invalid {
+                name: "keygen_max_attempts",
+                message: "must be at least 1".into(),
+            });
+        }
         let log_format = match pick!(log_format).as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -342,6 +393,9 @@ impl Settings {
             listen: pick!(listen).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 3804))),
             api_listen: pick!(api_listen)
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3805))),
+            api_tls,
+            operation_window: chrono::Duration::days(i64::from(operation_window_days)),
+            keygen_max_attempts,
             data_dir,
             certs_dir,
             database_url,

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use capf::cli::{ApiArgs, OpCommand, TokenCommand};
 use capf::config::{LogFormat, ServeArgs, Settings};
 use capf::phone::{Misbehave, PhoneOptions};
 
@@ -21,6 +22,32 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Play a phone against any CAPF server.
     Phone(PhoneArgs),
+    /// Certificate operations through the admin API.
+    Op {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        command: OpCommand,
+    },
+    /// The CAPF report (CSV) through the admin API.
+    Report {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Write to this file instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Clear a device's authentication lock through the admin API.
+    Unlock {
+        #[command(flatten)]
+        api: ApiArgs,
+        device: String,
+    },
+    /// Manage admin API tokens (on the database directly).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
 }
 
 #[derive(clap::Args)]
@@ -113,6 +140,10 @@ fn main() -> ExitCode {
             }
         }
         Command::Phone(args) => runtime.block_on(phone(args)),
+        Command::Op { api, command } => runtime.block_on(capf::cli::op(&api, command)),
+        Command::Report { api, out } => runtime.block_on(capf::cli::report(&api, out)),
+        Command::Unlock { api, device } => runtime.block_on(capf::cli::unlock(&api, device)),
+        Command::Token { command } => runtime.block_on(capf::cli::token(command)),
     }
 }
 

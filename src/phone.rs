@@ -233,23 +233,29 @@ pub async fn connect_from(
             source,
         })?;
     let _ = tcp.set_nodelay(true);
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let verifier = Arc::new(PinnedCertificate {
-        der: capf_cert_der,
-        provider: Arc::clone(&provider),
-    });
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| PhoneError::Tls(e.to_string()))?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
+    let config = pinned_client_config(capf_cert_der).map_err(|e| PhoneError::Tls(e.to_string()))?;
     // Phones do not match host names; any name will do for SNI-less verification.
     let name = ServerName::try_from("capf").map_err(|e| PhoneError::Tls(e.to_string()))?;
     TlsConnector::from(Arc::new(config))
         .connect(name, tcp)
         .await
         .map_err(|e| PhoneError::Tls(e.to_string()))
+}
+
+/// A TLS client config that trusts exactly the certificate `der` (DER), whatever name the
+/// server is reached by: how a phone trusts the CAPF certificate, and how the CLI trusts the
+/// API's.
+pub fn pinned_client_config(der: Vec<u8>) -> Result<ClientConfig, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier = Arc::new(PinnedCertificate {
+        der,
+        provider: Arc::clone(&provider),
+    });
+    Ok(ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth())
 }
 
 async fn open_tcp(addr: &str, bind: Option<std::net::IpAddr>) -> std::io::Result<TcpStream> {

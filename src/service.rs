@@ -20,8 +20,8 @@ use crate::device::DeviceName;
 use crate::keyspec::KeySpec;
 use crate::session::{AuthAttempt, AuthDecision, AuthProof, IssueFailure, Outcome, Plan};
 use crate::store::{
-    Attempt, AuthMode, CertState, FailureCause, NewCertificate, Operation, Store, StoreError,
-    Timestamp,
+    Attempt, AuthMode, CertState, FailureCause, NewCertificate, Operation, OperationKind, Store,
+    StoreError, Timestamp,
 };
 
 /// Shared by every connection.
@@ -48,6 +48,10 @@ pub struct SessionContext {
     pub issued_cert: Option<i64>,
     /// Why authentication failed, for the attempt record (never the submitted secret).
     pub detail: Option<String>,
+    /// The operation's key-generation attempt count, once this session asked for a key.
+    pub keygen_attempts: Option<u32>,
+    /// The phone sent a public key in this session.
+    pub key_received: bool,
 }
 
 impl SessionContext {
@@ -60,6 +64,8 @@ impl SessionContext {
             operation: None,
             issued_cert: None,
             detail: None,
+            keygen_attempts: None,
+            key_received: false,
         }
     }
 
@@ -137,6 +143,8 @@ impl Service {
                     self.settings.lockout,
                 )
                 .await?;
+            // The status reads "<op> Failed: <cause>" while the operation stays pending.
+            self.store.note_attempt_failure(op.id, cause, now).await?;
             ctx.detail = Some(cause.as_str().to_string());
             warn!(device = %name, cause = cause.as_str(), failures = state.failed_auth_count,
                   locked = state.is_locked(now), "authentication failed");
@@ -152,6 +160,10 @@ impl Service {
             ctx.detail = Some("operation held by another session".into());
             warn!(device = %name, operation = op.id, "operation claimed by another session");
             return Ok(AuthDecision::Refused);
+        }
+        if op.kind == OperationKind::Install {
+            // Counted before the phone is asked, so a node dying mid-wait still counts it.
+            ctx.keygen_attempts = Some(self.store.count_keygen_attempt(op.id, now).await?);
         }
         let plan = Plan {
             kind: op.kind,
@@ -266,6 +278,7 @@ impl Service {
         public_key: Vec<u8>,
         key: KeySpec,
     ) -> Result<Vec<u8>, IssueFailure> {
+        ctx.key_received = true;
         let (Some(device), Some(op)) = (ctx.device.clone(), ctx.operation.as_ref()) else {
             return Err(IssueFailure::Internal);
         };
@@ -365,6 +378,12 @@ impl Service {
             return;
         };
         if let Some(op) = &ctx.operation {
+            if outcome != Outcome::Installed {
+                if let Some(attempts) = ctx.keygen_attempts {
+                    self.account_failed_install(op.id, attempts, ctx.key_received, outcome)
+                        .await;
+                }
+            }
             if let Err(e) = self.store.release(op.id, &self.settings.node_id).await {
                 warn!(error = %e, "could not release the operation");
             }
@@ -384,6 +403,41 @@ impl Service {
         };
         if let Err(e) = self.store.record_attempt(attempt).await {
             warn!(error = %e, "could not record the attempt");
+        }
+    }
+}
+
+impl Service {
+    /// An install session that asked for a key did not end with an installed certificate:
+    /// note why on the operation, and fail it once key generation has failed as many times
+    /// as allowed (CUCM's maximum key-generation attempts).
+    async fn account_failed_install(
+        &self,
+        op_id: i64,
+        attempts: u32,
+        key_received: bool,
+        outcome: Outcome,
+    ) {
+        let keygen_failed = !key_received || outcome == Outcome::WrongKey;
+        let cause = match outcome {
+            Outcome::KeyGenerationTimeout => FailureCause::KeyGenerationTimeout,
+            Outcome::KeyGenerationFailed | Outcome::WrongKey => FailureCause::KeyGenerationFailed,
+            _ => FailureCause::PhoneCommunicationFailure,
+        };
+        let now = Utc::now();
+        let result = if keygen_failed && attempts >= self.settings.keygen_max_attempts {
+            warn!(
+                operation = op_id,
+                attempts,
+                cause = cause.as_str(),
+                "key generation failed too many times: operation failed"
+            );
+            self.store.fail_operation(op_id, cause, now).await
+        } else {
+            self.store.note_attempt_failure(op_id, cause, now).await
+        };
+        if let Err(e) = result {
+            warn!(error = %e, "could not record the failed attempt");
         }
     }
 }

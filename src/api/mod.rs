@@ -1,30 +1,39 @@
-//! The HTTP side of capf: health, and the CAPF certificate for the CTL client and TFTP
-//! tooling. (The administration API proper grows here.)
+//! The HTTP side of capf: the admin API (`/api/v1/...`, bearer tokens), health, and the
+//! CAPF certificate for the CTL client and TFTP tooling (unauthenticated).
+
+pub mod access;
+pub mod bulk;
+pub mod devices;
+pub mod filters;
+pub mod openapi;
+pub mod problem;
+pub mod tls;
+pub mod validate;
+pub mod views;
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, Request, State};
 use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::json;
 
+use crate::keyspec::KeySpec;
 use crate::store::Store;
 
 /// How long a health check waits for the database.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest an API request may take (a 100,000-row bulk included) before it answers 503.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error(
-        "the admin API may listen without TLS only on a loopback address; {0} is not one \
-         (TLS for the API is not implemented yet)"
-    )]
-    NotLoopback(SocketAddr),
     #[error("cannot read {path}: {source}")]
     Read {
         path: String,
@@ -66,22 +75,67 @@ impl PublishedCertificate {
 pub struct ApiState {
     pub store: Arc<dyn Store>,
     pub certificate: PublishedCertificate,
+    /// Key scheduled when a request names none.
+    pub default_key: KeySpec,
+    /// `completes_by` when a request gives none: now + this.
+    pub operation_window: chrono::Duration,
 }
 
 pub fn router(state: ApiState) -> Router {
+    let api = Router::new()
+        .route("/api/v1/devices", get(devices::list_devices))
+        .route(
+            "/api/v1/devices/{name}",
+            get(devices::get_device).patch(devices::patch_device),
+        )
+        .route(
+            "/api/v1/devices/{name}/operation",
+            put(devices::put_operation).delete(devices::delete_operation),
+        )
+        .route(
+            "/api/v1/devices/{name}/certificate",
+            get(devices::certificate),
+        )
+        .route(
+            "/api/v1/devices/{name}/certificates",
+            get(devices::certificates),
+        )
+        .route("/api/v1/devices/{name}/unlock", post(devices::unlock))
+        .route("/api/v1/events", get(devices::events))
+        .route("/api/v1/report", get(bulk::report))
+        .route(
+            "/api/v1/operations/bulk",
+            post(bulk::bulk).layer(DefaultBodyLimit::max(bulk::MAX_BODY)),
+        )
+        .route("/api/v1/openapi.json", get(openapi_document))
+        .layer(middleware::from_fn(deadline));
     Router::new()
+        .merge(api)
         .route("/healthz", get(health))
         .route("/{file}", get(certificate_file))
         .with_state(state)
 }
 
-/// Refuses a non-loopback address: the API would carry bearer tokens in the clear.
-pub fn check_listen_address(addr: SocketAddr) -> Result<(), ApiError> {
-    if addr.ip().is_loopback() {
-        Ok(())
-    } else {
-        Err(ApiError::NotLoopback(addr))
+/// Whether the API may listen on `addr` without TLS: only on loopback, where bearer tokens
+/// never cross a network.
+pub fn plain_http_allowed(addr: SocketAddr) -> bool {
+    addr.ip().is_loopback()
+}
+
+/// A request the database cannot answer in time gets 503, never a hang.
+async fn deadline(request: Request, next: Next) -> Response {
+    match tokio::time::timeout(REQUEST_DEADLINE, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => problem::Problem::Unavailable.into_response(),
     }
+}
+
+async fn openapi_document(_access: access::ReadAccess) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        openapi::json(),
+    )
+        .into_response()
 }
 
 async fn health(State(state): State<ApiState>) -> Response {
@@ -127,9 +181,28 @@ mod tests {
 
     #[test]
     fn plain_http_only_on_loopback() {
-        assert!(check_listen_address("127.0.0.1:3805".parse().unwrap()).is_ok());
-        assert!(check_listen_address("[::1]:3805".parse().unwrap()).is_ok());
-        assert!(check_listen_address("0.0.0.0:3805".parse().unwrap()).is_err());
-        assert!(check_listen_address("192.0.2.1:3805".parse().unwrap()).is_err());
+        assert!(plain_http_allowed("127.0.0.1:3805".parse().unwrap()));
+        assert!(plain_http_allowed("[::1]:3805".parse().unwrap()));
+        assert!(!plain_http_allowed("0.0.0.0:3805".parse().unwrap()));
+        assert!(!plain_http_allowed("192.0.2.1:3805".parse().unwrap()));
+    }
+
+    #[test]
+    fn openapi_names_every_route() {
+        let doc = openapi::json();
+        for path in [
+            "/api/v1/devices",
+            "/api/v1/devices/{name}",
+            "/api/v1/devices/{name}/operation",
+            "/api/v1/devices/{name}/certificate",
+            "/api/v1/devices/{name}/certificates",
+            "/api/v1/devices/{name}/unlock",
+            "/api/v1/events",
+            "/api/v1/report",
+            "/api/v1/operations/bulk",
+        ] {
+            assert!(doc.contains(&format!("\"{path}\"")), "{path} missing");
+        }
+        assert!(doc.contains("bearer"));
     }
 }

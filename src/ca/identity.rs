@@ -10,8 +10,8 @@
 //! The last two are derived and rewritten when missing or stale (best effort on load).
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -442,40 +442,10 @@ fn write_derived(dir: &Path, identity: &CapfIdentity) -> Result<(), IdentityErro
 /// file in the same directory (created with `mode`, so a key is never briefly world-readable),
 /// fsync, rename, fsync of the directory.
 fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), IdentityError> {
-    let err = |source| IdentityError::Write {
+    crate::files::write_atomic(path, bytes, mode).map_err(|source| IdentityError::Write {
         path: path.to_path_buf(),
         source,
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut nonce = [0u8; 6];
-    rand::rngs::OsRng.fill_bytes(&mut nonce);
-    let tmp = dir.join(format!(".{file_name}.{}.tmp", hex::encode(nonce)));
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(mode);
-    }
-    #[cfg(not(unix))]
-    let _ = mode;
-    let result = (|| {
-        let mut file = options.open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        // Best effort: do not leave a half-written temporary file behind.
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(err)
+    })
 }
 
 /// Refuses a private key file that group or others may read or write.

@@ -12,7 +12,7 @@ use tracing::{debug, info, warn};
 use crate::config::Limits;
 use crate::proto::{command, Header, HEADER_LEN};
 use crate::service::{Service, SessionContext};
-use crate::session::{Effect, Outcome, Resume, Session, Step, Wait};
+use crate::session::{Effect, Outcome, Resume, Session, Step, Wait, TIMEOUT};
 
 /// How long closing (close_notify) may take after END_SESSION.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -130,7 +130,7 @@ where
                 state = session.state_name(),
                 "timed out waiting for the phone"
             );
-            return session.on_broken_stream("timeout");
+            return session.on_broken_stream(TIMEOUT);
         }
         Ok(Err(_)) => return session.on_broken_stream("truncated-header"),
         Ok(Ok(_)) => {}
@@ -144,7 +144,7 @@ where
     };
     let mut body = vec![0u8; usize::from(header.body_len)];
     match timeout_at(deadline, stream.read_exact(&mut body)).await {
-        Err(_) => return session.on_broken_stream("timeout"),
+        Err(_) => return session.on_broken_stream(TIMEOUT),
         Ok(Err(_)) => return session.on_broken_stream("truncated-frame"),
         Ok(Ok(_)) => {}
     }

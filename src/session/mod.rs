@@ -105,6 +105,10 @@ pub enum IssueFailure {
     Internal,
 }
 
+/// The `kind` the connection task passes to [`Session::on_broken_stream`] when a deadline
+/// passed.
+pub const TIMEOUT: &str = "timeout";
+
 /// How long the connection task may wait for the next frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wait {
@@ -125,6 +129,8 @@ pub enum Outcome {
     AuthRefused,
     ProtocolError(&'static str),
     KeyGenerationFailed,
+    /// The key-generation wait ran out.
+    KeyGenerationTimeout,
     WrongKey,
     StoreFailed,
     DeleteFailed,
@@ -142,6 +148,7 @@ impl Outcome {
             Outcome::AuthRefused => "auth_refused",
             Outcome::ProtocolError(_) => "protocol_error",
             Outcome::KeyGenerationFailed => "key_generation_failed",
+            Outcome::KeyGenerationTimeout => "key_generation_timeout",
             Outcome::WrongKey => "wrong_key",
             Outcome::StoreFailed => "store_failed",
             Outcome::DeleteFailed => "delete_failed",
@@ -267,10 +274,15 @@ impl Session {
     /// The header could not be decoded, or the stream broke mid-frame: the byte stream can no
     /// longer be trusted, so close without END_SESSION.
     pub fn on_broken_stream(&mut self, kind: &'static str) -> Step {
+        let outcome = match (&self.state, kind) {
+            // The phone never produced its key in time: CUCM's "Key Generation Timeout".
+            (State::AwaitKeyGeneration { .. }, TIMEOUT) => Outcome::KeyGenerationTimeout,
+            _ => Outcome::ProtocolError(kind),
+        };
         self.state = State::Ended;
         Step::End {
             frame: None,
-            outcome: Outcome::ProtocolError(kind),
+            outcome,
         }
     }
 

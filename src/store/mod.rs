@@ -42,6 +42,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("invalid database url: {0}")]
     BadUrl(String),
+    /// The change would break a uniqueness rule (e.g. a token name already in use).
+    #[error("conflict: {0}")]
+    Conflict(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -125,6 +128,11 @@ text_enum!(
         KeyGenerationTimeout => "key_generation_timeout",
         UserInitiatedRequestLate => "user_initiated_request_late",
     }
+);
+
+text_enum!(
+    /// What an admin API token may do.
+    TokenScope { Admin => "admin", ReadOnly => "read_only" }
 );
 
 text_enum!(
@@ -300,6 +308,62 @@ pub struct EventFilter {
     pub limit: u32,
 }
 
+/// An admin API token as stored: its name, scope and the SHA-256 of its secret.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ApiToken {
+    pub name: String,
+    #[serde(skip)]
+    pub token_sha256: String,
+    pub scope: TokenScope,
+    pub created_at: Timestamp,
+}
+
+/// The installed certificate of a device, without its PEM (for listings and reports).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LscSummary {
+    pub serial_hex: String,
+    pub subject: String,
+    pub not_before: Timestamp,
+    pub not_after: Timestamp,
+    pub fingerprint_sha256: String,
+}
+
+/// One device as listed: the device, its latest operation and its installed certificate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeviceSummary {
+    pub device: Device,
+    pub operation: Option<Operation>,
+    pub lsc: Option<LscSummary>,
+}
+
+/// Which devices a listing (or a bulk schedule by query) selects. Every condition given must
+/// hold. Results come in name order, after `after_name` (the cursor).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DeviceFilter {
+    /// Status of the device's latest operation; `None` in the vector matches devices without
+    /// an operation (or whose latest was cancelled).
+    pub status: Option<StatusFilter>,
+    /// Kind of the device's latest operation.
+    pub operation: Option<OperationKind>,
+    /// Whether the device has an installed LSC.
+    pub has_lsc: Option<bool>,
+    /// Installed LSC expiring strictly before this time.
+    pub lsc_expires_before: Option<Timestamp>,
+    /// Device names starting with this text.
+    pub name_prefix: Option<String>,
+    pub after_name: Option<String>,
+    /// At most this many rows (0: no limit).
+    pub limit: u32,
+}
+
+/// The status part of a [`DeviceFilter`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusFilter {
+    /// No operation, or the latest one was cancelled.
+    None,
+    Is(OperationStatus),
+}
+
 /// Everything the service does with its database.
 ///
 /// Times are passed in by the caller (never read from the clock inside the store), so tests
@@ -327,6 +391,19 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Schedules an operation, creating the device if needed. A pending operation of the
     /// device becomes `Superseded`. Audit `operation_scheduled` (and `operation_superseded`).
     async fn schedule(&self, op: NewOperation, now: Timestamp) -> Result<Operation>;
+    /// Schedules many operations in one transaction: all or none. Same effects and audit
+    /// events as [`Store::schedule`] for each; device names must be distinct. Returns the new
+    /// operation ids in input order.
+    async fn schedule_many(&self, ops: &[NewOperation], now: Timestamp) -> Result<Vec<i64>>;
+    /// Notes why the latest attempt at a pending operation failed, without ending it (the
+    /// phone may try again). No audit event: the attempt record and the failure's own event
+    /// tell the story.
+    async fn note_attempt_failure(
+        &self,
+        op_id: i64,
+        cause: FailureCause,
+        now: Timestamp,
+    ) -> Result<()>;
     /// Cancels the device's pending operation, if any (audit `operation_cancelled`).
     async fn cancel(&self, name: &DeviceName, now: Timestamp) -> Result<Option<Operation>>;
     async fn operation(&self, id: i64) -> Result<Option<Operation>>;
@@ -433,6 +510,23 @@ pub trait Store: Send + Sync + fmt::Debug {
     ) -> Result<()>;
     /// Audit events in id order.
     async fn events(&self, filter: EventFilter) -> Result<Vec<Event>>;
+
+    // ---- listings ----
+
+    /// Devices matching the filter, in name order.
+    async fn list_devices(&self, filter: &DeviceFilter) -> Result<Vec<DeviceSummary>>;
+
+    // ---- admin API tokens ----
+
+    /// Stores a new token (audit `token_created`); `Conflict` if the name is taken.
+    async fn create_token(&self, token: &ApiToken, now: Timestamp) -> Result<()>;
+    /// Stores `token` only if there is no token at all (first start, safe when several nodes
+    /// start at once); returns whether it was stored.
+    async fn bootstrap_token(&self, token: &ApiToken, now: Timestamp) -> Result<bool>;
+    async fn token_by_hash(&self, token_sha256: &str) -> Result<Option<ApiToken>>;
+    /// Deletes the token of that name (audit `token_revoked`); returns whether it existed.
+    async fn revoke_token(&self, name: &str, now: Timestamp) -> Result<bool>;
+    async fn tokens(&self) -> Result<Vec<ApiToken>>;
 }
 
 /// Opens the store named by a database URL (`sqlite://path` or `postgres://...`), creating

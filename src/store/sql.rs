@@ -241,6 +241,17 @@ impl<'a> Ev<'a> {
     }
 }
 
+/// The audit record of a token change: its name and scope, never its secret or hash.
+fn token_event<'a>(token: &'a ApiToken, kind: &'a str) -> Ev<'a> {
+    Ev {
+        device: None,
+        operation: None,
+        kind,
+        source: None,
+        detail: format!("token {:?} scope={}", token.name, token.scope),
+    }
+}
+
 async fn write_event(tx: &mut Tx, at: Timestamp, ev: Ev<'_>) -> Result<()> {
     tx.execute(ev.query(at)).await.map(|_| ())
 }
@@ -406,6 +417,302 @@ async fn operation_by_id(exec: &mut Tx, op_id: i64) -> Result<Option<Operation>>
         .transpose()
 }
 
+// ---- many rows per statement (bulk scheduling) ----
+
+/// Rows per multi-row statement: far below SQLite's 32766 and PostgreSQL's 65535 bind limits
+/// even for the widest row, and large enough that 100,000 rows take a few hundred statements.
+const BATCH: usize = 500;
+
+/// `($1, $2), ($3, $4), ...`: `rows` tuples of `width` placeholders, numbered from `first`.
+fn tuples(rows: usize, width: usize, first: usize) -> String {
+    let mut sql = String::with_capacity(rows * width * 5);
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 0..width {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", first + r * width + c));
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// `$first, $first+1, ...` for an `IN (...)` list of `n` values.
+fn placeholders(n: usize, first: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Writes many audit events with multi-row inserts.
+async fn write_events(tx: &mut Tx, at: Timestamp, events: &[Ev<'_>]) -> Result<()> {
+    for chunk in events.chunks(BATCH) {
+        let mut q = query(format!(
+            "INSERT INTO events (at, device_name, operation_id, kind, source_addr, detail) \
+             VALUES {}",
+            tuples(chunk.len(), 6, 1)
+        ));
+        for ev in chunk {
+            q = q
+                .time(at)
+                .opt_text(ev.device)
+                .opt_int(ev.operation)
+                .text(ev.kind)
+                .opt_text(ev.source)
+                .text(&ev.detail);
+        }
+        tx.execute(q).await?;
+    }
+    Ok(())
+}
+
+fn describe_operation(op: &NewOperation) -> String {
+    format!(
+        "kind={} auth_mode={} key={} completes_by={}",
+        op.kind,
+        op.auth_mode,
+        op.key,
+        show_time(op.completes_by)
+    )
+}
+
+/// The authentication string only means something in string mode.
+fn stored_auth_string(op: &NewOperation) -> Option<&str> {
+    match op.auth_mode {
+        AuthMode::String => op.auth_string.as_ref().map(|s| s.0.as_str()),
+        _ => None,
+    }
+}
+
+/// One chunk of [`Store::schedule_many`], inside its transaction. The statements mirror
+/// [`Store::schedule`]: create missing devices, touch (and so lock) every device row,
+/// supersede pending operations, abandon their unconfirmed certificates, insert the new
+/// operations, write the events.
+async fn schedule_chunk(tx: &mut Tx, ops: &[NewOperation], now: Timestamp) -> Result<Vec<i64>> {
+    use std::collections::HashMap;
+
+    let n = ops.len();
+    let mut events: Vec<Ev<'_>> = Vec::new();
+
+    let mut q = query(format!(
+        "INSERT INTO devices (name, created_at, updated_at) VALUES {} \
+         ON CONFLICT (name) DO NOTHING RETURNING name",
+        tuples(n, 3, 1)
+    ));
+    for op in ops {
+        q = q.text(op.device_name.as_str()).time(now).time(now);
+    }
+    let created = tx.fetch_all(q).await?;
+    let mut created_names = Vec::with_capacity(created.len());
+    for row in &created {
+        created_names.push(row.text("name")?);
+    }
+
+    let mut q = query(format!(
+        "UPDATE devices SET updated_at = $1 WHERE name IN ({}) RETURNING id, name",
+        placeholders(n, 2)
+    ))
+    .time(now);
+    for op in ops {
+        q = q.text(op.device_name.as_str());
+    }
+    let mut device_ids: HashMap<String, i64> = HashMap::with_capacity(n);
+    for row in tx.fetch_all(q).await? {
+        device_ids.insert(row.text("name")?, row.int("id")?);
+    }
+    let mut ids_in_order = Vec::with_capacity(n);
+    for op in ops {
+        let id = device_ids
+            .get(op.device_name.as_str())
+            .copied()
+            .ok_or_else(|| StoreError::NotFound(format!("device {}", op.device_name)))?;
+        ids_in_order.push(id);
+    }
+
+    let mut q = query(format!(
+        "UPDATE operations SET status = 'superseded', cause = NULL, auth_string = NULL, \
+         claimed_by = NULL, claim_expires_at = NULL, updated_at = $1 \
+         WHERE status = 'pending' AND device_id IN ({}) RETURNING id, device_id",
+        placeholders(n, 2)
+    ))
+    .time(now);
+    for id in &ids_in_order {
+        q = q.int(*id);
+    }
+    // device id -> superseded operation id
+    let mut superseded: HashMap<i64, i64> = HashMap::new();
+    for row in tx.fetch_all(q).await? {
+        superseded.insert(row.int("device_id")?, row.int("id")?);
+    }
+    let name_of_op: HashMap<i64, &str> = ops
+        .iter()
+        .zip(&ids_in_order)
+        .filter_map(|(op, dev)| {
+            superseded
+                .get(dev)
+                .map(|old| (*old, op.device_name.as_str()))
+        })
+        .collect();
+
+    let mut abandoned = Vec::new();
+    if !superseded.is_empty() {
+        let old_ids: Vec<i64> = superseded.values().copied().collect();
+        let mut q = query(format!(
+            "UPDATE certificates SET state = 'abandoned', updated_at = $1 \
+             WHERE state = 'awaiting_confirmation' AND operation_id IN ({}) \
+             RETURNING id, operation_id",
+            placeholders(old_ids.len(), 2)
+        ))
+        .time(now);
+        for id in &old_ids {
+            q = q.int(*id);
+        }
+        for row in tx.fetch_all(q).await? {
+            abandoned.push((row.int("id")?, row.int("operation_id")?));
+        }
+    }
+
+    let mut q = query(format!(
+        "INSERT INTO operations (device_id, kind, auth_mode, auth_string, key_spec, \
+         completes_by, status, created_at, updated_at) VALUES {} RETURNING id, device_id",
+        tuples(n, 9, 1)
+    ));
+    for (op, device_id) in ops.iter().zip(&ids_in_order) {
+        q = q
+            .int(*device_id)
+            .text(op.kind.as_str())
+            .text(op.auth_mode.as_str())
+            .opt_text(stored_auth_string(op))
+            .text(op.key.to_string())
+            .time(op.completes_by)
+            .text(OperationStatus::Pending.as_str())
+            .time(now)
+            .time(now);
+    }
+    let mut new_ops: HashMap<i64, i64> = HashMap::with_capacity(n);
+    for row in tx.fetch_all(q).await? {
+        new_ops.insert(row.int("device_id")?, row.int("id")?);
+    }
+
+    for name in &created_names {
+        events.push(Ev::new(
+            name,
+            None,
+            "device_created",
+            "device created".into(),
+        ));
+    }
+    for (cert_id, old_op) in &abandoned {
+        let device = name_of_op.get(old_op).copied().unwrap_or_default();
+        let detail = format!("certificate {cert_id} issued but never confirmed");
+        events.push(Ev::new(
+            device,
+            Some(*old_op),
+            "certificate_abandoned",
+            detail,
+        ));
+    }
+    let mut op_ids = Vec::with_capacity(n);
+    for (op, device_id) in ops.iter().zip(&ids_in_order) {
+        let op_id = new_ops
+            .get(device_id)
+            .copied()
+            .ok_or_else(|| StoreError::Unavailable("INSERT returned no id".into()))?;
+        let name = op.device_name.as_str();
+        if let Some(old_id) = superseded.get(device_id) {
+            let detail = format!("superseded by operation {op_id}");
+            events.push(Ev::new(name, Some(*old_id), "operation_superseded", detail));
+        }
+        events.push(Ev::new(
+            name,
+            Some(op_id),
+            "operation_scheduled",
+            describe_operation(op),
+        ));
+        op_ids.push(op_id);
+    }
+    write_events(tx, now, &events).await?;
+    Ok(op_ids)
+}
+
+// ---- listings ----
+
+const SUMMARY_SELECT: &str = "SELECT d.name, d.require_sudi, d.created_at, \
+     d.failed_auth_count, d.locked_until, d.last_attempt_at, d.last_attempt_source, \
+     d.last_attempt_outcome, \
+     o.id AS op_id, o.kind AS op_kind, o.auth_mode AS op_auth_mode, o.key_spec AS op_key_spec, \
+     o.completes_by AS op_completes_by, o.status AS op_status, o.cause AS op_cause, \
+     o.keygen_attempts AS op_keygen_attempts, o.created_at AS op_created_at, \
+     o.updated_at AS op_updated_at, o.claimed_by AS op_claimed_by, \
+     o.claim_expires_at AS op_claim_expires_at, \
+     c.serial_hex AS lsc_serial_hex, c.subject AS lsc_subject, \
+     c.not_before AS lsc_not_before, c.not_after AS lsc_not_after, \
+     c.fingerprint_sha256 AS lsc_fingerprint_sha256 \
+     FROM devices d \
+     LEFT JOIN operations o ON o.id = \
+         (SELECT MAX(id) FROM operations latest WHERE latest.device_id = d.id) \
+     LEFT JOIN certificates c ON c.device_id = d.id AND c.state = 'installed' \
+     WHERE 1 = 1";
+
+fn summary_from_row(row: &Row) -> Result<DeviceSummary> {
+    let device = device_from_row(row)?;
+    let operation = match row.opt_int("op_id")? {
+        None => None,
+        Some(id) => {
+            let key_text = row.text("op_key_spec")?;
+            Some(Operation {
+                id,
+                device_name: device.name.clone(),
+                kind: row.parse("op_kind")?,
+                auth_mode: row.parse("op_auth_mode")?,
+                // Listings never carry secrets.
+                auth_string: None,
+                key: key_text
+                    .parse::<KeySpec>()
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                completes_by: row.time("op_completes_by")?,
+                status: row.parse("op_status")?,
+                cause: row.opt_parse("op_cause")?,
+                keygen_attempts: to_u32(row.int("op_keygen_attempts")?, "keygen_attempts")?,
+                created_at: row.time("op_created_at")?,
+                updated_at: row.time("op_updated_at")?,
+                claimed_by: row.opt_text("op_claimed_by")?,
+                claim_expires_at: row.opt_time("op_claim_expires_at")?,
+            })
+        }
+    };
+    let lsc = match row.opt_text("lsc_serial_hex")? {
+        None => None,
+        Some(serial_hex) => Some(LscSummary {
+            serial_hex,
+            subject: row.text("lsc_subject")?,
+            not_before: row.time("lsc_not_before")?,
+            not_after: row.time("lsc_not_after")?,
+            fingerprint_sha256: row.text("lsc_fingerprint_sha256")?,
+        }),
+    };
+    Ok(DeviceSummary {
+        device,
+        operation,
+        lsc,
+    })
+}
+
+fn token_from_row(row: &Row) -> Result<ApiToken> {
+    Ok(ApiToken {
+        name: row.text("name")?,
+        token_sha256: row.text("token_sha256")?,
+        scope: row.parse("scope")?,
+        created_at: row.time("created_at")?,
+    })
+}
+
 // ---- the Store ----
 
 #[async_trait::async_trait]
@@ -498,11 +805,6 @@ impl<B> Store for SqlStore<B> {
                 superseded = Some(old_id);
             }
         }
-        // The authentication string only means something in string mode.
-        let auth_string = match op.auth_mode {
-            AuthMode::String => op.auth_string.as_ref().map(|s| s.0.as_str()),
-            _ => None,
-        };
         let row = tx
             .fetch_optional(
                 query(
@@ -513,7 +815,7 @@ impl<B> Store for SqlStore<B> {
                 .int(device_id)
                 .text(op.kind.as_str())
                 .text(op.auth_mode.as_str())
-                .opt_text(auth_string)
+                .opt_text(stored_auth_string(&op))
                 .text(op.key.to_string())
                 .time(op.completes_by)
                 .time(now),
@@ -526,20 +828,48 @@ impl<B> Store for SqlStore<B> {
             let ev = Ev::new(name, Some(old_id), "operation_superseded", detail);
             write_event(&mut tx, now, ev).await?;
         }
-        let detail = format!(
-            "kind={} auth_mode={} key={} completes_by={}",
-            op.kind,
-            op.auth_mode,
-            op.key,
-            show_time(op.completes_by)
+        let ev = Ev::new(
+            name,
+            Some(op_id),
+            "operation_scheduled",
+            describe_operation(&op),
         );
-        let ev = Ev::new(name, Some(op_id), "operation_scheduled", detail);
         write_event(&mut tx, now, ev).await?;
         let scheduled = operation_by_id(&mut tx, op_id)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("operation {op_id}")))?;
         tx.commit().await?;
         Ok(scheduled)
+    }
+
+    async fn schedule_many(&self, ops: &[NewOperation], now: Timestamp) -> Result<Vec<i64>> {
+        let mut tx = self.pool.begin().await?;
+        let mut ids = Vec::with_capacity(ops.len());
+        for chunk in ops.chunks(BATCH) {
+            ids.extend(schedule_chunk(&mut tx, chunk, now).await?);
+        }
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    async fn note_attempt_failure(
+        &self,
+        op_id: i64,
+        cause: FailureCause,
+        now: Timestamp,
+    ) -> Result<()> {
+        self.pool
+            .execute(
+                query(
+                    "UPDATE operations SET cause = $2, updated_at = $3 \
+                     WHERE id = $1 AND status = 'pending'",
+                )
+                .int(op_id)
+                .text(cause.as_str())
+                .time(now),
+            )
+            .await
+            .map(|_| ())
     }
 
     async fn cancel(&self, name: &DeviceName, now: Timestamp) -> Result<Option<Operation>> {
@@ -1177,6 +1507,138 @@ impl<B> Store for SqlStore<B> {
         }
         let rows = self.pool.fetch_all(q).await?;
         rows.iter().map(event_from_row).collect()
+    }
+
+    async fn list_devices(&self, filter: &DeviceFilter) -> Result<Vec<DeviceSummary>> {
+        let mut q = query(SUMMARY_SELECT);
+        match filter.status {
+            None => {}
+            Some(StatusFilter::None) => {
+                q.push_sql(" AND (o.id IS NULL OR o.status = 'cancelled')");
+            }
+            Some(StatusFilter::Is(status)) => {
+                q = q.and("o.status =", Arg::Text(Some(status.as_str().into())));
+            }
+        }
+        if let Some(kind) = filter.operation {
+            q = q.and("o.kind =", Arg::Text(Some(kind.as_str().into())));
+        }
+        match filter.has_lsc {
+            None => {}
+            Some(true) => q.push_sql(" AND c.id IS NOT NULL"),
+            Some(false) => q.push_sql(" AND c.id IS NULL"),
+        }
+        if let Some(before) = filter.lsc_expires_before {
+            q = q.and("c.not_after <", Arg::Int(Some(to_millis(before))));
+        }
+        if let Some(prefix) = &filter.name_prefix {
+            // substr/length instead of LIKE: LIKE is case-insensitive on SQLite and treats
+            // '_' as a wildcard; device names are case-sensitive and may contain '_'.
+            let n = q.args.len() + 1;
+            q.push_sql(&format!(" AND substr(d.name, 1, length(${n})) = ${n}"));
+            q.args.push(Arg::Text(Some(prefix.clone())));
+        }
+        if let Some(after) = &filter.after_name {
+            q = q.and("d.name >", Arg::Text(Some(after.clone())));
+        }
+        q.push_sql(" ORDER BY d.name");
+        if filter.limit > 0 {
+            q = q.limit(filter.limit);
+        }
+        let rows = self.pool.fetch_all(q).await?;
+        rows.iter().map(summary_from_row).collect()
+    }
+
+    async fn create_token(&self, token: &ApiToken, now: Timestamp) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = tx
+            .fetch_optional(
+                query(
+                    "INSERT INTO api_tokens (name, token_sha256, scope, created_at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING id",
+                )
+                .text(&token.name)
+                .text(&token.token_sha256)
+                .text(token.scope.as_str())
+                .time(token.created_at),
+            )
+            .await?;
+        if inserted.is_none() {
+            return Err(StoreError::Conflict(format!(
+                "a token named {:?} already exists",
+                token.name
+            )));
+        }
+        write_event(&mut tx, now, token_event(token, "token_created")).await?;
+        tx.commit().await
+    }
+
+    async fn bootstrap_token(&self, token: &ApiToken, now: Timestamp) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = tx
+            .fetch_optional(
+                query(
+                    "INSERT INTO api_tokens (name, token_sha256, scope, created_at) \
+                     SELECT $1, $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM api_tokens) \
+                     ON CONFLICT DO NOTHING RETURNING id",
+                )
+                .text(&token.name)
+                .text(&token.token_sha256)
+                .text(token.scope.as_str())
+                .time(token.created_at),
+            )
+            .await?;
+        if inserted.is_none() {
+            return Ok(false);
+        }
+        write_event(&mut tx, now, token_event(token, "token_created")).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn token_by_hash(&self, token_sha256: &str) -> Result<Option<ApiToken>> {
+        self.pool
+            .fetch_optional(
+                query(
+                    "SELECT name, token_sha256, scope, created_at FROM api_tokens \
+                     WHERE token_sha256 = $1",
+                )
+                .text(token_sha256),
+            )
+            .await?
+            .as_ref()
+            .map(token_from_row)
+            .transpose()
+    }
+
+    async fn revoke_token(&self, name: &str, now: Timestamp) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let deleted = tx
+            .fetch_optional(
+                query(
+                    "DELETE FROM api_tokens WHERE name = $1 \
+                     RETURNING name, token_sha256, scope, created_at",
+                )
+                .text(name),
+            )
+            .await?;
+        let Some(row) = deleted else {
+            return Ok(false);
+        };
+        let token = token_from_row(&row)?;
+        write_event(&mut tx, now, token_event(&token, "token_revoked")).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn tokens(&self) -> Result<Vec<ApiToken>> {
+        let rows = self
+            .pool
+            .fetch_all(query(
+                "SELECT name, token_sha256, scope, created_at FROM api_tokens ORDER BY name",
+            ))
+            .await?;
+        rows.iter().map(token_from_row).collect()
     }
 }
 
