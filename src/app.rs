@@ -23,8 +23,6 @@ use crate::tokens;
 
 /// How long sessions in flight may take to finish after SIGTERM.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-/// How often operations past their deadline are marked timed out.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let mut signals = StopSignals::register();
@@ -78,7 +76,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let api = serve_api(&settings, &identity, Arc::clone(&store), shutdown.clone()).await?;
     let tasks = TaskTracker::new();
-    tokio::spawn(sweep(Arc::clone(&store), shutdown.clone()));
+    tokio::spawn(sweep(
+        Arc::clone(&store),
+        settings.sweep_interval,
+        shutdown.clone(),
+    ));
     let accept = tokio::spawn(Arc::clone(&server).serve(listener, shutdown.clone(), tasks.clone()));
     tokio::spawn(reload_on_hangup(
         Arc::clone(&service),
@@ -248,8 +250,8 @@ async fn reload_on_hangup(service: Arc<Service>, settings: Arc<Settings>, capf_d
 }
 
 /// Marks operations whose deadline passed, so listings are true without a phone connecting.
-async fn sweep(store: Arc<dyn store::Store>, shutdown: CancellationToken) {
-    let mut interval = tokio::time::interval(SWEEP_INTERVAL);
+async fn sweep(store: Arc<dyn store::Store>, every: Duration, shutdown: CancellationToken) {
+    let mut interval = tokio::time::interval(every);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -52,6 +52,9 @@ pub struct ServeArgs {
     /// operation fails [default: 3].
     #[arg(long, env = "CAPF_KEYGEN_MAX_ATTEMPTS")]
     pub keygen_max_attempts: Option<u32>,
+    /// Seconds between sweeps marking operations past their deadline timed out [default: 30].
+    #[arg(long, env = "CAPF_SWEEP_INTERVAL")]
+    pub sweep_interval: Option<u64>,
     /// Directory of the embedded database [default: ./data].
     #[arg(long, env = "CAPF_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -148,6 +151,7 @@ struct FileSettings {
     api_key: Option<PathBuf>,
     operation_window_days: Option<u32>,
     keygen_max_attempts: Option<u32>,
+    sweep_interval: Option<u64>,
     data_dir: Option<PathBuf>,
     certs_dir: Option<PathBuf>,
     database_url: Option<String>,
@@ -194,6 +198,8 @@ pub struct Settings {
     pub operation_window: chrono::Duration,
     /// Failed key-generation attempts after which an install operation fails.
     pub keygen_max_attempts: u32,
+    /// How often operations past their deadline are marked timed out.
+    pub sweep_interval: Duration,
     pub data_dir: PathBuf,
     pub certs_dir: PathBuf,
     pub database_url: DatabaseUrl,
@@ -396,6 +402,11 @@ impl Settings {
             api_tls,
             operation_window: chrono::Duration::days(i64::from(operation_window_days)),
             keygen_max_attempts,
+            sweep_interval: secs(
+                pick!(sweep_interval),
+                "sweep_interval",
+                Duration::from_secs(30),
+            )?,
             data_dir,
             certs_dir,
             database_url,

@@ -93,6 +93,9 @@ struct PhoneArgs {
     /// Testing: answer the certificate with a store failure.
     #[arg(long, hide = true)]
     fail_store: bool,
+    /// Testing: never answer the key generation request.
+    #[arg(long, hide = true)]
+    stall_keygen: bool,
 }
 
 fn init_logging(format: LogFormat) {
@@ -165,6 +168,8 @@ async fn phone(args: PhoneArgs) -> ExitCode {
         Misbehave::DropAfterCertificate
     } else if args.fail_store {
         Misbehave::FailStore
+    } else if args.stall_keygen {
+        Misbehave::StallKeyGeneration
     } else {
         Misbehave::None
     };

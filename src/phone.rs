@@ -59,6 +59,8 @@ pub enum Misbehave {
     DropAfterCertificate,
     /// Answer STORE_CERTIFICATE_REQUEST with a failure.
     FailStore,
+    /// Never answer KEY_GENERATE_REQUEST: wait until the server gives up.
+    StallKeyGeneration,
 }
 
 #[derive(Debug, Clone)]
@@ -404,6 +406,11 @@ pub async fn run(opts: &PhoneOptions) -> Result<PhoneReport, PhoneError> {
             )));
         }
         match message {
+            Message::KeyGenerateRequest(_) if opts.misbehave == Misbehave::StallKeyGeneration => {
+                report.operation = Some("install");
+                // Whatever the server does next (close, END_SESSION) ends the session.
+                continue;
+            }
             Message::KeyGenerateRequest(request) => {
                 report.operation = Some("install");
                 let spec = requested_key(&request).ok_or_else(|| {
@@ -452,7 +459,7 @@ pub async fn run(opts: &PhoneOptions) -> Result<PhoneReport, PhoneError> {
                         .await?;
                         continue;
                     }
-                    Misbehave::None => {}
+                    Misbehave::None | Misbehave::StallKeyGeneration => {}
                 }
                 report.lsc_pem = Some(pem::encode(&pem::Pem::new("CERTIFICATE", der)));
                 report.key_pem = key.as_ref().map(PhoneKey::to_pkcs8_pem);

@@ -12,9 +12,9 @@ use std::time::Duration;
 use capf::device::DeviceName;
 use capf::keyspec::{Curve, KeySpec};
 use capf::store::{
-    Attempt, AuthMode, AuthString, CertState, DatabaseUrl, EventFilter, FailureCause, LockState,
-    LockoutPolicy, NewCertificate, NewOperation, OperationKind, OperationStatus, Store, StoreError,
-    Timestamp,
+    ApiToken, Attempt, AuthMode, AuthString, CertState, DatabaseUrl, DeviceFilter, EventFilter,
+    FailureCause, LockState, LockoutPolicy, NewCertificate, NewOperation, OperationKind,
+    OperationStatus, StatusFilter, Store, StoreError, Timestamp, TokenScope,
 };
 use chrono::{TimeDelta, TimeZone, Utc};
 use sqlx::Connection;
@@ -193,6 +193,11 @@ contract!(
         lockout,
         attempts,
         audit_and_events,
+        schedule_many_matches_schedule,
+        schedule_many_is_all_or_nothing,
+        note_attempt_failure,
+        list_devices_filters_and_cursor,
+        api_tokens,
     ],
     db: [restart_keeps_everything, two_nodes_race, corrupt_rows_are_reported],
 );
@@ -1057,6 +1062,327 @@ async fn audit_and_events(store: Arc<dyn Store>) {
         paged.extend(page);
     }
     assert_eq!(paged, all);
+}
+
+/// Bulk scheduling leaves the same rows and events as scheduling one at a time: new devices,
+/// superseded operations (their unconfirmed certificates abandoned), the new operations.
+async fn schedule_many_matches_schedule(store: Arc<dyn Store>) {
+    let (a, b, c) = (
+        dev("SEP00000000000A"),
+        dev("SEP00000000000B"),
+        dev("CSFbulk"),
+    );
+    // b already has a pending operation with an issued, unconfirmed certificate.
+    let old = store.schedule(install(&b, t(3600)), t(0)).await.unwrap();
+    let cert_id = store.record_issued(old.id, cert(1), t(1)).await.unwrap();
+    let ops = vec![
+        install(&a, t(7200)),
+        op_of(&b, OperationKind::Delete, t(7200)),
+        op_of(&c, OperationKind::Troubleshoot, t(7200)),
+    ];
+    let ids = store.schedule_many(&ops, t(10)).await.unwrap();
+    assert_eq!(ids.len(), 3);
+    for (id, op) in ids.iter().zip(&ops) {
+        let stored = store.operation(*id).await.unwrap().unwrap();
+        assert_eq!(stored.device_name, op.device_name);
+        assert_eq!(stored.kind, op.kind);
+        assert_eq!(stored.auth_mode, op.auth_mode);
+        assert_eq!(stored.auth_string, op.auth_string);
+        assert_eq!(stored.key, op.key);
+        assert_eq!(stored.completes_by, op.completes_by);
+        assert_eq!(stored.status, OperationStatus::Pending);
+        assert_eq!(stored.created_at, t(10));
+        let pending = store
+            .pending_operation(&op.device_name, t(11))
+            .await
+            .unwrap();
+        assert_eq!(pending.map(|p| p.id), Some(*id));
+    }
+    let old = store.operation(old.id).await.unwrap().unwrap();
+    assert_eq!(old.status, OperationStatus::Superseded);
+    assert_eq!(old.auth_string, None, "the old string is erased");
+    let certs = store.certificates(&b).await.unwrap();
+    assert_eq!(
+        (certs[0].id, certs[0].state),
+        (cert_id, CertState::Abandoned)
+    );
+
+    assert_eq!(
+        event_kinds(&store, &a).await,
+        ["device_created", "operation_scheduled"]
+    );
+    let b_events = all_events(&store, Some(&b)).await;
+    let b_kinds: Vec<&str> = b_events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        b_kinds,
+        [
+            "device_created",
+            "operation_scheduled",
+            "certificate_issued",
+            "certificate_abandoned",
+            "operation_superseded",
+            "operation_scheduled",
+        ]
+    );
+    let superseded = b_events
+        .iter()
+        .find(|e| e.kind == "operation_superseded")
+        .unwrap();
+    assert_eq!(superseded.operation_id, Some(old.id));
+    assert_eq!(
+        superseded.detail,
+        format!("superseded by operation {}", ids[1])
+    );
+    let scheduled = b_events.last().unwrap();
+    assert_eq!(scheduled.operation_id, Some(ids[1]));
+    assert!(scheduled
+        .detail
+        .starts_with("kind=delete auth_mode=null key=ec-p256"));
+    for e in all_events(&store, None).await {
+        assert!(!e.detail.contains(SECRET));
+    }
+
+    // More rows than one statement takes (the store batches them).
+    let many: Vec<NewOperation> = (0..1200)
+        .map(|i| install(&dev(&format!("SEP{:012X}", 0x5000 + i)), t(7200)))
+        .collect();
+    let ids = store.schedule_many(&many, t(20)).await.unwrap();
+    assert_eq!(ids.len(), 1200);
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 1200, "one new operation per row");
+    let last = store.operation(ids[1199]).await.unwrap().unwrap();
+    assert_eq!(last.device_name, many[1199].device_name);
+    assert!(store.schedule_many(&[], t(30)).await.unwrap().is_empty());
+}
+
+/// A bulk that fails half-way changes nothing (the same device twice breaks the one-pending
+/// rule inside the transaction).
+async fn schedule_many_is_all_or_nothing(store: Arc<dyn Store>) {
+    let a = dev("SEP00000000000A");
+    let twice = vec![
+        install(&dev("SEP00000000000C"), t(60)),
+        install(&a, t(60)),
+        install(&a, t(60)),
+    ];
+    assert!(store.schedule_many(&twice, t(0)).await.is_err());
+    assert_eq!(store.device(&dev("SEP00000000000C")).await.unwrap(), None);
+    assert_eq!(store.device(&a).await.unwrap(), None);
+    assert!(all_events(&store, None).await.is_empty());
+}
+
+async fn note_attempt_failure(store: Arc<dyn Store>) {
+    let d = dev("SEP001122334455");
+    let op = store.schedule(install(&d, t(3600)), t(0)).await.unwrap();
+    store
+        .note_attempt_failure(op.id, FailureCause::InvalidAuthString, t(5))
+        .await
+        .unwrap();
+    let noted = store.operation(op.id).await.unwrap().unwrap();
+    assert_eq!(noted.status, OperationStatus::Pending, "still performable");
+    assert_eq!(noted.cause, Some(FailureCause::InvalidAuthString));
+    assert_eq!(noted.updated_at, t(5));
+    // Success clears the cause.
+    let cert_id = store.record_issued(op.id, cert(1), t(6)).await.unwrap();
+    store.confirm_install(op.id, cert_id, t(7)).await.unwrap();
+    let done = store.operation(op.id).await.unwrap().unwrap();
+    assert_eq!((done.status, done.cause), (OperationStatus::Success, None));
+    // Noting on an ended operation changes nothing.
+    store
+        .note_attempt_failure(op.id, FailureCause::InvalidMic, t(8))
+        .await
+        .unwrap();
+    assert_eq!(store.operation(op.id).await.unwrap().unwrap().cause, None);
+}
+
+async fn list_devices_filters_and_cursor(store: Arc<dyn Store>) {
+    // with_lsc: installed LSC expiring at cert(n).not_after; pending: install pending;
+    // cancelled; bare: no operation at all; CSF_x: softphone with '_' in its name.
+    let with_lsc = dev("SEP0000000000A1");
+    let op = store
+        .schedule(install(&with_lsc, t(3600)), t(0))
+        .await
+        .unwrap();
+    let cert_id = store.record_issued(op.id, cert(2), t(1)).await.unwrap();
+    store.confirm_install(op.id, cert_id, t(2)).await.unwrap();
+    let pending = dev("SEP0000000000A2");
+    store
+        .schedule(install(&pending, t(3600)), t(3))
+        .await
+        .unwrap();
+    let cancelled = dev("SEP0000000000B1");
+    store
+        .schedule(install(&cancelled, t(3600)), t(4))
+        .await
+        .unwrap();
+    store.cancel(&cancelled, t(5)).await.unwrap();
+    let bare = dev("SEP0000000000B2");
+    store.ensure_device(&bare, t(6)).await.unwrap();
+    let soft = dev("CSF_x");
+    store
+        .schedule(op_of(&soft, OperationKind::Troubleshoot, t(3600)), t(7))
+        .await
+        .unwrap();
+
+    let names = |filter: DeviceFilter| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .list_devices(&filter)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|s| s.device.name.as_str().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    let all = names(DeviceFilter::default()).await;
+    assert_eq!(all.len(), 5);
+    let mut sorted = all.clone();
+    sorted.sort();
+    assert_eq!(all, sorted, "name order");
+
+    let summary = store
+        .list_devices(&DeviceFilter {
+            name_prefix: Some("SEP0000000000A1".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(summary.len(), 1);
+    let s = &summary[0];
+    let op = s.operation.as_ref().unwrap();
+    assert_eq!(
+        (op.status, op.kind),
+        (OperationStatus::Success, OperationKind::Install)
+    );
+    assert_eq!(op.auth_string, None, "listings carry no secret");
+    let lsc = s.lsc.as_ref().unwrap();
+    assert_eq!(lsc.serial_hex, cert(2).serial_hex);
+    assert_eq!(lsc.not_after, cert(2).not_after);
+
+    let pending_only = names(DeviceFilter {
+        status: Some(StatusFilter::Is(OperationStatus::Pending)),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(pending_only, ["CSF_x", "SEP0000000000A2"]);
+    let none = names(DeviceFilter {
+        status: Some(StatusFilter::None),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(none, ["SEP0000000000B1", "SEP0000000000B2"]);
+    let troubleshoot = names(DeviceFilter {
+        operation: Some(OperationKind::Troubleshoot),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(troubleshoot, ["CSF_x"]);
+    let has = names(DeviceFilter {
+        has_lsc: Some(true),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(has, ["SEP0000000000A1"]);
+    assert_eq!(
+        names(DeviceFilter {
+            has_lsc: Some(false),
+            ..Default::default()
+        })
+        .await
+        .len(),
+        4
+    );
+    let expiring = |before| DeviceFilter {
+        lsc_expires_before: Some(before),
+        ..Default::default()
+    };
+    assert_eq!(
+        names(expiring(cert(2).not_after + TimeDelta::seconds(1)))
+            .await
+            .len(),
+        1
+    );
+    assert!(
+        names(expiring(cert(2).not_after)).await.is_empty(),
+        "strictly before"
+    );
+    // Prefixes are literal and case-sensitive: '_' is no wildcard, "csf" is not "CSF".
+    let prefix = |p: &str| DeviceFilter {
+        name_prefix: Some(p.into()),
+        ..Default::default()
+    };
+    assert_eq!(names(prefix("SEP0000000000B")).await.len(), 2);
+    assert_eq!(names(prefix("CSF_")).await, ["CSF_x"]);
+    assert!(names(prefix("CSFx")).await.is_empty());
+    assert!(names(prefix("csf")).await.is_empty());
+    // Combined filters, then the cursor.
+    let combined = names(DeviceFilter {
+        name_prefix: Some("SEP".into()),
+        has_lsc: Some(false),
+        status: Some(StatusFilter::None),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(combined, ["SEP0000000000B1", "SEP0000000000B2"]);
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = names(DeviceFilter {
+            after_name: after.clone(),
+            limit: 2,
+            ..Default::default()
+        })
+        .await;
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().cloned();
+        seen.extend(page);
+    }
+    assert_eq!(seen, all);
+}
+
+async fn api_tokens(store: Arc<dyn Store>) {
+    let token = |name: &str, hash: &str, scope| ApiToken {
+        name: name.into(),
+        token_sha256: hash.into(),
+        scope,
+        created_at: t(0),
+    };
+    let admin = token("admin", &"a".repeat(64), TokenScope::Admin);
+    assert!(store.bootstrap_token(&admin, t(0)).await.unwrap());
+    // Only the very first token is bootstrapped, whatever its name.
+    let other = token("admin2", &"b".repeat(64), TokenScope::Admin);
+    assert!(!store.bootstrap_token(&other, t(1)).await.unwrap());
+    assert_eq!(store.tokens().await.unwrap(), vec![admin.clone()]);
+
+    let ro = token("auditor", &"c".repeat(64), TokenScope::ReadOnly);
+    store.create_token(&ro, t(2)).await.unwrap();
+    let clash = token("auditor", &"d".repeat(64), TokenScope::Admin);
+    assert!(matches!(
+        store.create_token(&clash, t(3)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store.token_by_hash(&"c".repeat(64)).await.unwrap(),
+        Some(ro.clone())
+    );
+    assert_eq!(store.token_by_hash(&"d".repeat(64)).await.unwrap(), None);
+    assert!(store.revoke_token("auditor", t(4)).await.unwrap());
+    assert!(!store.revoke_token("auditor", t(5)).await.unwrap());
+    assert_eq!(store.token_by_hash(&"c".repeat(64)).await.unwrap(), None);
+    let kinds: Vec<String> = all_events(&store, None)
+        .await
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, ["token_created", "token_created", "token_revoked"]);
+    for e in all_events(&store, None).await {
+        assert!(!e.detail.contains(&"a".repeat(64)) && !e.detail.contains(&"c".repeat(64)));
+    }
 }
 
 async fn restart_keeps_everything(db: &TestDb) {
