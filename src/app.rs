@@ -82,6 +82,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
     let accept = tokio::spawn(Arc::clone(&server).serve(listener, shutdown.clone(), tasks.clone()));
+    tokio::spawn(renew_claims(Arc::clone(&service), shutdown.clone()));
     tokio::spawn(reload_on_hangup(
         Arc::clone(&service),
         Arc::clone(&settings),
@@ -261,6 +262,25 @@ async fn sweep(store: Arc<dyn store::Store>, every: Duration, shutdown: Cancella
             Ok(0) => {}
             Ok(n) => info!(count = n, "operations past their deadline marked timed out"),
             Err(e) => error!(error = %e, "could not expire operations"),
+        }
+    }
+}
+
+/// The node's heartbeat on the operations its sessions hold (see `service::CLAIM_LEASE`).
+async fn renew_claims(service: Arc<Service>, shutdown: CancellationToken) {
+    let prefix = service.claimant_prefix();
+    let mut interval = tokio::time::interval(crate::service::CLAIM_RENEW_EVERY);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        let renewed = service
+            .store
+            .renew_claims(&prefix, Utc::now(), crate::service::CLAIM_LEASE)
+            .await;
+        if let Err(e) = renewed {
+            warn!(error = %e, "could not renew this node's claims");
         }
     }
 }

@@ -79,7 +79,25 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.ok()
 }
 
+/// How long a session's claim on an operation lasts without renewal. The node renews the
+/// claims of its live sessions every [`CLAIM_RENEW_EVERY`]; a node that dies stops renewing
+/// and its claims run out within this, so the phone's retry on another node (or on this one
+/// restarted) is served.
+pub const CLAIM_LEASE: std::time::Duration = std::time::Duration::from_secs(90);
+pub const CLAIM_RENEW_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl Service {
+    /// Who holds a claim: this node and this session. Two sessions for one device, even on
+    /// the same node, never both hold the operation.
+    fn claimant(&self, ctx: &SessionContext) -> String {
+        format!("{}/{:08x}", self.settings.node_id, ctx.session_id)
+    }
+
+    /// Prefix of every claimant of this node, for [`Store::renew_claims`].
+    pub fn claimant_prefix(&self) -> String {
+        format!("{}/", self.settings.node_id)
+    }
+
     pub fn trust_anchors(&self) -> Arc<TrustAnchors> {
         Arc::clone(&self.anchors.read().unwrap_or_else(|e| e.into_inner()))
     }
@@ -151,10 +169,9 @@ impl Service {
             return Ok(AuthDecision::Refused);
         }
         self.store.record_auth_success(name, now).await?;
-        let lease = self.settings.limits.session_timeout;
         if !self
             .store
-            .claim(op.id, &self.settings.node_id, now, lease)
+            .claim(op.id, &self.claimant(ctx), now, CLAIM_LEASE)
             .await?
         {
             ctx.detail = Some("operation held by another session".into());
@@ -384,7 +401,7 @@ impl Service {
                         .await;
                 }
             }
-            if let Err(e) = self.store.release(op.id, &self.settings.node_id).await {
+            if let Err(e) = self.store.release(op.id, &self.claimant(ctx)).await {
                 warn!(error = %e, "could not release the operation");
             }
         }

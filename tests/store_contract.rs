@@ -186,6 +186,7 @@ contract!(
         pending_operation_times_out,
         expire_operations,
         claim_and_release,
+        renew_claims_of_a_node,
         keygen_attempts_and_failure,
         install_flow,
         fetch_flow,
@@ -576,6 +577,67 @@ async fn claim_and_release(store: Arc<dyn Store>) {
         .claim(op.id + 1000, "node-a", t(44), lease)
         .await
         .unwrap());
+}
+
+/// A node renews its sessions' claims; a dead node's claims run out.
+async fn renew_claims_of_a_node(store: Arc<dyn Store>) {
+    let lease = Duration::from_secs(90);
+    let (a, b, c) = (
+        dev("SEP00000000000A"),
+        dev("SEP00000000000B"),
+        dev("SEP00000000000C"),
+    );
+    let op_a = store.schedule(install(&a, t(3600)), t(0)).await.unwrap();
+    let op_b = store.schedule(install(&b, t(3600)), t(0)).await.unwrap();
+    let op_c = store.schedule(install(&c, t(3600)), t(0)).await.unwrap();
+    assert!(store
+        .claim(op_a.id, "node_1/0000000a", t(0), lease)
+        .await
+        .unwrap());
+    assert!(store
+        .claim(op_b.id, "node_1/0000000b", t(0), lease)
+        .await
+        .unwrap());
+    // "node-1" must not match "node_1" ('_' is no wildcard) nor "node_10" (prefix ends at '/').
+    assert!(store
+        .claim(op_c.id, "nodex1/0000000c", t(0), lease)
+        .await
+        .unwrap());
+    // Another session of the same node cannot take a held operation.
+    assert!(!store
+        .claim(op_a.id, "node_1/000000ff", t(1), lease)
+        .await
+        .unwrap());
+
+    assert_eq!(
+        store.renew_claims("node_1/", t(60), lease).await.unwrap(),
+        2
+    );
+    assert_eq!(
+        store.renew_claims("node-1/", t(60), lease).await.unwrap(),
+        0
+    );
+    let renewed = store.operation(op_a.id).await.unwrap().unwrap();
+    assert_eq!(renewed.claim_expires_at, Some(t(150)));
+    assert_eq!(renewed.claimed_by.as_deref(), Some("node_1/0000000a"));
+    // nodex1 died: at t(100) its claim has run out and another node takes over; node_1's hold.
+    assert!(store
+        .claim(op_c.id, "node_2/00000001", t(100), lease)
+        .await
+        .unwrap());
+    assert!(!store
+        .claim(op_a.id, "node_2/00000002", t(100), lease)
+        .await
+        .unwrap());
+    // Ended operations are not renewed.
+    store
+        .fail_operation(op_b.id, FailureCause::PhoneCommunicationFailure, t(101))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.renew_claims("node_1/", t(102), lease).await.unwrap(),
+        1
+    );
 }
 
 async fn keygen_attempts_and_failure(store: Arc<dyn Store>) {

@@ -419,12 +419,22 @@ pub trait Store: Send + Sync + fmt::Debug {
     ) -> Result<Option<Operation>>;
     /// Marks every pending operation whose deadline passed as timed out; returns how many.
     async fn expire_operations(&self, now: Timestamp) -> Result<u64>;
-    /// Claims a pending operation for a session on `node` until `now + lease`. Succeeds only
-    /// if the operation is still pending and unclaimed, claimed by the same node, or its lease
-    /// expired. Audit `operation_claimed` on success.
-    async fn claim(&self, op_id: i64, node: &str, now: Timestamp, lease: Duration) -> Result<bool>;
-    /// Releases a claim held by `node` (no-op otherwise). No audit event.
-    async fn release(&self, op_id: i64, node: &str) -> Result<()>;
+    /// Claims a pending operation for `claimant` (one session: `<node>/<session id>`) until
+    /// `now + lease`. Succeeds only if the operation is still pending and unclaimed, already
+    /// held by the same claimant, or its lease expired. Audit `operation_claimed` on success.
+    async fn claim(
+        &self,
+        op_id: i64,
+        claimant: &str,
+        now: Timestamp,
+        lease: Duration,
+    ) -> Result<bool>;
+    /// Releases a claim held by `claimant` (no-op otherwise). No audit event.
+    async fn release(&self, op_id: i64, claimant: &str) -> Result<()>;
+    /// Extends to `now + lease` every claim on a pending operation whose claimant starts with
+    /// `prefix` (a node's `<node>/`): the node's heartbeat. Claims of a node that died are not
+    /// renewed and run out, so another node can serve the phone. No audit event.
+    async fn renew_claims(&self, prefix: &str, now: Timestamp, lease: Duration) -> Result<u64>;
     /// Counts a key generation request sent to the phone; returns the new count.
     async fn count_keygen_attempt(&self, op_id: i64, now: Timestamp) -> Result<u32>;
     /// Ends a pending operation as `Failed` with a cause (audit `operation_failed`).

@@ -999,7 +999,13 @@ impl<B> Store for SqlStore<B> {
         Ok(expired)
     }
 
-    async fn claim(&self, op_id: i64, node: &str, now: Timestamp, lease: Duration) -> Result<bool> {
+    async fn claim(
+        &self,
+        op_id: i64,
+        claimant: &str,
+        now: Timestamp,
+        lease: Duration,
+    ) -> Result<bool> {
         let until = later(now, lease);
         let mut tx = self.pool.begin().await?;
         let claimed = tx
@@ -1012,7 +1018,7 @@ impl<B> Store for SqlStore<B> {
                      RETURNING device_id",
                 )
                 .int(op_id)
-                .text(node)
+                .text(claimant)
                 .time(until)
                 .time(now),
             )
@@ -1021,7 +1027,7 @@ impl<B> Store for SqlStore<B> {
             return Ok(false);
         };
         let name = name_of_device(&mut tx, row.int("device_id")?).await?;
-        let detail = format!("node={node} until={}", show_time(until));
+        let detail = format!("by={claimant} until={}", show_time(until));
         write_event(
             &mut tx,
             now,
@@ -1032,7 +1038,7 @@ impl<B> Store for SqlStore<B> {
         Ok(true)
     }
 
-    async fn release(&self, op_id: i64, node: &str) -> Result<()> {
+    async fn release(&self, op_id: i64, claimant: &str) -> Result<()> {
         self.pool
             .execute(
                 query(
@@ -1040,10 +1046,25 @@ impl<B> Store for SqlStore<B> {
                      WHERE id = $1 AND claimed_by = $2",
                 )
                 .int(op_id)
-                .text(node),
+                .text(claimant),
             )
             .await?;
         Ok(())
+    }
+
+    async fn renew_claims(&self, prefix: &str, now: Timestamp, lease: Duration) -> Result<u64> {
+        // substr/length rather than LIKE: '_' in a node name is no wildcard.
+        self.pool
+            .execute(
+                query(
+                    "UPDATE operations SET claim_expires_at = $2 \
+                     WHERE status = 'pending' AND claimed_by IS NOT NULL \
+                     AND substr(claimed_by, 1, length($1)) = $1",
+                )
+                .text(prefix)
+                .time(later(now, lease)),
+            )
+            .await
     }
 
     async fn count_keygen_attempt(&self, op_id: i64, now: Timestamp) -> Result<u32> {
