@@ -58,6 +58,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         issuer: Arc::new(issuer),
         settings: Arc::clone(&settings),
         anchors: RwLock::new(Arc::new(anchors)),
+        unreleased: Default::default(),
     });
     let server = Arc::new(Server::new(
         Arc::clone(&service),
@@ -274,6 +275,12 @@ async fn renew_claims(service: Arc<Service>, shutdown: CancellationToken) {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = interval.tick() => {}
+        }
+        // Renewing by prefix would also renew the claims of ended sessions that could not be
+        // released: release those first, and renew only once none is left.
+        if !service.retry_releases().await {
+            warn!("could not release the claims of ended sessions; renewal skipped");
+            continue;
         }
         let renewed = service
             .store

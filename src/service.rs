@@ -2,7 +2,7 @@
 //! outcomes. The connection task calls these; the session state machine decides when.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::Utc;
 use sha2::{Digest, Sha256};
@@ -33,6 +33,10 @@ pub struct Service {
     /// Anchors for certificate authentication: LSC issuer and manufacturer CAs. Replaced
     /// whole on SIGHUP; sessions keep the set they started with.
     pub anchors: RwLock<Arc<TrustAnchors>>,
+    /// Claims of ended sessions that could not be released (the database was away): retried
+    /// before the next claim and by the heartbeat, so a phone's retry is not refused for a
+    /// whole lease by a session that no longer exists.
+    pub unreleased: Mutex<Vec<(i64, String)>>,
 }
 
 /// What one session learned along the way, for later effects and the attempt record.
@@ -91,6 +95,24 @@ impl Service {
     /// the same node, never both hold the operation.
     fn claimant(&self, ctx: &SessionContext) -> String {
         format!("{}/{:08x}", self.settings.node_id, ctx.session_id)
+    }
+
+    fn unreleased_claims(&self) -> std::sync::MutexGuard<'_, Vec<(i64, String)>> {
+        self.unreleased.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Releases the claims ended sessions could not release; true when none is left.
+    pub async fn retry_releases(&self) -> bool {
+        let pending = std::mem::take(&mut *self.unreleased_claims());
+        let mut failed = Vec::new();
+        for (op_id, claimant) in pending {
+            if self.store.release(op_id, &claimant).await.is_err() {
+                failed.push((op_id, claimant));
+            }
+        }
+        let done = failed.is_empty();
+        self.unreleased_claims().extend(failed);
+        done
     }
 
     /// Prefix of every claimant of this node, for [`Store::renew_claims`].
@@ -169,6 +191,7 @@ impl Service {
             return Ok(AuthDecision::Refused);
         }
         self.store.record_auth_success(name, now).await?;
+        self.retry_releases().await;
         if !self
             .store
             .claim(op.id, &self.claimant(ctx), now, CLAIM_LEASE)
@@ -401,8 +424,10 @@ impl Service {
                         .await;
                 }
             }
-            if let Err(e) = self.store.release(op.id, &self.claimant(ctx)).await {
-                warn!(error = %e, "could not release the operation");
+            let claimant = self.claimant(ctx);
+            if let Err(e) = self.store.release(op.id, &claimant).await {
+                warn!(error = %e, "could not release the operation; will retry");
+                self.unreleased_claims().push((op.id, claimant));
             }
         }
         let attempt = Attempt {
