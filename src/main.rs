@@ -78,6 +78,9 @@ struct PhoneArgs {
     /// Do not send REQUEST_IN_PROGRESS while generating the key.
     #[arg(long)]
     no_request_in_progress: bool,
+    /// Take at least this many milliseconds to generate the key (a slow phone).
+    #[arg(long, default_value_t = 0)]
+    keygen_delay_ms: u64,
     /// Seconds to wait for each server frame.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
@@ -161,6 +164,7 @@ async fn phone(args: PhoneArgs) -> ExitCode {
     );
     opts.version = args.protocol_version;
     opts.request_in_progress = !args.no_request_in_progress;
+    opts.keygen_delay = Duration::from_millis(args.keygen_delay_ms);
     opts.timeout = Duration::from_secs(args.timeout.max(1));
     opts.bind = args.bind;
     opts.sudi = args.sudi;

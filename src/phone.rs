@@ -82,6 +82,8 @@ pub struct PhoneOptions {
     pub version: u8,
     /// Send REQUEST_IN_PROGRESS before the key, as phones do while generating RSA keys.
     pub request_in_progress: bool,
+    /// Pretend key generation takes at least this long (a slow phone).
+    pub keygen_delay: Duration,
     /// How long to wait for each server frame.
     pub timeout: Duration,
     pub misbehave: Misbehave,
@@ -107,6 +109,7 @@ impl PhoneOptions {
             out: None,
             version: 3,
             request_in_progress: true,
+            keygen_delay: Duration::ZERO,
             timeout: Duration::from_secs(30),
             misbehave: Misbehave::None,
             bind: None,
@@ -424,6 +427,7 @@ pub async fn run(opts: &PhoneOptions) -> Result<PhoneReport, PhoneError> {
                     )
                     .await?;
                 }
+                tokio::time::sleep(opts.keygen_delay).await;
                 let generated = tokio::task::spawn_blocking(move || PhoneKey::generate(spec))
                     .await
                     .map_err(|e| PhoneError::Key(e.to_string()))?
