@@ -1777,6 +1777,25 @@ impl Query {
     }
 }
 
+/// How long one statement (or a begin or commit) may take. A database that stops answering
+/// without closing the connection (a network partition, a hung server) would otherwise hold a
+/// phone's session or an API request until TCP gives up, many minutes later; past this the
+/// store reports `Unavailable` and the caller ends cleanly (the transaction rolls back when
+/// dropped).
+const STATEMENT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn within<T>(
+    work: impl std::future::Future<Output = std::result::Result<T, sqlx::Error>>,
+) -> Result<T> {
+    match tokio::time::timeout(STATEMENT_DEADLINE, work).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(StoreError::Unavailable(format!(
+            "no answer from the database within {} s",
+            STATEMENT_DEADLINE.as_secs()
+        ))),
+    }
+}
+
 impl Pool {
     /// Begins a write transaction. On SQLite it is `BEGIN IMMEDIATE`: the write lock is
     /// taken up front (waiting up to the busy timeout), because a deferred transaction that
@@ -1785,30 +1804,28 @@ impl Pool {
     /// special.
     async fn begin(&self) -> Result<Tx> {
         match self {
-            Pool::Sqlite(p) => Ok(Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?)),
-            Pool::Postgres(p) => Ok(Tx::Postgres(p.begin().await?)),
+            Pool::Sqlite(p) => Ok(Tx::Sqlite(within(p.begin_with("BEGIN IMMEDIATE")).await?)),
+            Pool::Postgres(p) => Ok(Tx::Postgres(within(p.begin()).await?)),
         }
     }
 
     async fn fetch_optional(&self, q: Query) -> Result<Option<Row>> {
         match self {
-            Pool::Sqlite(p) => Ok(q.sqlite().fetch_optional(p).await?.map(Row::Sqlite)),
-            Pool::Postgres(p) => Ok(q.postgres().fetch_optional(p).await?.map(Row::Postgres)),
+            Pool::Sqlite(p) => Ok(within(q.sqlite().fetch_optional(p)).await?.map(Row::Sqlite)),
+            Pool::Postgres(p) => Ok(within(q.postgres().fetch_optional(p))
+                .await?
+                .map(Row::Postgres)),
         }
     }
 
     async fn fetch_all(&self, q: Query) -> Result<Vec<Row>> {
         match self {
-            Pool::Sqlite(p) => Ok(q
-                .sqlite()
-                .fetch_all(p)
+            Pool::Sqlite(p) => Ok(within(q.sqlite().fetch_all(p))
                 .await?
                 .into_iter()
                 .map(Row::Sqlite)
                 .collect()),
-            Pool::Postgres(p) => Ok(q
-                .postgres()
-                .fetch_all(p)
+            Pool::Postgres(p) => Ok(within(q.postgres().fetch_all(p))
                 .await?
                 .into_iter()
                 .map(Row::Postgres)
@@ -1818,8 +1835,8 @@ impl Pool {
 
     async fn execute(&self, q: Query) -> Result<u64> {
         match self {
-            Pool::Sqlite(p) => Ok(q.sqlite().execute(p).await?.rows_affected()),
-            Pool::Postgres(p) => Ok(q.postgres().execute(p).await?.rows_affected()),
+            Pool::Sqlite(p) => Ok(within(q.sqlite().execute(p)).await?.rows_affected()),
+            Pool::Postgres(p) => Ok(within(q.postgres().execute(p)).await?.rows_affected()),
         }
     }
 }
@@ -1827,18 +1844,17 @@ impl Pool {
 impl Tx {
     async fn commit(self) -> Result<()> {
         match self {
-            Tx::Sqlite(tx) => tx.commit().await?,
-            Tx::Postgres(tx) => tx.commit().await?,
+            Tx::Sqlite(tx) => within(tx.commit()).await,
+            Tx::Postgres(tx) => within(tx.commit()).await,
         }
-        Ok(())
     }
 
     async fn fetch_optional(&mut self, q: Query) -> Result<Option<Row>> {
         match self {
-            Tx::Sqlite(tx) => Ok(q.sqlite().fetch_optional(&mut **tx).await?.map(Row::Sqlite)),
-            Tx::Postgres(tx) => Ok(q
-                .postgres()
-                .fetch_optional(&mut **tx)
+            Tx::Sqlite(tx) => Ok(within(q.sqlite().fetch_optional(&mut **tx))
+                .await?
+                .map(Row::Sqlite)),
+            Tx::Postgres(tx) => Ok(within(q.postgres().fetch_optional(&mut **tx))
                 .await?
                 .map(Row::Postgres)),
         }
@@ -1846,16 +1862,12 @@ impl Tx {
 
     async fn fetch_all(&mut self, q: Query) -> Result<Vec<Row>> {
         match self {
-            Tx::Sqlite(tx) => Ok(q
-                .sqlite()
-                .fetch_all(&mut **tx)
+            Tx::Sqlite(tx) => Ok(within(q.sqlite().fetch_all(&mut **tx))
                 .await?
                 .into_iter()
                 .map(Row::Sqlite)
                 .collect()),
-            Tx::Postgres(tx) => Ok(q
-                .postgres()
-                .fetch_all(&mut **tx)
+            Tx::Postgres(tx) => Ok(within(q.postgres().fetch_all(&mut **tx))
                 .await?
                 .into_iter()
                 .map(Row::Postgres)
@@ -1865,8 +1877,10 @@ impl Tx {
 
     async fn execute(&mut self, q: Query) -> Result<u64> {
         match self {
-            Tx::Sqlite(tx) => Ok(q.sqlite().execute(&mut **tx).await?.rows_affected()),
-            Tx::Postgres(tx) => Ok(q.postgres().execute(&mut **tx).await?.rows_affected()),
+            Tx::Sqlite(tx) => Ok(within(q.sqlite().execute(&mut **tx)).await?.rows_affected()),
+            Tx::Postgres(tx) => Ok(within(q.postgres().execute(&mut **tx))
+                .await?
+                .rows_affected()),
         }
     }
 }
