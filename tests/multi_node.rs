@@ -1,0 +1,372 @@
+//! Several capf nodes on one PostgreSQL database, and a database that goes away.
+//!
+//! These run only with `CAPF_TEST_POSTGRES` (CI sets it): SQLite is a one-node store.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use capf::device::DeviceName;
+use capf::store::{CertState, OperationStatus};
+use common::api::{admin_token, Api};
+use common::db::{engines, Engine, TestDb};
+use common::server::{TestServer, BIN};
+use serde_json::json;
+use tokio::net::{TcpListener, TcpStream};
+
+fn postgres() -> Option<Engine> {
+    engines()
+        .into_iter()
+        .find(|e| matches!(e, Engine::Postgres(_)))
+}
+
+/// Runs `capf phone` in the background against `server`.
+fn spawn_phone(server: &TestServer, device: &str, args: &[&str]) -> Child {
+    Command::new(BIN)
+        .arg("phone")
+        .args(["--host", &server.addr])
+        .arg("--capf-cert")
+        .arg(server.capf_pem())
+        .args(["--timeout", "20"])
+        .args(args)
+        .arg(device)
+        .current_dir(&server.dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn capf phone")
+}
+
+fn finish(child: Child) -> (i32, String) {
+    let out = child.wait_with_output().expect("wait for capf phone");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Two nodes on one database and one identity (the second starts once the first has made it).
+fn two_nodes(dir: &std::path::Path, url: &str, extra: &[&str]) -> (TestServer, TestServer) {
+    let mut a_args = vec!["--node-id", "node-a"];
+    a_args.extend_from_slice(extra);
+    let a = TestServer::start(dir, url, &a_args);
+    let mut b_args = vec!["--node-id", "node-b"];
+    b_args.extend_from_slice(extra);
+    let b = TestServer::start(dir, url, &b_args);
+    (a, b)
+}
+
+async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn same_phone_on_two_nodes_gets_one_certificate() {
+    let Some(engine) = postgres() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::create(&engine, dir.path()).await;
+    let (a, b) = two_nodes(dir.path(), &db.url, &[]);
+    let api_a = Api::new(&a.api, &admin_token(dir.path()));
+    let store = a.store().await;
+
+    // Scheduled through node A's API, served by node B.
+    let device = "SEP0000000A0B01";
+    let op = json!({"operation": "install", "auth_mode": "null", "key": "ec-p256"});
+    let path = format!("/api/v1/devices/{device}/operation");
+    assert_eq!(api_a.put(&path, op.clone()).await.0, 200);
+    let (code, text) = b.phone(device, &[]);
+    assert_eq!(code, 0, "{text}");
+    let name = DeviceName::from_admin(device).unwrap();
+    assert!(store.current_certificate(&name).await.unwrap().is_some());
+
+    // The phone holds node A in key generation while it also connects to node B: B refuses
+    // (END_SESSION 7), A installs, one certificate in all.
+    let device = "SEP0000000A0B02";
+    let name = DeviceName::from_admin(device).unwrap();
+    let path = format!("/api/v1/devices/{device}/operation");
+    assert_eq!(api_a.put(&path, op.clone()).await.0, 200);
+    let slow = spawn_phone(&a, device, &["--keygen-delay-ms", "3000"]);
+    wait_until("node A's claim", || {
+        let store = Arc::clone(&store);
+        let name = name.clone();
+        async move {
+            store
+                .latest_operation(&name)
+                .await
+                .unwrap()
+                .is_some_and(|o| o.claimed_by.is_some())
+        }
+    })
+    .await;
+    let (code, text) = b.phone(device, &[]);
+    assert_eq!(
+        code, 2,
+        "node B must refuse while node A holds the operation: {text}"
+    );
+    let (code, text) = finish(slow);
+    assert_eq!(code, 0, "{text}");
+    let certs = store.certificates(&name).await.unwrap();
+    assert_eq!(certs.len(), 1, "{certs:?}");
+    assert_eq!(certs[0].state, CertState::Installed);
+    let latest = store.latest_operation(&name).await.unwrap().unwrap();
+    assert_eq!(latest.status, OperationStatus::Success);
+    let attempts = store.attempts(&name, 10).await.unwrap();
+    assert!(
+        attempts
+            .iter()
+            .any(|a| a.outcome == "auth_refused" && a.detail.contains("another session")),
+        "{attempts:?}"
+    );
+    assert!(attempts.iter().any(|a| a.outcome == "installed"));
+
+    // Both at once, several times: never more than one certificate per operation.
+    for round in 0..4 {
+        let device = format!("SEP0000000A0C{round:02X}");
+        let name = DeviceName::from_admin(&device).unwrap();
+        let path = format!("/api/v1/devices/{device}/operation");
+        assert_eq!(api_a.put(&path, op.clone()).await.0, 200);
+        let one = spawn_phone(&a, &device, &[]);
+        let two = spawn_phone(&b, &device, &[]);
+        let (r1, r2) = (finish(one), finish(two));
+        let issued = store.certificates(&name).await.unwrap();
+        assert_eq!(issued.len(), 1, "round {round}: {issued:?}\n{r1:?}\n{r2:?}");
+        assert_eq!(issued[0].state, CertState::Installed);
+        let latest = store.latest_operation(&name).await.unwrap().unwrap();
+        assert_eq!(latest.status, OperationStatus::Success);
+    }
+    drop((a, b));
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lockout_is_shared_by_the_nodes() {
+    let Some(engine) = postgres() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::create(&engine, dir.path()).await;
+    let (a, b) = two_nodes(dir.path(), &db.url, &[]);
+    let api_b = Api::new(&b.api, &admin_token(dir.path()));
+    let device = "SEP0000000A0D01";
+    let path = format!("/api/v1/devices/{device}/operation");
+    let op = json!({"operation": "install", "auth_mode": "string", "auth_string": "2468",
+                    "key": "ec-p256"});
+    assert_eq!(api_b.put(&path, op).await.0, 200);
+    for i in 0..10 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let (code, text) = node.phone(device, &["--auth-string", "1357"]);
+        assert_eq!(code, 2, "{text}");
+    }
+    for node in [&a, &b] {
+        let (code, text) = node.phone(device, &["--auth-string", "2468"]);
+        assert_eq!(code, 2, "locked on both nodes: {text}");
+    }
+    let (_, shown) = api_b.get(&format!("/api/v1/devices/{device}")).await;
+    assert_eq!(shown["lock"]["locked"], true, "{shown}");
+    drop((a, b));
+    db.drop_db().await;
+}
+
+/// A TCP relay between capf and PostgreSQL that the test can break the way databases break:
+/// `cut` as a restart does (every connection dropped, new ones refused), `stall` as a network
+/// partition or a hung server does (connections stay open, nothing gets through).
+struct Relay {
+    port: u16,
+    down: Arc<AtomicBool>,
+    stalled: Arc<AtomicBool>,
+    links: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+/// Copies one direction of a link, holding bytes back while the relay is stalled.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    stalled: Arc<AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        while stalled.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+impl Relay {
+    async fn start(upstream: String) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let down = Arc::new(AtomicBool::new(false));
+        let stalled = Arc::new(AtomicBool::new(false));
+        let links: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let (down2, stalled2, links2) =
+            (Arc::clone(&down), Arc::clone(&stalled), Arc::clone(&links));
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                if down2.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let upstream = upstream.clone();
+                let stalled = Arc::clone(&stalled2);
+                let task = tokio::spawn(async move {
+                    let Ok(server) = TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let (client_read, client_write) = client.into_split();
+                    let (server_read, server_write) = server.into_split();
+                    tokio::join!(
+                        pump(client_read, server_write, Arc::clone(&stalled)),
+                        pump(server_read, client_write, stalled),
+                    );
+                });
+                links2.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Relay {
+            port,
+            down,
+            stalled,
+            links,
+        }
+    }
+
+    fn cut(&self) {
+        self.down.store(true, Ordering::SeqCst);
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    fn stall(&self) {
+        self.stalled.store(true, Ordering::SeqCst);
+    }
+
+    fn restore(&self) {
+        self.down.store(false, Ordering::SeqCst);
+        self.stalled.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Which way the database goes away.
+#[derive(Clone, Copy, Debug)]
+enum Outage {
+    Restart,
+    Partition,
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_restart_loses_nothing() {
+    database_outage(Outage::Restart).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_database_loses_nothing() {
+    database_outage(Outage::Partition).await;
+}
+
+async fn database_outage(outage: Outage) {
+    let Some(engine) = postgres() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::create(&engine, dir.path()).await;
+    let direct = url::Url::parse(&db.url).unwrap();
+    let upstream = format!(
+        "{}:{}",
+        direct.host_str().unwrap(),
+        direct.port().unwrap_or(5432)
+    );
+    let relay = Relay::start(upstream).await;
+    let mut via_relay = direct.clone();
+    via_relay.set_port(Some(relay.port)).unwrap();
+    let server = TestServer::start(dir.path(), via_relay.as_str(), &[]);
+    let api = Api::new(&server.api, &admin_token(dir.path()));
+    let store = capf::store::open(&capf::store::DatabaseUrl::new(db.url.clone()).unwrap())
+        .await
+        .unwrap();
+    let device = "SEP0000000A0E01";
+    let name = DeviceName::from_admin(device).unwrap();
+    let path = format!("/api/v1/devices/{device}/operation");
+    let op = json!({"operation": "install", "auth_mode": "null", "key": "ec-p256"});
+    assert_eq!(api.put(&path, op).await.0, 200);
+
+    // A session in key generation when the database goes: it ends with END_SESSION 7.
+    let in_flight = spawn_phone(&server, device, &["--keygen-delay-ms", "2000"]);
+    wait_until("the claim", || {
+        let store = Arc::clone(&store);
+        let name = name.clone();
+        async move {
+            store
+                .latest_operation(&name)
+                .await
+                .unwrap()
+                .is_some_and(|o| o.claimed_by.is_some())
+        }
+    })
+    .await;
+    match outage {
+        Outage::Restart => relay.cut(),
+        Outage::Partition => relay.stall(),
+    }
+    let (code, text) = finish(in_flight);
+    assert_eq!(code, 2, "END_SESSION 7 while the database is away: {text}");
+
+    // New sessions end the same way, and the API answers 503 quickly instead of hanging.
+    let (code, text) = server.phone(device, &[]);
+    assert_eq!(code, 2, "{text}");
+    for path in ["/healthz", &format!("/api/v1/devices/{device}")] {
+        let started = Instant::now();
+        let (status, _, _) = api
+            .raw(Some(&api.token), reqwest::Method::GET, path, "", vec![])
+            .await;
+        assert_eq!(status, 503, "{path}");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{path} took {:?}",
+            started.elapsed()
+        );
+    }
+    let op = store.latest_operation(&name).await.unwrap().unwrap();
+    assert_eq!(op.status, OperationStatus::Pending, "nothing lost");
+
+    // The database comes back: the same process serves again.
+    relay.restore();
+    wait_until("the API", || {
+        let api = &api;
+        async move { api.get("/healthz").await.0 == 200 }
+    })
+    .await;
+    let (code, text) = server.phone(device, &[]);
+    assert_eq!(code, 0, "{text}");
+    let op = store.latest_operation(&name).await.unwrap().unwrap();
+    assert_eq!(op.status, OperationStatus::Success);
+    let certs = store.certificates(&name).await.unwrap();
+    assert_eq!(
+        certs
+            .iter()
+            .filter(|c| c.state == CertState::Installed)
+            .count(),
+        1
+    );
+    drop(server);
+    db.drop_db().await;
+}
