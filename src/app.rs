@@ -1,7 +1,7 @@
 //! `capf serve`: puts the pieces together and runs until SIGTERM/SIGINT.
 
 use std::io::Write;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -53,13 +53,12 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .context("database")?;
 
     let tls = server::tls::server_config(identity.cert_der(), identity.key_pkcs8_der())?;
-    let service = Arc::new(Service {
-        store: Arc::clone(&store),
-        issuer: Arc::new(issuer),
-        settings: Arc::clone(&settings),
-        anchors: RwLock::new(Arc::new(anchors)),
-        unreleased: Default::default(),
-    });
+    let service = Arc::new(Service::new(
+        Arc::clone(&store),
+        Arc::new(issuer),
+        Arc::clone(&settings),
+        anchors,
+    ));
     let server = Arc::new(Server::new(
         Arc::clone(&service),
         TlsAcceptor::from(tls),

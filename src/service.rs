@@ -1,8 +1,9 @@
 //! What a session's effects do: authenticate against the store, issue through the CA, record
 //! outcomes. The connection task calls these; the session state machine decides when.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use chrono::Utc;
 use sha2::{Digest, Sha256};
@@ -36,7 +37,14 @@ pub struct Service {
     /// Claims of ended sessions that could not be released (the database was away): retried
     /// before the next claim and by the heartbeat, so a phone's retry is not refused for a
     /// whole lease by a session that no longer exists.
-    pub unreleased: Mutex<Vec<(i64, String)>>,
+    unreleased: Mutex<Vec<(i64, String)>>,
+    /// Claimants of this node's sessions that hold (or are about to hold) a claim. A claim of
+    /// ours whose claimant is not here belongs to an ended session whose release has not
+    /// reached the database yet, and may be taken over.
+    live: Mutex<HashSet<String>>,
+    /// Random per process: a node restarted under the same `node_id` must not renew (and so
+    /// keep forever) the claims its previous run left behind.
+    run: u32,
 }
 
 /// What one session learned along the way, for later effects and the attempt record.
@@ -91,14 +99,63 @@ pub const CLAIM_LEASE: std::time::Duration = std::time::Duration::from_secs(90);
 pub const CLAIM_RENEW_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Service {
-    /// Who holds a claim: this node and this session. Two sessions for one device, even on
-    /// the same node, never both hold the operation.
-    fn claimant(&self, ctx: &SessionContext) -> String {
-        format!("{}/{:08x}", self.settings.node_id, ctx.session_id)
+    pub fn new(
+        store: Arc<dyn Store>,
+        issuer: Arc<Issuer>,
+        settings: Arc<Settings>,
+        anchors: TrustAnchors,
+    ) -> Service {
+        Service {
+            store,
+            issuer,
+            settings,
+            anchors: RwLock::new(Arc::new(anchors)),
+            unreleased: Mutex::default(),
+            live: Mutex::default(),
+            run: rand::random(),
+        }
     }
 
-    fn unreleased_claims(&self) -> std::sync::MutexGuard<'_, Vec<(i64, String)>> {
+    /// Who holds a claim: this node, this run of it and this session. Two sessions for one
+    /// device, even on the same node, never both hold the operation.
+    fn claimant(&self, ctx: &SessionContext) -> String {
+        format!("{}{:08x}", self.claimant_prefix(), ctx.session_id)
+    }
+
+    fn unreleased_claims(&self) -> MutexGuard<'_, Vec<(i64, String)>> {
         self.unreleased.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn live_claims(&self) -> MutexGuard<'_, HashSet<String>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Claims the operation for this session: free, expired, or held by an ended session of
+    /// this node run (its release may still be on its way, or have failed while the database
+    /// was away; the phone's retry must not wait for it).
+    async fn claim_for(
+        &self,
+        op_id: i64,
+        claimant: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        if self.store.claim(op_id, claimant, now, CLAIM_LEASE).await? {
+            return Ok(true);
+        }
+        let holder = self
+            .store
+            .operation(op_id)
+            .await?
+            .and_then(|o| o.claimed_by);
+        let Some(holder) = holder else {
+            return Ok(false);
+        };
+        if !holder.starts_with(&self.claimant_prefix()) || self.live_claims().contains(&holder) {
+            return Ok(false);
+        }
+        self.store
+            .take_over(op_id, &holder, claimant, now, CLAIM_LEASE)
+            .await
     }
 
     /// Releases the claims ended sessions could not release; true when none is left.
@@ -115,9 +172,9 @@ impl Service {
         done
     }
 
-    /// Prefix of every claimant of this node, for [`Store::renew_claims`].
+    /// Prefix of every claimant of this run of the node, for [`Store::renew_claims`].
     pub fn claimant_prefix(&self) -> String {
-        format!("{}/", self.settings.node_id)
+        format!("{}/{:08x}/", self.settings.node_id, self.run)
     }
 
     pub fn trust_anchors(&self) -> Arc<TrustAnchors> {
@@ -192,24 +249,29 @@ impl Service {
         }
         self.store.record_auth_success(name, now).await?;
         self.retry_releases().await;
-        if !self
-            .store
-            .claim(op.id, &self.claimant(ctx), now, CLAIM_LEASE)
-            .await?
-        {
+        // Marked live before claiming, so no other session of ours takes it over meanwhile.
+        let claimant = self.claimant(ctx);
+        self.live_claims().insert(claimant.clone());
+        let claimed = self.claim_for(op.id, &claimant, now).await;
+        if !matches!(claimed, Ok(true)) {
+            self.live_claims().remove(&claimant);
+        }
+        if !claimed? {
             ctx.detail = Some("operation held by another session".into());
             warn!(device = %name, operation = op.id, "operation claimed by another session");
             return Ok(AuthDecision::Refused);
-        }
-        if op.kind == OperationKind::Install {
-            // Counted before the phone is asked, so a node dying mid-wait still counts it.
-            ctx.keygen_attempts = Some(self.store.count_keygen_attempt(op.id, now).await?);
         }
         let plan = Plan {
             kind: op.kind,
             key: op.key,
         };
+        let op_id = op.id;
+        // From here on `finish` releases the claim, whatever fails next.
         ctx.operation = Some(op);
+        if plan.kind == OperationKind::Install {
+            // Counted before the phone is asked, so a node dying mid-wait still counts it.
+            ctx.keygen_attempts = Some(self.store.count_keygen_attempt(op_id, now).await?);
+        }
         Ok(AuthDecision::Proceed(plan, AuthProof::authenticated()))
     }
 
@@ -425,6 +487,7 @@ impl Service {
                 }
             }
             let claimant = self.claimant(ctx);
+            self.live_claims().remove(&claimant);
             if let Err(e) = self.store.release(op.id, &claimant).await {
                 warn!(error = %e, "could not release the operation; will retry");
                 self.unreleased_claims().push((op.id, claimant));

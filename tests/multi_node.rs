@@ -356,7 +356,8 @@ async fn database_outage(outage: Outage) {
     })
     .await;
     let (code, text) = server.phone(device, &[]);
-    assert_eq!(code, 0, "{text}");
+    let attempts = store.attempts(&name, 10).await.unwrap();
+    assert_eq!(code, 0, "{text}\n{attempts:#?}");
     let op = store.latest_operation(&name).await.unwrap().unwrap();
     assert_eq!(op.status, OperationStatus::Success);
     let certs = store.certificates(&name).await.unwrap();

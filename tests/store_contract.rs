@@ -186,6 +186,7 @@ contract!(
         pending_operation_times_out,
         expire_operations,
         claim_and_release,
+        take_over_a_claim,
         renew_claims_of_a_node,
         keygen_attempts_and_failure,
         install_flow,
@@ -575,6 +576,45 @@ async fn claim_and_release(store: Arc<dyn Store>) {
     assert!(!store.claim(op.id, "node-a", t(44), lease).await.unwrap());
     assert!(!store
         .claim(op.id + 1000, "node-a", t(44), lease)
+        .await
+        .unwrap());
+}
+
+/// A node takes over the claim of one of its ended sessions; that session's late release
+/// then releases nothing.
+async fn take_over_a_claim(store: Arc<dyn Store>) {
+    let d = dev("SEP001122334455");
+    let op = store.schedule(install(&d, t(3600)), t(0)).await.unwrap();
+    let lease = Duration::from_secs(90);
+    assert!(store.claim(op.id, "n/1/a", t(0), lease).await.unwrap());
+    // Only from the holder.
+    assert!(!store
+        .take_over(op.id, "n/1/x", "n/1/b", t(1), lease)
+        .await
+        .unwrap());
+    assert!(store
+        .take_over(op.id, "n/1/a", "n/1/b", t(2), lease)
+        .await
+        .unwrap());
+    store.release(op.id, "n/1/a").await.unwrap();
+    let held = store.operation(op.id).await.unwrap().unwrap();
+    assert_eq!(held.claimed_by.as_deref(), Some("n/1/b"));
+    assert_eq!(held.claim_expires_at, Some(t(92)));
+    let kinds = event_kinds(&store, &d).await;
+    assert_eq!(count(&kinds, "operation_claimed"), 2);
+    // A free operation can be taken "over" too: it is a claim.
+    store.release(op.id, "n/1/b").await.unwrap();
+    assert!(store
+        .take_over(op.id, "n/1/a", "n/1/c", t(3), lease)
+        .await
+        .unwrap());
+    // Never an ended operation.
+    store
+        .fail_operation(op.id, FailureCause::PhoneCommunicationFailure, t(4))
+        .await
+        .unwrap();
+    assert!(!store
+        .take_over(op.id, "n/1/c", "n/1/d", t(5), lease)
         .await
         .unwrap());
 }

@@ -429,6 +429,17 @@ pub trait Store: Send + Sync + fmt::Debug {
         now: Timestamp,
         lease: Duration,
     ) -> Result<bool>;
+    /// Like [`Store::claim`], and also succeeds when the operation is held by `from`: a node
+    /// taking over the claim of one of its own sessions that has ended but whose release has
+    /// not reached the database yet. Audit `operation_claimed` on success.
+    async fn take_over(
+        &self,
+        op_id: i64,
+        from: &str,
+        claimant: &str,
+        now: Timestamp,
+        lease: Duration,
+    ) -> Result<bool>;
     /// Releases a claim held by `claimant` (no-op otherwise). No audit event.
     async fn release(&self, op_id: i64, claimant: &str) -> Result<()>;
     /// Extends to `now + lease` every claim on a pending operation whose claimant starts with

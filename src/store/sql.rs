@@ -1006,36 +1006,19 @@ impl<B> Store for SqlStore<B> {
         now: Timestamp,
         lease: Duration,
     ) -> Result<bool> {
-        let until = later(now, lease);
-        let mut tx = self.pool.begin().await?;
-        let claimed = tx
-            .fetch_optional(
-                query(
-                    "UPDATE operations SET claimed_by = $2, claim_expires_at = $3, \
-                     updated_at = $4 \
-                     WHERE id = $1 AND status = 'pending' AND (claimed_by IS NULL \
-                     OR claimed_by = $2 OR claim_expires_at IS NULL OR claim_expires_at <= $4) \
-                     RETURNING device_id",
-                )
-                .int(op_id)
-                .text(claimant)
-                .time(until)
-                .time(now),
-            )
-            .await?;
-        let Some(row) = claimed else {
-            return Ok(false);
-        };
-        let name = name_of_device(&mut tx, row.int("device_id")?).await?;
-        let detail = format!("by={claimant} until={}", show_time(until));
-        write_event(
-            &mut tx,
-            now,
-            Ev::new(&name, Some(op_id), "operation_claimed", detail),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(true)
+        self.claim_from(op_id, None, claimant, now, lease).await
+    }
+
+    async fn take_over(
+        &self,
+        op_id: i64,
+        from: &str,
+        claimant: &str,
+        now: Timestamp,
+        lease: Duration,
+    ) -> Result<bool> {
+        self.claim_from(op_id, Some(from), claimant, now, lease)
+            .await
     }
 
     async fn release(&self, op_id: i64, claimant: &str) -> Result<()> {
@@ -1663,6 +1646,55 @@ impl<B> Store for SqlStore<B> {
             ))
             .await?;
         rows.iter().map(token_from_row).collect()
+    }
+}
+
+impl<B> SqlStore<B> {
+    /// [`Store::claim`], and with `from` [`Store::take_over`]: one conditional update, so a
+    /// release by `from` that lands later finds nothing to release.
+    async fn claim_from(
+        &self,
+        op_id: i64,
+        from: Option<&str>,
+        claimant: &str,
+        now: Timestamp,
+        lease: Duration,
+    ) -> Result<bool> {
+        let until = later(now, lease);
+        let mut tx = self.pool.begin().await?;
+        let claimed = tx
+            .fetch_optional(
+                query(
+                    "UPDATE operations SET claimed_by = $2, claim_expires_at = $3, \
+                     updated_at = $4 \
+                     WHERE id = $1 AND status = 'pending' AND (claimed_by IS NULL \
+                     OR claimed_by = $2 OR claim_expires_at IS NULL OR claim_expires_at <= $4 \
+                     OR claimed_by = $5) \
+                     RETURNING device_id",
+                )
+                .int(op_id)
+                .text(claimant)
+                .time(until)
+                .time(now)
+                .opt_text(from),
+            )
+            .await?;
+        let Some(row) = claimed else {
+            return Ok(false);
+        };
+        let name = name_of_device(&mut tx, row.int("device_id")?).await?;
+        let mut detail = format!("by={claimant} until={}", show_time(until));
+        if let Some(from) = from {
+            detail.push_str(&format!(" from={from}"));
+        }
+        write_event(
+            &mut tx,
+            now,
+            Ev::new(&name, Some(op_id), "operation_claimed", detail),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 }
 
