@@ -247,7 +247,9 @@ impl Service {
                   locked = state.is_locked(now), "authentication failed");
             return Ok(AuthDecision::Refused);
         }
-        self.store.record_auth_success(name, now).await?;
+        if device.failed_auth_count > 0 {
+            self.store.record_auth_success(name, now).await?;
+        }
         self.retry_releases().await;
         // Marked live before claiming, so no other session of ours takes it over meanwhile.
         let claimant = self.claimant(ctx);

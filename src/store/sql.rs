@@ -46,7 +46,10 @@ impl<B> SqlStore<B> {
     /// Closes every connection of the pool (waits for the ones in use to be returned).
     pub async fn close(&self) {
         match &self.pool {
-            Pool::Sqlite(p) => p.close().await,
+            Pool::Sqlite { read, write } => {
+                read.close().await;
+                write.close().await;
+            }
             Pool::Postgres(p) => p.close().await,
         }
     }
@@ -57,7 +60,7 @@ impl<B> SqlStore<B> {
 impl<B> fmt::Debug for SqlStore<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let backend = match &self.pool {
-            Pool::Sqlite(_) => "sqlite",
+            Pool::Sqlite { .. } => "sqlite",
             Pool::Postgres(_) => "postgres",
         };
         f.debug_struct("SqlStore")
@@ -726,7 +729,7 @@ impl<B> Store for SqlStore<B> {
     }
 
     async fn ensure_device(&self, name: &DeviceName, now: Timestamp) -> Result<Device> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin(Durability::Full).await?;
         ensure_device_in(&mut tx, name, now).await?;
         let sql = format!("{DEVICE_SELECT} WHERE name = $1");
         let row = tx
@@ -754,7 +757,7 @@ impl<B> Store for SqlStore<B> {
         require: bool,
         now: Timestamp,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin(Durability::Full).await?;
         let updated = tx
             .fetch_optional(
                 query(
@@ -781,7 +784,7 @@ impl<B> Store for SqlStore<B> {
 
     async fn schedule(&self, op: NewOperation, now: Timestamp) -> Result<Operation> {
         let name = op.device_name.as_str();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin(Durability::Full).await?;
         let device_id = ensure_device_in(&mut tx, &op.device_name, now).await?;
         // Touching the device row locks it until commit on PostgreSQL, so two nodes
         // scheduling for the same device take turns and the second supersedes the first
@@ -846,7 +849,7 @@ impl<B> Store for SqlStore<B> {
     }
 
     async fn schedule_many(&self, ops: &[NewOperation], now: Timestamp) -> Result<Vec<i64>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin(Durability::Full).await?;
         let mut ids = Vec::with_capacity(ops.len());
         for chunk in ops.chunks(BATCH) {
             ids.extend(schedule_chunk(&mut tx, chunk, now).await?);
@@ -862,7 +865,7 @@ impl<B> Store for SqlStore<B> {
         now: Timestamp,
     ) -> Result<()> {
         self.pool
-            .execute(
+            .write(
                 query(
                     "UPDATE operations SET cause = $2, updated_at = $3 \
                      WHERE id = $1 AND status = 'pending'",
@@ -870,13 +873,14 @@ impl<B> Store for SqlStore<B> {
                 .int(op_id)
                 .text(cause.as_str())
                 .time(now),
+                Durability::Relaxed,
             )
             .await
             .map(|_| ())
     }
 
     async fn cancel(&self, name: &DeviceName, now: Timestamp) -> Result<Option<Operation>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin(Durability::Full).await?;
         let pending = tx
             .fetch_optional(
                 query(
@@ -947,7 +951,7 @@ impl<B> Store for SqlStore<B> {
         }
         // Too late: end it here rather than wait for the sweeper, so the phone is told
         // "request late" and the record says so.
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin(Durability::Full).await?;
         let cause = FailureCause::UserInitiatedRequestLate;
         if let Some(ended) =
             end_operation(&mut tx, op.id, OperationStatus::TimedOut, Some(cause), now).await?
@@ -966,7 +970,7 @@ impl<B> Store for SqlStore<B> {
     }
 
     async fn expire_operations(&self, now: Timestamp) -> Result<u64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin(Durability::Full).await?;
         let rows = tx
             .fetch_all(
                 query(
@@ -1023,13 +1027,14 @@ impl<B> Store for SqlStore<B> {
 
     async fn release(&self, op_id: i64, claimant: &str) -> Result<()> {
         self.pool
-            .execute(
+            .write(
                 query(
                     "UPDATE operations SET claimed_by = NULL, claim_expires_at = NULL \
                      WHERE id = $1 AND claimed_by = $2",
                 )
                 .int(op_id)
                 .text(claimant),
+                Durability::Relaxed,
             )
             .await?;
         Ok(())
@@ -1038,7 +1043,7 @@ impl<B> Store for SqlStore<B> {
     async fn renew_claims(&self, prefix: &str, now: Timestamp, lease: Duration) -> Result<u64> {
         // substr/length rather than LIKE: '_' in a node name is no wildcard.
         self.pool
-            .execute(
+            .write(
                 query(
                     "UPDATE operations SET claim_expires_at = $2 \
                      WHERE status = 'pending' AND claimed_by IS NOT NULL \
@@ -1046,12 +1051,13 @@ impl<B> Store for SqlStore<B> {
                 )
                 .text(prefix)
                 .time(later(now, lease)),
+                Durability::Relaxed,
             )
             .await
     }
 
     async fn count_keygen_attempt(&self, op_id: i64, now: Timestamp) -> Result<u32> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin(Durability::Relaxed).await?;
         let row = tx
             .fetch_optional(
                 query(
@@ -1078,7 +1084,7 @@ impl<B> Store for SqlStore<B> {
     }
 
     async fn fail_operation(&self, op_id: i64, cause: FailureCause, now: Timestamp) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin(Durability::Full).await?;
         let ended = end_operation(&mut tx, op_id, OperationStatus::Failed, Some(cause), now)
             .await?
             .ok_or_else(|| not_pending(op_id))?;
@@ -1093,7 +1099,7 @@ impl<B> Store for SqlStore<B> {
     }
 
     async fn record_issued(&self, op_id: i64, cert: NewCertificate, now: Timestamp) -> Result<i64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin(Durability::Full).await?;
         // The conditional update both checks the operation is pending and, on PostgreSQL,
         // locks its row until commit, so certificates of one operation are recorded in turn.
         let row = tx
@@ -1127,7 +1133,7 @@ impl<B> Store for SqlStore<B> {
     }
 
     async fn confirm_install(&self, op_id: i64, cert_id: i64, now: Timestamp) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin(Durability::Full).await?;
         let ended = end_operation(&mut tx, op_id, OperationStatus::Success, None, now)
             .await?
             .ok_or_else(|| not_pending(op_id))?;
@@ -1186,7 +1192,7 @@ impl<B> Store for SqlStore<B> {
         cert: Option<NewCertificate>,
         now: Timestamp,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin(Durability::Full).await?;
         let ended = end_operation(&mut tx, op_id, OperationStatus::Success, None, now)
             .await?
             .ok_or_else(|| not_pending(op_id))?;
@@ -1214,7 +1220,7 @@ impl<B> Store for SqlStore<B> {
     }
 
     async fn complete_delete(&self, op_id: i64, now: Timestamp) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin(Durability::Full).await?;
         let ended = end_operation(&mut tx, op_id, OperationStatus::Success, None, now)
             .await?
             .ok_or_else(|| not_pending(op_id))?;
@@ -1301,7 +1307,7 @@ impl<B> Store for SqlStore<B> {
         policy: LockoutPolicy,
     ) -> Result<LockState> {
         let until = later(now, policy.lock_duration);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin(Durability::Full).await?;
         // One statement decides, from the row as it is when the statement runs, whether
         // this failure is the one that locks: concurrent failures on several nodes each see
         // the previous one's increment.
@@ -1378,11 +1384,14 @@ impl<B> Store for SqlStore<B> {
             "device is locked after repeated authentication failures".into(),
         )
         .with_source(source_addr);
-        self.pool.execute(ev.query(now)).await.map(|_| ())
+        self.pool
+            .write(ev.query(now), Durability::Relaxed)
+            .await
+            .map(|_| ())
     }
 
     async fn record_auth_success(&self, name: &DeviceName, now: Timestamp) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin(Durability::Relaxed).await?;
         let reset = tx
             .fetch_optional(
                 query(
@@ -1406,7 +1415,7 @@ impl<B> Store for SqlStore<B> {
     }
 
     async fn unlock(&self, name: &DeviceName, now: Timestamp) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin(Durability::Full).await?;
         let unlocked = tx
             .fetch_optional(
                 query(
@@ -1431,7 +1440,7 @@ impl<B> Store for SqlStore<B> {
     }
 
     async fn record_attempt(&self, attempt: Attempt) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin(Durability::Relaxed).await?;
         tx.execute(
             query(
                 "INSERT INTO attempts (device_name, operation_id, session_id, source_addr, \
@@ -1492,7 +1501,10 @@ impl<B> Store for SqlStore<B> {
             source: source_addr,
             detail: detail.to_string(),
         };
-        self.pool.execute(ev.query(now)).await.map(|_| ())
+        self.pool
+            .write(ev.query(now), Durability::Relaxed)
+            .await
+            .map(|_| ())
     }
 
     async fn events(&self, filter: EventFilter) -> Result<Vec<Event>> {
@@ -1557,7 +1569,7 @@ impl<B> Store for SqlStore<B> {
     }
 
     async fn create_token(&self, token: &ApiToken, now: Timestamp) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin(Durability::Full).await?;
         let inserted = tx
             .fetch_optional(
                 query(
@@ -1581,7 +1593,7 @@ impl<B> Store for SqlStore<B> {
     }
 
     async fn bootstrap_token(&self, token: &ApiToken, now: Timestamp) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin(Durability::Full).await?;
         let inserted = tx
             .fetch_optional(
                 query(
@@ -1619,7 +1631,7 @@ impl<B> Store for SqlStore<B> {
     }
 
     async fn revoke_token(&self, name: &str, now: Timestamp) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin(Durability::Full).await?;
         let deleted = tx
             .fetch_optional(
                 query(
@@ -1661,7 +1673,7 @@ impl<B> SqlStore<B> {
         lease: Duration,
     ) -> Result<bool> {
         let until = later(now, lease);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin(Durability::Relaxed).await?;
         let claimed = tx
             .fetch_optional(
                 query(
@@ -1702,8 +1714,29 @@ impl<B> SqlStore<B> {
 
 /// A connection pool of either driver.
 pub(crate) enum Pool {
-    Sqlite(SqlitePool),
+    /// Reads on a few connections; every write on the one connection of `write`, so writers
+    /// queue in the pool, first come first served, instead of polling SQLite's busy handler
+    /// (which sleeps milliseconds at a time), and each write sets its own sync level.
+    Sqlite {
+        read: SqlitePool,
+        write: SqlitePool,
+    },
     Postgres(PgPool),
+}
+
+/// What a committed write must survive before the caller goes on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// A power loss: the commit waits for the disk. For everything someone outside is told
+    /// about (a certificate sent to a phone, an installed certificate, an admin's change) and
+    /// every ended operation.
+    Full,
+    /// A crash of capf (the operating system still writes it out), not a power loss of the
+    /// database host, which may lose the last of these commits. For bookkeeping inside a
+    /// session: claims, key-generation counts, attempt history. The log is written in order,
+    /// so a lost relaxed commit takes only later commits with it, never leaves a gap, and
+    /// the next full commit makes every earlier one durable.
+    Relaxed,
 }
 
 /// An open write transaction. Dropping it without [`Tx::commit`] rolls it back.
@@ -1830,20 +1863,42 @@ async fn within<T>(
 
 impl Pool {
     /// Begins a write transaction. On SQLite it is `BEGIN IMMEDIATE`: the write lock is
-    /// taken up front (waiting up to the busy timeout), because a deferred transaction that
-    /// read first and then tries to write fails at once with SQLITE_BUSY when another
-    /// connection wrote in between, without waiting. PostgreSQL's row locks need nothing
-    /// special.
-    async fn begin(&self) -> Result<Tx> {
+    /// taken up front, because a deferred transaction that read first and then tries to
+    /// write fails at once with SQLITE_BUSY when another connection wrote in between.
+    /// PostgreSQL's row locks need nothing special.
+    async fn begin(&self, durability: Durability) -> Result<Tx> {
         match self {
-            Pool::Sqlite(p) => Ok(Tx::Sqlite(within(p.begin_with("BEGIN IMMEDIATE")).await?)),
-            Pool::Postgres(p) => Ok(Tx::Postgres(within(p.begin()).await?)),
+            Pool::Sqlite { write, .. } => {
+                let begin = match durability {
+                    Durability::Full => "PRAGMA synchronous = FULL; BEGIN IMMEDIATE",
+                    Durability::Relaxed => "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE",
+                };
+                Ok(Tx::Sqlite(within(write.begin_with(begin)).await?))
+            }
+            Pool::Postgres(p) => {
+                let mut tx = Tx::Postgres(within(p.begin()).await?);
+                if durability == Durability::Relaxed {
+                    tx.execute(query("SET LOCAL synchronous_commit TO OFF"))
+                        .await?;
+                }
+                Ok(tx)
+            }
         }
+    }
+
+    /// One statement in a transaction of its own.
+    async fn write(&self, q: Query, durability: Durability) -> Result<u64> {
+        let mut tx = self.begin(durability).await?;
+        let affected = tx.execute(q).await?;
+        tx.commit().await?;
+        Ok(affected)
     }
 
     async fn fetch_optional(&self, q: Query) -> Result<Option<Row>> {
         match self {
-            Pool::Sqlite(p) => Ok(within(q.sqlite().fetch_optional(p)).await?.map(Row::Sqlite)),
+            Pool::Sqlite { read, .. } => Ok(within(q.sqlite().fetch_optional(read))
+                .await?
+                .map(Row::Sqlite)),
             Pool::Postgres(p) => Ok(within(q.postgres().fetch_optional(p))
                 .await?
                 .map(Row::Postgres)),
@@ -1852,7 +1907,7 @@ impl Pool {
 
     async fn fetch_all(&self, q: Query) -> Result<Vec<Row>> {
         match self {
-            Pool::Sqlite(p) => Ok(within(q.sqlite().fetch_all(p))
+            Pool::Sqlite { read, .. } => Ok(within(q.sqlite().fetch_all(read))
                 .await?
                 .into_iter()
                 .map(Row::Sqlite)
@@ -1862,13 +1917,6 @@ impl Pool {
                 .into_iter()
                 .map(Row::Postgres)
                 .collect()),
-        }
-    }
-
-    async fn execute(&self, q: Query) -> Result<u64> {
-        match self {
-            Pool::Sqlite(p) => Ok(within(q.sqlite().execute(p)).await?.rows_affected()),
-            Pool::Postgres(p) => Ok(within(q.postgres().execute(p)).await?.rows_affected()),
         }
     }
 }

@@ -41,19 +41,25 @@ impl SqlStore<SqliteBackend> {
                 })?;
             }
         }
-        // Small: writers are serialised by SQLite anyway (see `Pool::begin`), a few
-        // connections only let reads proceed during a write.
-        let pool = SqlitePoolOptions::new()
+        // Reads: a few connections, which WAL lets proceed during a write. Writes: one
+        // connection, as SQLite runs one writer at a time anyway (see `Pool`). A writer may
+        // queue behind a bulk import of 100,000 rows, hence the generous wait.
+        let read = SqlitePoolOptions::new()
             .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.clone())
+            .await?;
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
         // A SQLite database has one node, so the migrator's missing lock does not matter.
         MIGRATOR
-            .run(&pool)
+            .run(&write)
             .await
             .map_err(|e| StoreError::Migration(e.to_string()))?;
         tracing::info!(database = %url, "opened SQLite store");
-        Ok(SqlStore::from_pool(Pool::Sqlite(pool)))
+        Ok(SqlStore::from_pool(Pool::Sqlite { read, write }))
     }
 }
