@@ -22,6 +22,8 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Play a phone against any CAPF server.
     Phone(PhoneArgs),
+    /// Load-test any CAPF server with many simulated phones.
+    Bench(Box<capf::bench::BenchArgs>),
     /// Certificate operations through the admin API.
     Op {
         #[command(flatten)]
@@ -146,6 +148,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Phone(args) => runtime.block_on(phone(args)),
+        Command::Bench(args) => runtime.block_on(capf::bench::main(*args)),
         Command::Op { api, command } => runtime.block_on(capf::cli::op(&api, command)),
         Command::Report { api, out } => runtime.block_on(capf::cli::report(&api, out)),
         Command::Unlock { api, device } => runtime.block_on(capf::cli::unlock(&api, device)),
