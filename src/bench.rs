@@ -540,7 +540,7 @@ fn spinner(show: bool, what: &str) -> ProgressBar {
 fn latency_line(label: &str, p: Option<&stats::Percentiles>) -> String {
     match p {
         Some(p) => format!(
-            "  {label:<15} p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms  max {:.1} ms  ({} sessions)\n",
+            "  {label:<15} p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms  max {:.1} ms  (n={})\n",
             p.p50_ms, p.p95_ms, p.p99_ms, p.max_ms, p.samples
         ),
         None => format!("  {label:<15} no samples\n"),

@@ -63,6 +63,14 @@ impl KeySource for HoldKeys {
     }
 }
 
+impl Drop for HoldKeys {
+    fn drop(&mut self) {
+        if !self.held.load(Ordering::SeqCst) {
+            let _ = self.events.send(Event::Ended);
+        }
+    }
+}
+
 /// Sessions opened and held.
 pub struct Holding {
     release: watch::Sender<bool>,
@@ -95,16 +103,14 @@ pub async fn open(
             let permit = opening.acquire_owned().await.ok();
             let keys = HoldKeys {
                 pool: Arc::clone(phones.pool()),
-                events: events.clone(),
+                events,
                 release,
                 opening: Mutex::new(permit),
                 held: AtomicBool::new(false),
             };
-            let outcome = phones.session(&name, &keys, false).await;
-            if !keys.held.load(Ordering::SeqCst) {
-                let _ = events.send(Event::Ended);
-            }
-            outcome
+            // Dropping `keys` reports the session as ended if it was never held, even if
+            // the task panicked.
+            phones.session(&name, &keys, false).await
         });
     }
     drop(events);
@@ -116,7 +122,7 @@ pub async fn open(
                 ended += 1;
                 progress.set_message(format!("{ended} failed"));
             }
-            // Every task is gone (a panic skips its event): nothing more will come.
+            // Every session has reported; cannot happen before the count is reached.
             None => break,
         }
         progress.inc(1);
