@@ -12,7 +12,7 @@
 //!   `--think-ms`, and taking a pooled key). What remains is the server's work, the network
 //!   and the phone's small protocol and TLS work (the phone's share of the handshake
 //!   included); p50/p95/p99/max, nearest rank;
-//! - TLS handshake time separately (TCP connected to handshake done);
+//! - TLS handshake time separately (TCP connected to handshake done), and the TCP connect;
 //! - failures by kind, and the server's memory (`--server-pid`).
 //!
 //! Everything that is not the server's work happens before the clock starts: devices are
@@ -601,6 +601,7 @@ pub fn human(r: &BenchReport) -> String {
         m.attempted, m.succeeded, m.failed, m.wall_seconds, m.enrollments_per_second
     ));
     out.push_str(&latency_line("server share", m.server_share.as_ref()));
+    out.push_str(&latency_line("TCP connect", m.connect.as_ref()));
     out.push_str(&latency_line("TLS handshake", m.handshake.as_ref()));
     if s.rate.is_some() {
         out.push_str(&latency_line("start lag", m.start_lag.as_ref()));

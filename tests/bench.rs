@@ -110,7 +110,7 @@ async fn every_reported_enrollment_is_an_lsc_ec() {
         assert_eq!(code, 0, "{report}");
         assert_clean(measured, 300, "measured");
         assert!(measured["enrollments_per_second"].as_f64().unwrap() > 0.0);
-        for figure in ["server_share", "handshake"] {
+        for figure in ["server_share", "connect", "handshake"] {
             let p = &measured[figure];
             assert_eq!(p["samples"], 300, "{figure}: {p}");
             let (p50, p99, max) = (

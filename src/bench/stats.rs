@@ -66,6 +66,7 @@ pub struct Recorder {
     attempted: u64,
     succeeded: u64,
     server_share: Vec<Duration>,
+    connect: Vec<Duration>,
     handshake: Vec<Duration>,
     start_lag: Vec<Duration>,
     failures: BTreeMap<Failure, (u64, String)>,
@@ -83,6 +84,7 @@ impl Recorder {
             Outcome::Enrolled { timing, tls } => {
                 self.succeeded += 1;
                 self.server_share.push(timing.server_share());
+                self.connect.push(timing.connect);
                 self.handshake.push(timing.handshake);
                 if self.tls.is_none() {
                     self.tls = Some(tls);
@@ -94,6 +96,7 @@ impl Recorder {
                 timing,
             } => {
                 if let Some(t) = timing {
+                    self.connect.push(t.connect);
                     self.handshake.push(t.handshake);
                 }
                 self.failures
@@ -123,6 +126,7 @@ impl Recorder {
                 0.0
             },
             server_share: percentiles(&mut self.server_share),
+            connect: percentiles(&mut self.connect),
             handshake: percentiles(&mut self.handshake),
             start_lag: percentiles(&mut self.start_lag),
             errors: self
@@ -152,6 +156,9 @@ pub struct PhaseReport {
     /// The server's share of each successful session (see the module documentation of
     /// `capf bench`): TCP connect to END_SESSION, minus the phone's own key wait.
     pub server_share: Option<Percentiles>,
+    /// TCP connects (every session that completed a TLS handshake); part of the server
+    /// share: a full accept backlog shows here, as SYN retransmissions of a second or more.
+    pub connect: Option<Percentiles>,
     /// TLS handshakes (every session that completed one).
     pub handshake: Option<Percentiles>,
     /// With `--rate`: how late sessions started against the schedule (concurrency bound).
@@ -204,6 +211,7 @@ mod tests {
         assert_eq!(phase.enrollments_per_second, 2.0);
         assert_eq!(phase.server_share.unwrap().max_ms, 10.0);
         assert_eq!(phase.handshake.unwrap().max_ms, 4.0);
+        assert_eq!(phase.connect.unwrap().max_ms, 1.0);
         assert!(phase.start_lag.is_none());
         assert_eq!(
             phase.errors,
