@@ -5,6 +5,7 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod bench;
 pub mod ca;
 pub mod certinfo;
 pub mod cli;

@@ -22,6 +22,13 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Play a phone against any CAPF server.
     Phone(PhoneArgs),
+    /// Load-test any CAPF server with many simulated phones.
+    ///
+    /// Reports enrollments per second, the server's share of each session's latency, TLS
+    /// handshake times, failures by kind and (--server-pid) the server's memory. Exit
+    /// status: 0 when every enrollment succeeded, 1 when any failed, 2 when the benchmark
+    /// could not run.
+    Bench(Box<capf::bench::BenchArgs>),
     /// Certificate operations through the admin API.
     Op {
         #[command(flatten)]
@@ -146,6 +153,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Phone(args) => runtime.block_on(phone(args)),
+        Command::Bench(args) => runtime.block_on(capf::bench::main(*args)),
         Command::Op { api, command } => runtime.block_on(capf::cli::op(&api, command)),
         Command::Report { api, out } => runtime.block_on(capf::cli::report(&api, out)),
         Command::Unlock { api, device } => runtime.block_on(capf::cli::unlock(&api, device)),

@@ -4,10 +4,15 @@
 //! generates the requested key, stores, returns or deletes its LSC, and reports how the
 //! session ended. It trusts exactly the CAPF certificate it is given (pinned, no host name
 //! check), as a phone trusts the CAPF entry of its CTL/ITL.
+//!
+//! `capf phone` and `capf bench` run the same session ([`run_with`]): they differ only in
+//! where the TLS client configuration comes from (read once per process) and where the
+//! phone's key comes from ([`KeySource`]: generated fresh, or taken from a pool made before
+//! a benchmark's clock starts).
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -18,6 +23,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use crate::ca::phone_key::PhoneKey;
+use crate::keyspec::KeySpec;
 use crate::proto::{
     cert_type, hash_id, reason, AuthResponse, CertificateElement, DecodeError, Empty,
     FetchCertificateResponse, Header, KeyGenerateResponse, Message, ReasonOnly, Sha2SignedData,
@@ -128,6 +134,54 @@ pub struct PhoneReport {
     pub lsc_pem: Option<String>,
     pub key_pem: Option<String>,
     pub session_id: u32,
+    pub timing: SessionTiming,
+    /// Negotiated TLS version, cipher suite and key exchange group.
+    pub tls: String,
+}
+
+/// Where a session's wall time went, as the phone saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SessionTiming {
+    /// TCP connect.
+    pub connect: Duration,
+    /// TLS handshake, after the TCP connect.
+    pub handshake: Duration,
+    /// From the start of the TCP connect to END_SESSION (or to the close).
+    pub total: Duration,
+    /// Time the phone itself spent between KEY_GENERATE_REQUEST and its answer: think time,
+    /// key generation or taking a pooled key, and any hold. Not the server's doing.
+    pub phone_wait: Duration,
+}
+
+impl SessionTiming {
+    /// The server's share of the session: everything but the phone's own key wait.
+    pub fn server_share(&self) -> Duration {
+        self.total.saturating_sub(self.phone_wait)
+    }
+}
+
+/// Where the phone's key comes from once the server asks for one.
+#[async_trait::async_trait]
+pub trait KeySource: Send + Sync {
+    /// A key of `spec`. May take as long as the phone likes (it already sent
+    /// REQUEST_IN_PROGRESS if it was going to).
+    async fn key(&self, spec: KeySpec) -> Result<Arc<PhoneKey>, PhoneError>;
+}
+
+/// Generates a fresh key for every request, on the blocking pool: what a real phone does,
+/// and what `capf phone` does.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FreshKeys;
+
+#[async_trait::async_trait]
+impl KeySource for FreshKeys {
+    async fn key(&self, spec: KeySpec) -> Result<Arc<PhoneKey>, PhoneError> {
+        tokio::task::spawn_blocking(move || PhoneKey::generate(spec))
+            .await
+            .map_err(|e| PhoneError::Key(e.to_string()))?
+            .map(Arc::new)
+            .map_err(|e| PhoneError::Key(e.to_string()))
+    }
 }
 
 impl PhoneReport {
@@ -222,7 +276,14 @@ pub async fn connect_from(
     capf_cert_der: Vec<u8>,
     bind: Option<std::net::IpAddr>,
 ) -> Result<TlsStream<TcpStream>, PhoneError> {
-    let addr = if host
+    let config = phone_client_config(capf_cert_der)?;
+    let (stream, _) = connect_with(host, &config, bind).await?;
+    Ok(stream)
+}
+
+/// HOST:PORT for `host`, adding the CAPF port when none is given.
+pub fn with_default_port(host: &str) -> String {
+    if host
         .rsplit_once(':')
         .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
         && !host.ends_with(']')
@@ -230,21 +291,69 @@ pub async fn connect_from(
         host.to_string()
     } else {
         format!("{host}:{DEFAULT_PORT}")
-    };
+    }
+}
+
+/// The TLS client configuration of a phone that trusts exactly `capf_cert_der`. Build it once
+/// and share it: every session of a benchmark uses the same one.
+///
+/// Session resumption is off: every real phone is a distinct client that does a full
+/// handshake, and a load generator that resumed would measure a cheaper handshake than
+/// phones cause.
+pub fn phone_client_config(capf_cert_der: Vec<u8>) -> Result<Arc<ClientConfig>, PhoneError> {
+    let mut config =
+        pinned_client_config(capf_cert_der).map_err(|e| PhoneError::Tls(e.to_string()))?;
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(Arc::new(config))
+}
+
+/// Opens a TLS connection with a prepared configuration; also returns how long the TCP
+/// connect and the TLS handshake took.
+pub async fn connect_with(
+    host: &str,
+    config: &Arc<ClientConfig>,
+    bind: Option<std::net::IpAddr>,
+) -> Result<(TlsStream<TcpStream>, SessionTiming), PhoneError> {
+    let addr = with_default_port(host);
+    let started = Instant::now();
     let tcp = open_tcp(&addr, bind)
         .await
         .map_err(|source| PhoneError::Connect {
             host: addr.clone(),
             source,
         })?;
+    let connected = Instant::now();
     let _ = tcp.set_nodelay(true);
-    let config = pinned_client_config(capf_cert_der).map_err(|e| PhoneError::Tls(e.to_string()))?;
     // Phones do not match host names; any name will do for SNI-less verification.
     let name = ServerName::try_from("capf").map_err(|e| PhoneError::Tls(e.to_string()))?;
-    TlsConnector::from(Arc::new(config))
+    let stream = TlsConnector::from(Arc::clone(config))
         .connect(name, tcp)
         .await
-        .map_err(|e| PhoneError::Tls(e.to_string()))
+        .map_err(|e| PhoneError::Tls(e.to_string()))?;
+    let timing = SessionTiming {
+        connect: connected - started,
+        handshake: connected.elapsed(),
+        ..SessionTiming::default()
+    };
+    Ok((stream, timing))
+}
+
+/// "TLSv1_3 TLS13_AES_256_GCM_SHA384 X25519MLKEM768": what a connection negotiated.
+fn negotiated(stream: &TlsStream<TcpStream>) -> String {
+    let (_, conn) = stream.get_ref();
+    let version = conn
+        .protocol_version()
+        .map(|v| format!("{v:?}"))
+        .unwrap_or_else(|| "?".into());
+    let suite = conn
+        .negotiated_cipher_suite()
+        .map(|s| format!("{:?}", s.suite()))
+        .unwrap_or_else(|| "?".into());
+    let group = conn
+        .negotiated_key_exchange_group()
+        .map(|g| format!("{:?}", g.name()))
+        .unwrap_or_else(|| "?".into());
+    format!("{version} {suite} {group}")
 }
 
 /// A TLS client config that trusts exactly the certificate `der` (DER), whatever name the
@@ -315,14 +424,31 @@ async fn send<S: tokio::io::AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// Runs one enrollment session.
+/// Runs one enrollment session, reading the CAPF certificate from `opts.capf_cert` and
+/// generating a fresh key when asked: `capf phone`.
 pub async fn run(opts: &PhoneOptions) -> Result<PhoneReport, PhoneError> {
-    let capf_cert = read_certificate(&opts.capf_cert)?;
+    let config = phone_client_config(read_certificate(&opts.capf_cert)?)?;
+    run_with(opts, &config, &FreshKeys).await
+}
+
+/// Runs one enrollment session with a prepared TLS configuration (`opts.capf_cert` is not
+/// read) and keys from `keys`. The TCP connect and TLS handshake together get
+/// `opts.timeout`, like every server frame.
+pub async fn run_with(
+    opts: &PhoneOptions,
+    config: &Arc<ClientConfig>,
+    keys: &dyn KeySource,
+) -> Result<PhoneReport, PhoneError> {
     let existing = match &opts.lsc {
         Some(path) => Some(load_existing(path)?),
         None => None,
     };
-    let mut stream = connect_from(&opts.host, capf_cert, opts.bind).await?;
+    let started = Instant::now();
+    let (mut stream, mut timing) =
+        tokio::time::timeout(opts.timeout, connect_with(&opts.host, config, opts.bind))
+            .await
+            .map_err(|_| PhoneError::Timeout)??;
+    let tls = negotiated(&stream);
     let (session_id, first) = read_frame(&mut stream, opts.timeout).await?;
     if !matches!(first, Message::AuthRequest(_)) {
         return Err(PhoneError::Protocol(format!(
@@ -392,14 +518,18 @@ pub async fn run(opts: &PhoneOptions) -> Result<PhoneReport, PhoneError> {
         lsc_pem: None,
         key_pem: None,
         session_id,
+        timing: SessionTiming::default(),
+        tls,
     };
-    let mut key: Option<PhoneKey> = None;
+    let mut key: Option<Arc<PhoneKey>> = None;
     loop {
         let (sid, message) = match read_frame(&mut stream, opts.timeout).await {
             Ok(frame) => frame,
             // The server closed without END_SESSION.
             Err(PhoneError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                return Ok(report)
+                timing.total = started.elapsed();
+                report.timing = timing;
+                return Ok(report);
             }
             Err(e) => return Err(e),
         };
@@ -416,6 +546,7 @@ pub async fn run(opts: &PhoneOptions) -> Result<PhoneReport, PhoneError> {
             }
             Message::KeyGenerateRequest(request) => {
                 report.operation = Some("install");
+                let asked = Instant::now();
                 let spec = requested_key(&request).ok_or_else(|| {
                     PhoneError::Protocol("KEY_GENERATE_REQUEST names no key".into())
                 })?;
@@ -428,14 +559,12 @@ pub async fn run(opts: &PhoneOptions) -> Result<PhoneReport, PhoneError> {
                     .await?;
                 }
                 tokio::time::sleep(opts.keygen_delay).await;
-                let generated = tokio::task::spawn_blocking(move || PhoneKey::generate(spec))
-                    .await
-                    .map_err(|e| PhoneError::Key(e.to_string()))?
-                    .map_err(|e| PhoneError::Key(e.to_string()))?;
+                let generated = keys.key(spec).await?;
                 let reply = KeyGenerateResponse {
                     public_key: Some(generated.spki_der()),
                     ..Default::default()
                 };
+                timing.phone_wait += asked.elapsed();
                 key = Some(generated);
                 send(&mut stream, Message::KeyGenerateResponse(reply), session_id).await?;
             }
@@ -450,6 +579,8 @@ pub async fn run(opts: &PhoneOptions) -> Result<PhoneReport, PhoneError> {
                 match opts.misbehave {
                     Misbehave::DropAfterCertificate => {
                         report.lsc_pem = Some(pem::encode(&pem::Pem::new("CERTIFICATE", der)));
+                        timing.total = started.elapsed();
+                        report.timing = timing;
                         return Ok(report);
                     }
                     Misbehave::FailStore => {
@@ -466,7 +597,7 @@ pub async fn run(opts: &PhoneOptions) -> Result<PhoneReport, PhoneError> {
                     Misbehave::None | Misbehave::StallKeyGeneration => {}
                 }
                 report.lsc_pem = Some(pem::encode(&pem::Pem::new("CERTIFICATE", der)));
-                report.key_pem = key.as_ref().map(PhoneKey::to_pkcs8_pem);
+                report.key_pem = key.as_deref().map(PhoneKey::to_pkcs8_pem);
                 if let Some(out) = &opts.out {
                     write_secret_file(
                         out,
@@ -523,6 +654,8 @@ pub async fn run(opts: &PhoneOptions) -> Result<PhoneReport, PhoneError> {
             }
             Message::EndSession(end) => {
                 report.end_reason = end.reason;
+                timing.total = started.elapsed();
+                report.timing = timing;
                 let _ = stream.shutdown().await;
                 return Ok(report);
             }
