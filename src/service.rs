@@ -132,30 +132,42 @@ impl Service {
 
     /// Claims the operation for this session: free, expired, or held by an ended session of
     /// this node run (its release may still be on its way, or have failed while the database
-    /// was away; the phone's retry must not wait for it).
+    /// was away; the phone's retry must not wait for it). `None` when another session holds
+    /// it; otherwise the key-generation attempts, this one counted for an install.
     async fn claim_for(
         &self,
-        op_id: i64,
+        op: &Operation,
         claimant: &str,
         now: Timestamp,
-    ) -> Result<bool, StoreError> {
-        if self.store.claim(op_id, claimant, now, CLAIM_LEASE).await? {
-            return Ok(true);
+    ) -> Result<Option<u32>, StoreError> {
+        let count_keygen = op.kind == OperationKind::Install;
+        let claim = |from: Option<String>| async move {
+            self.store
+                .claim_for_session(
+                    op.id,
+                    from.as_deref(),
+                    claimant,
+                    now,
+                    CLAIM_LEASE,
+                    count_keygen,
+                )
+                .await
+        };
+        if let Some(attempts) = claim(None).await? {
+            return Ok(Some(attempts));
         }
         let holder = self
             .store
-            .operation(op_id)
+            .operation(op.id)
             .await?
             .and_then(|o| o.claimed_by);
         let Some(holder) = holder else {
-            return Ok(false);
+            return Ok(None);
         };
         if !holder.starts_with(&self.claimant_prefix()) || self.live_claims().contains(&holder) {
-            return Ok(false);
+            return Ok(None);
         }
-        self.store
-            .take_over(op_id, &holder, claimant, now, CLAIM_LEASE)
-            .await
+        claim(Some(holder)).await
     }
 
     /// Releases the claims ended sessions could not release; true when none is left.
@@ -213,8 +225,7 @@ impl Service {
             return Ok(AuthDecision::UnknownDevice);
         };
         ctx.device = Some(device.name.clone());
-        let lock = self.store.lock_state(name).await?;
-        if lock.is_locked(now) {
+        if device.locked_until.is_some_and(|until| until > now) {
             // The secret is not even looked at while locked.
             self.store
                 .record_locked_attempt(name, &ctx.source(), now)
@@ -254,26 +265,26 @@ impl Service {
         // Marked live before claiming, so no other session of ours takes it over meanwhile.
         let claimant = self.claimant(ctx);
         self.live_claims().insert(claimant.clone());
-        let claimed = self.claim_for(op.id, &claimant, now).await;
-        if !matches!(claimed, Ok(true)) {
+        // An install's key-generation attempt is counted with the claim, before the phone is
+        // asked, so a node dying mid-wait still counts it.
+        let claimed = self.claim_for(&op, &claimant, now).await;
+        if !matches!(claimed, Ok(Some(_))) {
             self.live_claims().remove(&claimant);
         }
-        if !claimed? {
+        let Some(attempts) = claimed? else {
             ctx.detail = Some("operation held by another session".into());
             warn!(device = %name, operation = op.id, "operation claimed by another session");
             return Ok(AuthDecision::Refused);
-        }
+        };
         let plan = Plan {
             kind: op.kind,
             key: op.key,
         };
-        let op_id = op.id;
-        // From here on `finish` releases the claim, whatever fails next.
-        ctx.operation = Some(op);
         if plan.kind == OperationKind::Install {
-            // Counted before the phone is asked, so a node dying mid-wait still counts it.
-            ctx.keygen_attempts = Some(self.store.count_keygen_attempt(op_id, now).await?);
+            ctx.keygen_attempts = Some(attempts);
         }
+        // From here on `finish` releases the claim.
+        ctx.operation = Some(op);
         Ok(AuthDecision::Proceed(plan, AuthProof::authenticated()))
     }
 

@@ -440,6 +440,19 @@ pub trait Store: Send + Sync + fmt::Debug {
         now: Timestamp,
         lease: Duration,
     ) -> Result<bool>;
+    /// What a session does once authenticated, in one transaction: [`Store::claim`] (or with
+    /// `from`, [`Store::take_over`]), and with `count_keygen` also
+    /// [`Store::count_keygen_attempt`]. `None` when the operation could not be claimed;
+    /// otherwise its key-generation attempts, this one included when counted.
+    async fn claim_for_session(
+        &self,
+        op_id: i64,
+        from: Option<&str>,
+        claimant: &str,
+        now: Timestamp,
+        lease: Duration,
+        count_keygen: bool,
+    ) -> Result<Option<u32>>;
     /// Releases a claim held by `claimant` (no-op otherwise). No audit event.
     async fn release(&self, op_id: i64, claimant: &str) -> Result<()>;
     /// Extends to `now + lease` every claim on a pending operation whose claimant starts with

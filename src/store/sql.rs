@@ -294,13 +294,10 @@ async fn ensure_device_in(tx: &mut Tx, name: &DeviceName, now: Timestamp) -> Res
     row.int("id")
 }
 
-/// The name of a device known by id (a row pointing at it was just read).
-async fn name_of_device(tx: &mut Tx, device_id: i64) -> Result<String> {
-    tx.fetch_optional(query("SELECT name FROM devices WHERE id = $1").int(device_id))
-        .await?
-        .ok_or_else(|| StoreError::Corrupt(format!("no device with id {device_id}")))?
-        .text("name")
-}
+/// `RETURNING` of an update of `operations`: the device's id and name, without another
+/// statement (each one is a round trip to the database, on SQLite a thread handoff).
+const RETURNING_DEVICE: &str = "RETURNING device_id, \
+     (SELECT name FROM devices WHERE devices.id = operations.device_id) AS device_name";
 
 /// The device an operation ended by [`end_operation`] belongs to.
 struct Ended {
@@ -321,11 +318,11 @@ async fn end_operation(
 ) -> Result<Option<Ended>> {
     let Some(row) = tx
         .fetch_optional(
-            query(
+            query(format!(
                 "UPDATE operations SET status = $2, cause = $3, auth_string = NULL, \
                  claimed_by = NULL, claim_expires_at = NULL, updated_at = $4 \
-                 WHERE id = $1 AND status = 'pending' RETURNING device_id",
-            )
+                 WHERE id = $1 AND status = 'pending' {RETURNING_DEVICE}",
+            ))
             .int(op_id)
             .text(status.as_str())
             .opt_text(cause.map(FailureCause::as_str))
@@ -336,7 +333,7 @@ async fn end_operation(
         return Ok(None);
     };
     let device_id = row.int("device_id")?;
-    let device_name = name_of_device(tx, device_id).await?;
+    let device_name = row.text("device_name")?;
     if status != OperationStatus::Success {
         abandon_awaiting(tx, op_id, &device_name, now).await?;
     }
@@ -1010,7 +1007,10 @@ impl<B> Store for SqlStore<B> {
         now: Timestamp,
         lease: Duration,
     ) -> Result<bool> {
-        self.claim_from(op_id, None, claimant, now, lease).await
+        let claimed = self
+            .claim_for_session(op_id, None, claimant, now, lease, false)
+            .await?;
+        Ok(claimed.is_some())
     }
 
     async fn take_over(
@@ -1021,8 +1021,58 @@ impl<B> Store for SqlStore<B> {
         now: Timestamp,
         lease: Duration,
     ) -> Result<bool> {
-        self.claim_from(op_id, Some(from), claimant, now, lease)
-            .await
+        let claimed = self
+            .claim_for_session(op_id, Some(from), claimant, now, lease, false)
+            .await?;
+        Ok(claimed.is_some())
+    }
+
+    async fn claim_for_session(
+        &self,
+        op_id: i64,
+        from: Option<&str>,
+        claimant: &str,
+        now: Timestamp,
+        lease: Duration,
+        count_keygen: bool,
+    ) -> Result<Option<u32>> {
+        let until = later(now, lease);
+        let mut tx = self.pool.begin(Durability::Relaxed).await?;
+        let claimed = tx
+            .fetch_optional(
+                query(format!(
+                    "UPDATE operations SET claimed_by = $2, claim_expires_at = $3, \
+                     updated_at = $4, keygen_attempts = keygen_attempts + $6 \
+                     WHERE id = $1 AND status = 'pending' AND (claimed_by IS NULL \
+                     OR claimed_by = $2 OR claim_expires_at IS NULL OR claim_expires_at <= $4 \
+                     OR claimed_by = $5) \
+                     {RETURNING_DEVICE}, keygen_attempts",
+                ))
+                .int(op_id)
+                .text(claimant)
+                .time(until)
+                .time(now)
+                .opt_text(from)
+                .int(i64::from(count_keygen)),
+            )
+            .await?;
+        let Some(row) = claimed else {
+            return Ok(None);
+        };
+        let name = row.text("device_name")?;
+        let attempts = to_u32(row.int("keygen_attempts")?, "keygen_attempts")?;
+        let mut detail = format!("by={claimant} until={}", show_time(until));
+        if let Some(from) = from {
+            detail.push_str(&format!(" from={from}"));
+        }
+        let mut events = vec![Ev::new(&name, Some(op_id), "operation_claimed", detail)];
+        if count_keygen {
+            let detail = format!("key generation request {attempts}");
+            events.push(Ev::new(&name, Some(op_id), "keygen_requested", detail));
+        }
+        write_events(&mut tx, now, &events).await?;
+        tx.commit().await?;
+        Ok(Some(attempts))
     }
 
     async fn release(&self, op_id: i64, claimant: &str) -> Result<()> {
@@ -1060,18 +1110,18 @@ impl<B> Store for SqlStore<B> {
         let mut tx = self.pool.begin(Durability::Relaxed).await?;
         let row = tx
             .fetch_optional(
-                query(
+                query(format!(
                     "UPDATE operations SET keygen_attempts = keygen_attempts + 1, \
                      updated_at = $2 WHERE id = $1 AND status = 'pending' \
-                     RETURNING keygen_attempts, device_id",
-                )
+                     {RETURNING_DEVICE}, keygen_attempts",
+                ))
                 .int(op_id)
                 .time(now),
             )
             .await?
             .ok_or_else(|| not_pending(op_id))?;
         let count = to_u32(row.int("keygen_attempts")?, "keygen_attempts")?;
-        let name = name_of_device(&mut tx, row.int("device_id")?).await?;
+        let name = row.text("device_name")?;
         let detail = format!("key generation request {count}");
         write_event(
             &mut tx,
@@ -1104,17 +1154,17 @@ impl<B> Store for SqlStore<B> {
         // locks its row until commit, so certificates of one operation are recorded in turn.
         let row = tx
             .fetch_optional(
-                query(
+                query(format!(
                     "UPDATE operations SET updated_at = $2 \
-                     WHERE id = $1 AND status = 'pending' RETURNING device_id",
-                )
+                     WHERE id = $1 AND status = 'pending' {RETURNING_DEVICE}",
+                ))
                 .int(op_id)
                 .time(now),
             )
             .await?
             .ok_or_else(|| not_pending(op_id))?;
         let device_id = row.int("device_id")?;
-        let name = name_of_device(&mut tx, device_id).await?;
+        let name = row.text("device_name")?;
         abandon_awaiting(&mut tx, op_id, &name, now).await?;
         let cert_id = insert_certificate(
             &mut tx,
@@ -1166,11 +1216,11 @@ impl<B> Store for SqlStore<B> {
                 .time(now),
             )
             .await?;
+        let mut events = Vec::with_capacity(previous.len() + 2);
         for row in previous {
             let old_id = row.int("id")?;
             let detail = format!("certificate {old_id} replaced by certificate {cert_id}");
-            let ev = Ev::new(name, Some(op_id), "certificate_superseded", detail);
-            write_event(&mut tx, now, ev).await?;
+            events.push(Ev::new(name, Some(op_id), "certificate_superseded", detail));
         }
         tx.execute(
             query("UPDATE certificates SET state = 'installed', updated_at = $2 WHERE id = $1")
@@ -1179,10 +1229,14 @@ impl<B> Store for SqlStore<B> {
         )
         .await?;
         let detail = format!("certificate {cert_id} confirmed stored by the phone");
-        let ev = Ev::new(name, Some(op_id), "certificate_installed", detail);
-        write_event(&mut tx, now, ev).await?;
-        let ev = Ev::new(name, Some(op_id), "operation_succeeded", "install".into());
-        write_event(&mut tx, now, ev).await?;
+        events.push(Ev::new(name, Some(op_id), "certificate_installed", detail));
+        events.push(Ev::new(
+            name,
+            Some(op_id),
+            "operation_succeeded",
+            "install".into(),
+        ));
+        write_events(&mut tx, now, &events).await?;
         tx.commit().await
     }
 
@@ -1658,55 +1712,6 @@ impl<B> Store for SqlStore<B> {
             ))
             .await?;
         rows.iter().map(token_from_row).collect()
-    }
-}
-
-impl<B> SqlStore<B> {
-    /// [`Store::claim`], and with `from` [`Store::take_over`]: one conditional update, so a
-    /// release by `from` that lands later finds nothing to release.
-    async fn claim_from(
-        &self,
-        op_id: i64,
-        from: Option<&str>,
-        claimant: &str,
-        now: Timestamp,
-        lease: Duration,
-    ) -> Result<bool> {
-        let until = later(now, lease);
-        let mut tx = self.pool.begin(Durability::Relaxed).await?;
-        let claimed = tx
-            .fetch_optional(
-                query(
-                    "UPDATE operations SET claimed_by = $2, claim_expires_at = $3, \
-                     updated_at = $4 \
-                     WHERE id = $1 AND status = 'pending' AND (claimed_by IS NULL \
-                     OR claimed_by = $2 OR claim_expires_at IS NULL OR claim_expires_at <= $4 \
-                     OR claimed_by = $5) \
-                     RETURNING device_id",
-                )
-                .int(op_id)
-                .text(claimant)
-                .time(until)
-                .time(now)
-                .opt_text(from),
-            )
-            .await?;
-        let Some(row) = claimed else {
-            return Ok(false);
-        };
-        let name = name_of_device(&mut tx, row.int("device_id")?).await?;
-        let mut detail = format!("by={claimant} until={}", show_time(until));
-        if let Some(from) = from {
-            detail.push_str(&format!(" from={from}"));
-        }
-        write_event(
-            &mut tx,
-            now,
-            Ev::new(&name, Some(op_id), "operation_claimed", detail),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(true)
     }
 }
 
