@@ -322,7 +322,33 @@ pub async fn run(opts: &PhoneOptions) -> Result<PhoneReport, PhoneError> {
         Some(path) => Some(load_existing(path)?),
         None => None,
     };
-    let mut stream = connect_from(&opts.host, capf_cert, opts.bind).await?;
+    let stream = connect_from(&opts.host, capf_cert, opts.bind).await?;
+    session(opts, existing, stream).await
+}
+
+/// Runs one enrollment session over a stream the caller established (a TLS client of its
+/// own, e.g. one forced to legacy TLS parameters). `opts.host`, `capf_cert` and `bind` are
+/// not used: the caller connected and verified the server.
+pub async fn run_on_stream<S>(opts: &PhoneOptions, stream: S) -> Result<PhoneReport, PhoneError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let existing = match &opts.lsc {
+        Some(path) => Some(load_existing(path)?),
+        None => None,
+    };
+    session(opts, existing, stream).await
+}
+
+/// The protocol part of [`run`], over any stream.
+async fn session<S>(
+    opts: &PhoneOptions,
+    existing: Option<Existing>,
+    mut stream: S,
+) -> Result<PhoneReport, PhoneError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let (session_id, first) = read_frame(&mut stream, opts.timeout).await?;
     if !matches!(first, Message::AuthRequest(_)) {
         return Err(PhoneError::Protocol(format!(
