@@ -1,6 +1,7 @@
 //! `capf serve`: puts the pieces together and runs until SIGTERM/SIGINT.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use crate::auth::TrustAnchors;
 use crate::ca::identity::{CapfIdentity, Loaded};
 use crate::ca::lsc::Issuer;
 use crate::config::Settings;
+use crate::server::acceptor::Acceptor;
 use crate::server::{self, Server};
 use crate::service::Service;
 use crate::store;
@@ -61,16 +63,27 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     ));
     let server = Arc::new(Server::new(
         Arc::clone(&service),
-        TlsAcceptor::from(tls),
         settings.limits,
         settings.gate,
     ));
+    let (acceptor, legacy_listener) = acceptors(&settings, &identity, tls)?;
     let listener = server::bind(settings.listen)
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let local = listener.local_addr()?;
     info!(address = %local, node = %settings.node_id, "CAPF listener ready");
     // Scripts and tests read the bound address (the port may have been 0) from stdout.
     println!("capf listening on {local}");
+    let legacy_listener = match legacy_listener {
+        Some((addr, acceptor)) => {
+            let listener = server::bind(addr)
+                .with_context(|| format!("cannot listen on {addr} for legacy TLS"))?;
+            let local = listener.local_addr()?;
+            info!(address = %local, "legacy TLS listener ready");
+            println!("capf legacy tls listening on {local}");
+            Some((listener, acceptor))
+        }
+        None => None,
+    };
     let _ = std::io::stdout().flush();
 
     let shutdown = CancellationToken::new();
@@ -81,7 +94,21 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         settings.sweep_interval,
         shutdown.clone(),
     ));
-    let accept = tokio::spawn(Arc::clone(&server).serve(listener, shutdown.clone(), tasks.clone()));
+    tokio::spawn(Arc::clone(&server).housekeeping(shutdown.clone()));
+    let mut accept = vec![tokio::spawn(Arc::clone(&server).serve(
+        listener,
+        acceptor,
+        shutdown.clone(),
+        tasks.clone(),
+    ))];
+    if let Some((listener, acceptor)) = legacy_listener {
+        accept.push(tokio::spawn(Arc::clone(&server).serve(
+            listener,
+            acceptor,
+            shutdown.clone(),
+            tasks.clone(),
+        )));
+    }
     tokio::spawn(renew_claims(Arc::clone(&service), shutdown.clone()));
     tokio::spawn(reload_on_hangup(
         Arc::clone(&service),
@@ -92,7 +119,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     signals.recv().await;
     info!("shutting down: no new connections, letting sessions in flight finish");
     shutdown.cancel();
-    let _ = accept.await;
+    for task in accept {
+        let _ = task.await;
+    }
     let _ = api.await;
     tasks.close();
     tokio::select! {
@@ -100,7 +129,56 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         _ = tokio::time::sleep(DRAIN_TIMEOUT) => warn!("drain deadline passed; exiting with sessions in flight"),
         _ = signals.recv() => warn!("second signal: exiting now"),
     }
+    if settings.legacy_tls.enabled() {
+        // The final count: which phones still needed legacy TLS during this run.
+        server.log_legacy_counts();
+    }
     Ok(())
+}
+
+/// The acceptor of the main listener, and the address and acceptor of the legacy TLS
+/// listener when one is configured.
+type Acceptors = (Arc<Acceptor>, Option<(SocketAddr, Arc<Acceptor>)>);
+
+/// Builds the TLS acceptors: rustls alone unless legacy TLS is configured (which settings
+/// allow only in a `legacy-tls` build).
+fn acceptors(
+    settings: &Settings,
+    identity: &CapfIdentity,
+    tls: Arc<rustls::ServerConfig>,
+) -> anyhow::Result<Acceptors> {
+    #[cfg(feature = "legacy-tls")]
+    if settings.legacy_tls.enabled() {
+        use crate::server::legacy::LegacyAcceptor;
+        let legacy = Arc::new(
+            LegacyAcceptor::new(identity.cert_der(), identity.key_pkcs8_der())
+                .context("legacy TLS")?,
+        );
+        warn!(
+            on_listen = settings.legacy_tls.on_listen,
+            listen = ?settings.legacy_tls.listen,
+            "LEGACY TLS ENABLED: phones that need it get TLS 1.0/1.1, RSA key exchange (no \
+             forward secrecy) and CBC suites; turn it off once no legacy handshakes are counted"
+        );
+        let main = if settings.legacy_tls.on_listen {
+            let profile = server::tls::modern_profile(&tls, identity.key_pkcs8_der())?;
+            Acceptor::Sniff {
+                modern: TlsAcceptor::from(tls),
+                profile,
+                legacy: Arc::clone(&legacy),
+            }
+        } else {
+            Acceptor::Rustls(TlsAcceptor::from(tls))
+        };
+        let extra = settings
+            .legacy_tls
+            .listen
+            .map(|addr| (addr, Arc::new(Acceptor::Legacy(legacy))));
+        return Ok((Arc::new(main), extra));
+    }
+    // Without the feature, settings refuse legacy TLS, so there is nothing else to build.
+    let _ = (settings, identity);
+    Ok((Arc::new(Acceptor::Rustls(TlsAcceptor::from(tls))), None))
 }
 
 /// Starts the HTTP API (HTTPS unless on loopback); returns its task.

@@ -35,6 +35,22 @@ pub struct ServeArgs {
     /// Address of the CAPF TLS listener [default: 0.0.0.0:3804].
     #[arg(long, env = "CAPF_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// Also serve legacy phones (TLS 1.0/1.1, RSA key exchange, CBC) on --listen: the
+    /// ClientHello decides between rustls and OpenSSL. Weakens TLS for those phones; needs a
+    /// build with the legacy-tls feature [default: false].
+    #[arg(
+        long,
+        env = "CAPF_LEGACY_TLS",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub legacy_tls: Option<bool>,
+    /// Extra listener serving every client with OpenSSL, TLS 1.0 and up, RSA key exchange
+    /// and CBC suites included (needs the legacy-tls build) [default: none].
+    #[arg(long, env = "CAPF_LEGACY_TLS_LISTEN")]
+    pub legacy_tls_listen: Option<SocketAddr>,
     /// Address of the HTTP API (health, capf.pem) [default: 127.0.0.1:3805].
     #[arg(long, env = "CAPF_API_LISTEN")]
     pub api_listen: Option<SocketAddr>,
@@ -146,6 +162,8 @@ pub struct ServeArgs {
 #[serde(deny_unknown_fields)]
 struct FileSettings {
     listen: Option<SocketAddr>,
+    legacy_tls: Option<bool>,
+    legacy_tls_listen: Option<SocketAddr>,
     api_listen: Option<SocketAddr>,
     api_cert: Option<PathBuf>,
     api_key: Option<PathBuf>,
@@ -191,6 +209,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
+    pub legacy_tls: LegacyTls,
     pub api_listen: SocketAddr,
     /// Certificate chain and key of the API's TLS, when not the CAPF identity.
     pub api_tls: Option<(PathBuf, PathBuf)>,
@@ -214,6 +233,22 @@ pub struct Settings {
     pub mic_expiry_allowance: chrono::Duration,
     pub node_id: String,
     pub log_format: LogFormat,
+}
+
+/// Where phones that need TLS 1.0/1.1 or RSA key exchange are served (OpenSSL). Both off
+/// by default; either needs a build with the `legacy-tls` feature.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LegacyTls {
+    /// On the main listener, chosen by the ClientHello.
+    pub on_listen: bool,
+    /// On a listener of its own, for every client.
+    pub listen: Option<SocketAddr>,
+}
+
+impl LegacyTls {
+    pub fn enabled(&self) -> bool {
+        self.on_listen || self.listen.is_some()
+    }
 }
 
 /// Deadlines and caps of the listener.
@@ -395,8 +430,31 @@ impl Settings {
                 })
             }
         };
+        let listen = pick!(listen).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 3804)));
+        let legacy_tls = LegacyTls {
+            on_listen: pick!(legacy_tls).unwrap_or(false),
+            listen: pick!(legacy_tls_listen),
+        };
+        if legacy_tls.enabled() && !cfg!(feature = "legacy-tls") {
+            // Refused rather than ignored: an operator who asked for it must not believe the
+            // old phones are served.
+            return Err(ConfigError::Invalid {
+                name: "legacy_tls",
+                message: "this capf was built without the legacy-tls feature \
+                          (cargo build --release --features legacy-tls)"
+                    .into(),
+            });
+        }
+        if legacy_tls.listen == Some(listen) && listen.port() != 0 {
+            return Err(ConfigError::Invalid {
+                name: "legacy_tls_listen",
+                message: "must differ from listen (use legacy_tls to serve both on one port)"
+                    .into(),
+            });
+        }
         Ok(Settings {
-            listen: pick!(listen).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 3804))),
+            listen,
+            legacy_tls,
             api_listen: pick!(api_listen)
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3805))),
             api_tls,
@@ -488,6 +546,77 @@ mod tests {
         assert_eq!(s.data_dir, PathBuf::from("/var/lib/capf"));
         assert_eq!(s.database_url.expose(), "sqlite:///var/lib/capf/capf.db");
         assert_eq!(s.lsc_validity_days, 365);
+    }
+
+    #[test]
+    fn legacy_tls_settings() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let parse = |args: &[&str]| Cli::try_parse_from(args).map(|c| c.serve);
+        assert_eq!(parse(&["capf"]).unwrap().legacy_tls, None);
+        assert_eq!(
+            parse(&["capf", "--legacy-tls"]).unwrap().legacy_tls,
+            Some(true)
+        );
+        assert_eq!(
+            parse(&["capf", "--legacy-tls=false"]).unwrap().legacy_tls,
+            Some(false)
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("capf.toml");
+        std::fs::write(
+            &path,
+            "legacy_tls = true\nlegacy_tls_listen = \"127.0.0.1:3806\"\n",
+        )
+        .unwrap();
+        let from_file = ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        };
+        let on_listen_off = ServeArgs {
+            legacy_tls: Some(false),
+            ..from_file.clone()
+        };
+        let same_port = ServeArgs {
+            listen: Some("127.0.0.1:3806".parse().unwrap()),
+            ..from_file.clone()
+        };
+        assert!(!Settings::resolve(&ServeArgs::default())
+            .unwrap()
+            .legacy_tls
+            .enabled());
+        if cfg!(feature = "legacy-tls") {
+            let s = Settings::resolve(&from_file).unwrap();
+            assert_eq!(
+                s.legacy_tls,
+                LegacyTls {
+                    on_listen: true,
+                    listen: Some("127.0.0.1:3806".parse().unwrap())
+                }
+            );
+            // The flag wins over the file, as every other setting.
+            assert!(
+                !Settings::resolve(&on_listen_off)
+                    .unwrap()
+                    .legacy_tls
+                    .on_listen
+            );
+            assert!(Settings::resolve(&same_port).is_err());
+        } else {
+            // Asked for but not built in: refused, never silently ignored.
+            assert!(matches!(
+                Settings::resolve(&from_file),
+                Err(ConfigError::Invalid {
+                    name: "legacy_tls",
+                    ..
+                })
+            ));
+        }
     }
 
     #[test]

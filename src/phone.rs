@@ -444,11 +444,62 @@ pub async fn run_with(
         None => None,
     };
     let started = Instant::now();
-    let (mut stream, mut timing) =
+    let (stream, timing) =
         tokio::time::timeout(opts.timeout, connect_with(&opts.host, config, opts.bind))
             .await
             .map_err(|_| PhoneError::Timeout)??;
     let tls = negotiated(&stream);
+    let connected = Connected {
+        started,
+        timing,
+        tls,
+    };
+    session(opts, existing, stream, keys, connected).await
+}
+
+/// Runs one enrollment session over a stream the caller established (a TLS client of its
+/// own, e.g. one forced to legacy TLS parameters), generating a fresh key when asked.
+/// `opts.host`, `capf_cert` and `bind` are not used: the caller connected and verified the
+/// server.
+pub async fn run_on_stream<S>(opts: &PhoneOptions, stream: S) -> Result<PhoneReport, PhoneError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let existing = match &opts.lsc {
+        Some(path) => Some(load_existing(path)?),
+        None => None,
+    };
+    let connected = Connected {
+        started: Instant::now(),
+        timing: SessionTiming::default(),
+        tls: "established by the caller".into(),
+    };
+    session(opts, existing, stream, &FreshKeys, connected).await
+}
+
+/// How the session's stream came to be, for the report.
+struct Connected {
+    started: Instant,
+    timing: SessionTiming,
+    tls: String,
+}
+
+/// The protocol part of a phone session, over any stream.
+async fn session<S>(
+    opts: &PhoneOptions,
+    existing: Option<Existing>,
+    mut stream: S,
+    keys: &dyn KeySource,
+    connected: Connected,
+) -> Result<PhoneReport, PhoneError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let Connected {
+        started,
+        mut timing,
+        tls,
+    } = connected;
     let (session_id, first) = read_frame(&mut stream, opts.timeout).await?;
     if !matches!(first, Message::AuthRequest(_)) {
         return Err(PhoneError::Protocol(format!(

@@ -1,8 +1,14 @@
-//! The CAPF listener: accepts TCP connections on port 3804, wraps them in TLS under a
-//! handshake deadline in a task of their own, and runs one session per connection.
+//! The CAPF listener: accepts TCP connections on port 3804 (and on a legacy TLS listener,
+//! when configured), wraps them in TLS under a handshake deadline in a task of their own,
+//! and runs one session per connection.
 
+pub mod acceptor;
+#[cfg(feature = "legacy-tls")]
+pub mod client_hello;
 pub mod connection;
 pub mod gate;
+#[cfg(feature = "legacy-tls")]
+pub mod legacy;
 pub mod session_ids;
 pub mod tls;
 
@@ -12,13 +18,13 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::config::Limits;
 use crate::service::{Service, SessionContext};
+use acceptor::{Acceptor, LegacyCounts, LegacyStats};
 use gate::{ConnectionGate, GateLimits};
 use session_ids::SessionIds;
 
@@ -41,55 +47,88 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// Everything a connection task needs.
+/// Everything a connection task needs. Every listener (port 3804, a legacy TLS listener)
+/// shares one: the same flood gate, session caps, session ids and deadlines apply whichever
+/// listener and TLS library a phone comes through.
 pub struct Server {
     pub service: Arc<Service>,
-    pub acceptor: TlsAcceptor,
     pub limits: Limits,
     session_ids: Arc<SessionIds>,
     slots: Arc<Semaphore>,
     gate: Arc<ConnectionGate>,
+    legacy: LegacyStats,
 }
 
 impl Server {
-    pub fn new(
-        service: Arc<Service>,
-        acceptor: TlsAcceptor,
-        limits: Limits,
-        gate: GateLimits,
-    ) -> Server {
+    pub fn new(service: Arc<Service>, limits: Limits, gate: GateLimits) -> Server {
         Server {
             service,
-            acceptor,
             limits,
             session_ids: Arc::new(SessionIds::default()),
             slots: Arc::new(Semaphore::new(limits.max_sessions)),
             gate: ConnectionGate::new(gate),
+            legacy: LegacyStats::default(),
         }
     }
 
-    /// Accepts until `shutdown` is cancelled; connection tasks are tracked in `tasks` so the
-    /// caller can let them drain.
+    /// Handshakes the legacy (OpenSSL) acceptor has done since start.
+    pub fn legacy_counts(&self) -> LegacyCounts {
+        self.legacy.counts()
+    }
+
+    /// Logs the legacy handshake counts (at shutdown, and when they change).
+    pub fn log_legacy_counts(&self) {
+        let c = self.legacy.counts();
+        info!(
+            tls1_0 = c.tls1_0,
+            tls1_1 = c.tls1_1,
+            tls1_2 = c.tls1_2,
+            tls1_3 = c.tls1_3,
+            failed = c.failed,
+            "legacy TLS handshakes since start"
+        );
+    }
+
+    /// Trims the flood-control state and reports refusals and legacy handshakes until
+    /// `shutdown` is cancelled. One task for all listeners.
+    pub async fn housekeeping(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut housekeeping = tokio::time::interval(GATE_HOUSEKEEPING);
+        let mut refused_before = 0;
+        let mut legacy_before = LegacyCounts::default();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = housekeeping.tick() => {}
+            }
+            self.gate.forget_idle();
+            let refused = self.gate.refused();
+            if refused > refused_before {
+                warn!(
+                    count = refused - refused_before,
+                    "connections refused by flood control"
+                );
+                refused_before = refused;
+            }
+            let legacy = self.legacy.counts();
+            if legacy != legacy_before {
+                self.log_legacy_counts();
+                legacy_before = legacy;
+            }
+        }
+    }
+
+    /// Accepts on `listener` until `shutdown` is cancelled, handshaking with `acceptor`;
+    /// connection tasks are tracked in `tasks` so the caller can let them drain.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
+        acceptor: Arc<Acceptor>,
         shutdown: CancellationToken,
         tasks: TaskTracker,
     ) {
-        let mut housekeeping = tokio::time::interval(GATE_HOUSEKEEPING);
-        let mut refused_before = 0;
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = housekeeping.tick() => {
-                    self.gate.forget_idle();
-                    let refused = self.gate.refused();
-                    if refused > refused_before {
-                        warn!(count = refused - refused_before, "connections refused by flood control");
-                        refused_before = refused;
-                    }
-                    continue;
-                }
                 accepted = listener.accept() => accepted,
             };
             let (stream, peer) = match accepted {
@@ -116,15 +155,16 @@ impl Server {
                 continue;
             };
             let server = Arc::clone(&self);
+            let acceptor = Arc::clone(&acceptor);
             tasks.spawn(async move {
-                server.handle(stream, peer).await;
+                server.handle(stream, peer, &acceptor).await;
                 drop(permit);
                 drop(admitted);
             });
         }
     }
 
-    async fn handle(&self, stream: TcpStream, peer: SocketAddr) {
+    async fn handle(&self, stream: TcpStream, peer: SocketAddr, acceptor: &Acceptor) {
         // Frames are small and latency-bound: without NODELAY a delayed ACK stalls the
         // exchange by tens of milliseconds.
         let _ = stream.set_nodelay(true);
@@ -132,12 +172,15 @@ impl Server {
         let span = info_span!("session", id = format_args!("{:08x}", id.get()), %peer, device = tracing::field::Empty);
         async move {
             info!("new phone connection");
+            // The deadline covers the whole handshake, reading the ClientHello included.
             let handshake =
-                tokio::time::timeout(self.limits.handshake_timeout, self.acceptor.accept(stream))
-                    .await;
-            let mut tls = match handshake {
-                Ok(Ok(tls)) => tls,
+                tokio::time::timeout(self.limits.handshake_timeout, acceptor.accept(stream)).await;
+            let (mut tls, negotiated) = match handshake {
+                Ok(Ok(established)) => established,
                 Ok(Err(e)) => {
+                    if e.is_legacy() {
+                        self.legacy.record_failure();
+                    }
                     warn!(error = %e, "TLS handshake failed");
                     return;
                 }
@@ -146,11 +189,17 @@ impl Server {
                     return;
                 }
             };
-            {
-                let (_, conn) = tls.get_ref();
+            if negotiated.is_legacy() {
+                self.legacy.record(&negotiated.version);
                 info!(
-                    version = ?conn.protocol_version(),
-                    suite = ?conn.negotiated_cipher_suite().map(|s| s.suite()),
+                    version = %negotiated.version,
+                    cipher = %negotiated.cipher,
+                    "legacy TLS handshake done (OpenSSL)"
+                );
+            } else {
+                info!(
+                    version = %negotiated.version,
+                    suite = %negotiated.cipher,
                     "TLS handshake done"
                 );
             }

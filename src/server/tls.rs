@@ -67,16 +67,81 @@ struct OffWorkerSigner(Box<dyn rustls::sign::Signer>);
 
 impl rustls::sign::Signer for OffWorkerSigner {
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rustls::Error> {
-        let on_multi_thread_runtime = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        if on_multi_thread_runtime {
-            tokio::task::block_in_place(|| self.0.sign(message))
-        } else {
-            self.0.sign(message)
-        }
+        off_worker(|| self.0.sign(message))
     }
 
     fn scheme(&self) -> SignatureScheme {
         self.0.scheme()
     }
+}
+
+/// Runs `f`, a short CPU-bound step inside a poll (a handshake's private-key operation),
+/// under `block_in_place` on a multi-threaded runtime: the worker's other tasks move to
+/// another thread first instead of waiting behind it. Elsewhere (current-thread runtime,
+/// tests) `f` just runs, as `block_in_place` would panic there.
+pub(crate) fn off_worker<R>(f: impl FnOnce() -> R) -> R {
+    let on_multi_thread_runtime = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if on_multi_thread_runtime {
+        tokio::task::block_in_place(f)
+    } else {
+        f()
+    }
+}
+
+/// What the rustls config serves, for routing ClientHellos on a sniffing listener: the
+/// suites usable with the CAPF key, the key-exchange groups, and the signature schemes the
+/// CAPF key can make, all taken from the same provider and key as [`server_config`].
+#[cfg(feature = "legacy-tls")]
+pub fn modern_profile(
+    config: &ServerConfig,
+    key_pkcs8_der: &[u8],
+) -> Result<super::client_hello::ModernProfile, TlsSetupError> {
+    use rustls::ProtocolVersion;
+    let provider = config.crypto_provider();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8_der.to_vec()));
+    let key = provider.key_provider.load_private_key(key)?;
+    let mut profile = super::client_hello::ModernProfile::default();
+    for suite in provider
+        .cipher_suites
+        .iter()
+        .filter(|s| s.usable_for_signature_algorithm(key.algorithm()))
+    {
+        let id = u16::from(suite.suite());
+        if suite.version().version == ProtocolVersion::TLSv1_3 {
+            profile.tls13_suites.push(id);
+        } else {
+            profile.tls12_suites.push(id);
+        }
+    }
+    profile.groups = provider
+        .kx_groups
+        .iter()
+        .map(|g| u16::from(g.name()))
+        .collect();
+    use SignatureScheme as S;
+    for scheme in [
+        S::RSA_PKCS1_SHA256,
+        S::RSA_PKCS1_SHA384,
+        S::RSA_PKCS1_SHA512,
+        S::RSA_PSS_SHA256,
+        S::RSA_PSS_SHA384,
+        S::RSA_PSS_SHA512,
+        S::ECDSA_NISTP256_SHA256,
+        S::ECDSA_NISTP384_SHA384,
+        S::ECDSA_NISTP521_SHA512,
+        S::ED25519,
+    ] {
+        if key.choose_scheme(&[scheme]).is_some() {
+            profile.tls12_schemes.push(u16::from(scheme));
+            // TLS 1.3 dropped PKCS#1 v1.5 signatures in the handshake.
+            if !matches!(
+                scheme,
+                S::RSA_PKCS1_SHA256 | S::RSA_PKCS1_SHA384 | S::RSA_PKCS1_SHA512
+            ) {
+                profile.tls13_schemes.push(u16::from(scheme));
+            }
+        }
+    }
+    Ok(profile)
 }

@@ -17,6 +17,8 @@ pub struct TestServer {
     pub addr: String,
     /// Address of the HTTP API.
     pub api: String,
+    /// Address of the legacy TLS listener, when `--legacy-tls-listen` started one.
+    pub legacy: Option<String>,
     pub dir: PathBuf,
     pub database_url: String,
     pub extra_args: Vec<String>,
@@ -26,11 +28,12 @@ impl TestServer {
     /// Starts a server whose data and certs live under `dir`.
     pub fn start(dir: &Path, database_url: &str, extra_args: &[&str]) -> TestServer {
         let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
-        let (child, addr, api) = spawn(dir, database_url, &extra_args);
+        let (child, addr, api, legacy) = spawn(dir, database_url, &extra_args);
         TestServer {
             child,
             addr,
             api,
+            legacy,
             dir: dir.to_path_buf(),
             database_url: database_url.to_string(),
             extra_args,
@@ -58,10 +61,11 @@ impl TestServer {
     /// Stops and starts again on the same directories and database.
     pub fn restart(&mut self) {
         self.stop();
-        let (child, addr, api) = spawn(&self.dir, &self.database_url, &self.extra_args);
+        let (child, addr, api, legacy) = spawn(&self.dir, &self.database_url, &self.extra_args);
         self.child = child;
         self.addr = addr;
         self.api = api;
+        self.legacy = legacy;
     }
 
     pub async fn store(&self) -> Arc<dyn Store> {
@@ -134,7 +138,11 @@ pub fn http_get(api: &str, path: &str) -> (u16, Vec<u8>) {
     (status, response[split + 4..].to_vec())
 }
 
-fn spawn(dir: &Path, database_url: &str, extra_args: &[String]) -> (Child, String, String) {
+fn spawn(
+    dir: &Path,
+    database_url: &str,
+    extra_args: &[String],
+) -> (Child, String, String, Option<String>) {
     let mut child = Command::new(BIN)
         .arg("serve")
         .args(["--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"])
@@ -169,15 +177,19 @@ fn spawn(dir: &Path, database_url: &str, extra_args: &[String]) -> (Child, Strin
         while let Some(Ok(line)) = lines.next() {
             if let Some(addr) = line.strip_prefix("capf listening on ") {
                 let _ = tx.send(("capf", addr.to_string()));
+            } else if let Some(addr) = line.strip_prefix("capf legacy tls listening on ") {
+                let _ = tx.send(("legacy", addr.to_string()));
             } else if let Some(addr) = line.strip_prefix("capf api listening on ") {
                 let _ = tx.send(("api", addr.to_string()));
             }
         }
     });
-    let (mut capf, mut api) = (None, None);
+    // The legacy listener's line, when there is one, comes before the API's.
+    let (mut capf, mut api, mut legacy) = (None, None, None);
     while capf.is_none() || api.is_none() {
         match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(("capf", addr)) => capf = Some(addr),
+            Ok(("legacy", addr)) => legacy = Some(addr),
             Ok((_, addr)) => api = Some(addr),
             Err(_) => {
                 let _ = child.kill();
@@ -186,5 +198,10 @@ fn spawn(dir: &Path, database_url: &str, extra_args: &[String]) -> (Child, Strin
             }
         }
     }
-    (child, capf.unwrap_or_default(), api.unwrap_or_default())
+    (
+        child,
+        capf.unwrap_or_default(),
+        api.unwrap_or_default(),
+        legacy,
+    )
 }
