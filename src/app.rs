@@ -17,6 +17,7 @@ use crate::auth::TrustAnchors;
 use crate::ca::identity::{CapfIdentity, Loaded};
 use crate::ca::lsc::Issuer;
 use crate::config::Settings;
+use crate::metrics::{Metrics, NoMetrics, Prometheus};
 use crate::server::acceptor::Acceptor;
 use crate::server::{self, Server};
 use crate::service::Service;
@@ -55,11 +56,17 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .context("database")?;
 
     let tls = server::tls::server_config(identity.cert_der(), identity.key_pkcs8_der())?;
+    let prometheus = settings.metrics_listen.map(|_| Arc::new(Prometheus::new()));
+    let metrics: Arc<dyn Metrics> = match &prometheus {
+        Some(p) => Arc::clone(p) as Arc<dyn Metrics>,
+        None => Arc::new(NoMetrics),
+    };
     let service = Arc::new(Service::new(
         Arc::clone(&store),
         Arc::new(issuer),
         Arc::clone(&settings),
         anchors,
+        metrics,
     ));
     let server = Arc::new(Server::new(
         Arc::clone(&service),
@@ -87,6 +94,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let _ = std::io::stdout().flush();
 
     let shutdown = CancellationToken::new();
+    // Before the API: scripts take the API's line as "started".
+    if let (Some(addr), Some(prometheus)) = (settings.metrics_listen, prometheus) {
+        serve_metrics(addr, prometheus, Arc::clone(&store), shutdown.clone()).await?;
+    }
     let api = serve_api(&settings, &identity, Arc::clone(&store), shutdown.clone()).await?;
     let tasks = TaskTracker::new();
     tokio::spawn(sweep(
@@ -258,6 +269,63 @@ async fn serve_api(
             })
         }
     })
+}
+
+/// The Prometheus endpoint: `GET /metrics`, plain HTTP, no token (bind it where only the
+/// monitoring system reaches). Operation counts are read from the database at each scrape.
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    prometheus: Arc<Prometheus>,
+    store: Arc<dyn store::Store>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    use axum::http::{header, StatusCode};
+    use axum::response::IntoResponse;
+
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+    let local = listener.local_addr()?;
+    let scrape = move || {
+        let (prometheus, store) = (Arc::clone(&prometheus), Arc::clone(&store));
+        async move {
+            let counts = match store.operation_counts().await {
+                Ok(counts) => counts
+                    .into_iter()
+                    .map(|(status, n)| (status.as_str().to_string(), n))
+                    .collect(),
+                Err(e) => {
+                    // The process counters are still worth serving.
+                    prometheus.database_error();
+                    warn!(error = %e, "metrics: could not count operations");
+                    Vec::new()
+                }
+            };
+            (
+                StatusCode::OK,
+                [(
+                    header::CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )],
+                prometheus.render(&counts),
+            )
+                .into_response()
+        }
+    };
+    let router = axum::Router::new().route("/metrics", axum::routing::get(scrape));
+    info!(address = %local, "metrics endpoint ready");
+    println!("capf metrics listening on {local}");
+    let _ = std::io::stdout().flush();
+    tokio::spawn(async move {
+        let graceful = async move { shutdown.cancelled().await };
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(graceful)
+            .await
+        {
+            error!(error = %e, "metrics endpoint stopped");
+        }
+    });
+    Ok(())
 }
 
 /// Creates the data dir (SQLite) and loads the CAPF identity (created if absent), the LSC

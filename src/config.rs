@@ -54,6 +54,10 @@ pub struct ServeArgs {
     /// Address of the HTTP API (health, capf.pem) [default: 127.0.0.1:3805].
     #[arg(long, env = "CAPF_API_LISTEN")]
     pub api_listen: Option<SocketAddr>,
+    /// Address of the Prometheus metrics endpoint (`GET /metrics`, plain HTTP, no token)
+    /// [default: off].
+    #[arg(long, env = "CAPF_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// TLS certificate (PEM chain) of the API; required with --api-key. Without them a
     /// non-loopback API address serves TLS with the CAPF certificate and key.
     #[arg(long, env = "CAPF_API_CERT", requires = "api_key")]
@@ -165,6 +169,7 @@ struct FileSettings {
     legacy_tls: Option<bool>,
     legacy_tls_listen: Option<SocketAddr>,
     api_listen: Option<SocketAddr>,
+    metrics_listen: Option<SocketAddr>,
     api_cert: Option<PathBuf>,
     api_key: Option<PathBuf>,
     operation_window_days: Option<u32>,
@@ -211,6 +216,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub legacy_tls: LegacyTls,
     pub api_listen: SocketAddr,
+    /// Where the Prometheus endpoint listens, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
     /// Certificate chain and key of the API's TLS, when not the CAPF identity.
     pub api_tls: Option<(PathBuf, PathBuf)>,
     /// `completes_by` of an operation scheduled without one: now + this.
@@ -457,6 +464,7 @@ impl Settings {
             legacy_tls,
             api_listen: pick!(api_listen)
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3805))),
+            metrics_listen: pick!(metrics_listen),
             api_tls,
             operation_window: chrono::Duration::days(i64::from(operation_window_days)),
             keygen_max_attempts,

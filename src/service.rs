@@ -19,6 +19,7 @@ use crate::certinfo;
 use crate::config::Settings;
 use crate::device::DeviceName;
 use crate::keyspec::KeySpec;
+use crate::metrics::Metrics;
 use crate::session::{AuthAttempt, AuthDecision, AuthProof, IssueFailure, Outcome, Plan};
 use crate::store::{
     Attempt, AuthMode, CertState, FailureCause, NewCertificate, Operation, OperationKind, Store,
@@ -45,6 +46,7 @@ pub struct Service {
     /// Random per process: a node restarted under the same `node_id` must not renew (and so
     /// keep forever) the claims its previous run left behind.
     run: u32,
+    pub metrics: Arc<dyn Metrics>,
 }
 
 /// What one session learned along the way, for later effects and the attempt record.
@@ -104,6 +106,7 @@ impl Service {
         issuer: Arc<Issuer>,
         settings: Arc<Settings>,
         anchors: TrustAnchors,
+        metrics: Arc<dyn Metrics>,
     ) -> Service {
         Service {
             store,
@@ -113,6 +116,7 @@ impl Service {
             unreleased: Mutex::default(),
             live: Mutex::default(),
             run: rand::random(),
+            metrics,
         }
     }
 
@@ -207,6 +211,7 @@ impl Service {
         match self.try_authenticate(ctx, attempt).await {
             Ok(decision) => decision,
             Err(e) => {
+                self.metrics.database_error();
                 warn!(error = %e, "database error during authentication");
                 AuthDecision::Unavailable
             }
@@ -254,6 +259,10 @@ impl Service {
             // The status reads "<op> Failed: <cause>" while the operation stays pending.
             self.store.note_attempt_failure(op.id, cause, now).await?;
             ctx.detail = Some(cause.as_str().to_string());
+            // It was not locked before this attempt (see above): this failure locked it.
+            if state.is_locked(now) {
+                self.metrics.locked_out();
+            }
             warn!(device = %name, cause = cause.as_str(), failures = state.failed_auth_count,
                   locked = state.is_locked(now), "authentication failed");
             return Ok(AuthDecision::Refused);
@@ -397,6 +406,7 @@ impl Service {
         let (Some(device), Some(op)) = (ctx.device.clone(), ctx.operation.as_ref()) else {
             return Err(IssueFailure::Internal);
         };
+        let started = std::time::Instant::now();
         let issuer = Arc::clone(&self.issuer);
         let days = self.settings.lsc_validity_days;
         let now = Utc::now();
@@ -426,11 +436,13 @@ impl Service {
         };
         match self.store.record_issued(op.id, record, Utc::now()).await {
             Ok(cert_id) => {
+                self.metrics.issued(started.elapsed());
                 ctx.issued_cert = Some(cert_id);
                 info!(device = %device, serial = %result.serial_hex, "certificate issued");
                 Ok(result.der)
             }
             Err(e) => {
+                self.metrics.database_error();
                 warn!(error = %e, "could not record the issued certificate");
                 Err(IssueFailure::Internal)
             }
@@ -443,7 +455,11 @@ impl Service {
         };
         let now = Utc::now();
         let result = if stored {
-            self.store.confirm_install(op.id, cert, now).await
+            let confirmed = self.store.confirm_install(op.id, cert, now).await;
+            if confirmed.is_ok() {
+                self.metrics.enrolled(&op.key.to_string());
+            }
+            confirmed
         } else {
             self.store
                 .audit(
@@ -456,7 +472,7 @@ impl Service {
                 )
                 .await
         };
-        log_store_result(result)
+        self.log_store_result(result)
     }
 
     pub async fn record_fetch(
@@ -477,14 +493,14 @@ impl Service {
                 }
             },
         };
-        log_store_result(self.store.complete_fetch(op.id, cert, Utc::now()).await)
+        self.log_store_result(self.store.complete_fetch(op.id, cert, Utc::now()).await)
     }
 
     pub async fn record_delete(&self, ctx: &SessionContext) -> bool {
         let Some(op) = ctx.operation.as_ref() else {
             return false;
         };
-        log_store_result(self.store.complete_delete(op.id, Utc::now()).await)
+        self.log_store_result(self.store.complete_delete(op.id, Utc::now()).await)
     }
 
     /// Writes the attempt history and releases any claim this session holds.
@@ -526,6 +542,17 @@ impl Service {
 }
 
 impl Service {
+    fn log_store_result(&self, result: Result<(), StoreError>) -> bool {
+        match result {
+            Ok(()) => true,
+            Err(e) => {
+                self.metrics.database_error();
+                warn!(error = %e, "could not record the outcome");
+                false
+            }
+        }
+    }
+
     /// An install session that asked for a key did not end with an installed certificate:
     /// note why on the operation, and fail it once key generation has failed as many times
     /// as allowed (CUCM's maximum key-generation attempts).
@@ -556,16 +583,6 @@ impl Service {
         };
         if let Err(e) = result {
             warn!(error = %e, "could not record the failed attempt");
-        }
-    }
-}
-
-fn log_store_result(result: Result<(), StoreError>) -> bool {
-    match result {
-        Ok(()) => true,
-        Err(e) => {
-            warn!(error = %e, "could not record the outcome");
-            false
         }
     }
 }

@@ -495,3 +495,73 @@ async fn capf_certificate_files_and_health_over_http() {
     })
     .await;
 }
+
+/// One `name{labels} value` line of the metrics text, or 0 when absent.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter_map(|line| line.strip_prefix(series))
+        .filter_map(|rest| rest.strip_prefix(' '))
+        .find_map(|value| value.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_what_happened() {
+    each_engine(
+        &["--metrics-listen", "127.0.0.1:0"],
+        |server, store| async move {
+            let metrics = server.metrics.clone().expect("metrics endpoint started");
+            let device = "SEP00112233AABB";
+            schedule(
+                &*store,
+                device,
+                OperationKind::Install,
+                AuthMode::String,
+                Some("2468"),
+                KeySpec::Ec(Curve::P256),
+            )
+            .await;
+            let (code, text) = server.phone(device, &["--auth-string", "1357"]);
+            assert_eq!(code, 2, "{text}");
+            let (code, text) = server.phone(device, &["--auth-string", "2468"]);
+            assert_eq!(code, 0, "{text}");
+            // Not TLS at all: a failed handshake.
+            {
+                use std::io::Write;
+                let mut junk = std::net::TcpStream::connect(&server.addr).unwrap();
+                junk.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+                let _ = std::io::Read::read(&mut junk, &mut [0u8; 64]);
+            }
+            // Sessions are counted after the phone saw END_SESSION: poll briefly.
+            let mut text = String::new();
+            for _ in 0..50 {
+                let (status, body) = common::server::http_get(&metrics, "/metrics");
+                assert_eq!(status, 200);
+                text = String::from_utf8(body).unwrap();
+                if metric(&text, "capf_sessions_total{outcome=\"installed\"}") == 1.0
+                    && metric(
+                        &text,
+                        "capf_tls_handshake_failures_total{kind=\"protocol\"}",
+                    ) == 1.0
+                {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            for (series, value) in [
+                ("capf_sessions_total{outcome=\"installed\"}", 1.0),
+                ("capf_sessions_total{outcome=\"auth_refused\"}", 1.0),
+                ("capf_sessions_active", 0.0),
+                ("capf_enrollments_total{key=\"ec-p256\"}", 1.0),
+                ("capf_tls_handshake_failures_total{kind=\"protocol\"}", 1.0),
+                ("capf_issuance_seconds_count", 1.0),
+                ("capf_operations{status=\"success\"}", 1.0),
+                ("capf_lockouts_total", 0.0),
+                ("capf_database_errors_total", 0.0),
+            ] {
+                assert_eq!(metric(&text, series), value, "{series} in\n{text}");
+            }
+        },
+    )
+    .await;
+}

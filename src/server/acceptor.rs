@@ -149,6 +149,17 @@ pub enum HandshakeError {
 }
 
 impl HandshakeError {
+    /// For metrics: `protocol` when the peer spoke no TLS we accept, `legacy` when OpenSSL
+    /// refused it, `io` when the connection broke.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HandshakeError::Rustls(e) if e.kind() == io::ErrorKind::InvalidData => "protocol",
+            #[cfg(feature = "legacy-tls")]
+            HandshakeError::Legacy(_) => "legacy",
+            _ => "io",
+        }
+    }
+
     /// Whether the legacy acceptor had the connection (counted with legacy handshakes).
     pub fn is_legacy(&self) -> bool {
         match self {

@@ -144,12 +144,14 @@ impl Server {
             let admitted = match self.gate.admit(peer.ip()) {
                 Ok(admitted) => admitted,
                 Err(refusal) => {
+                    self.service.metrics.connection_refused(refusal.as_str());
                     debug!(%peer, reason = refusal.as_str(), "connection refused");
                     drop(stream);
                     continue;
                 }
             };
             let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() else {
+                self.service.metrics.connection_refused("too_many_sessions");
                 warn!(%peer, "too many sessions: connection closed");
                 drop(stream);
                 continue;
@@ -181,10 +183,12 @@ impl Server {
                     if e.is_legacy() {
                         self.legacy.record_failure();
                     }
+                    self.service.metrics.handshake_failed(e.kind());
                     warn!(error = %e, "TLS handshake failed");
                     return;
                 }
                 Err(_) => {
+                    self.service.metrics.handshake_failed("timeout");
                     warn!("TLS handshake timed out");
                     return;
                 }
@@ -203,9 +207,11 @@ impl Server {
                     "TLS handshake done"
                 );
             }
+            self.service.metrics.session_started();
             let mut ctx = SessionContext::new(id.get(), peer);
             let outcome = connection::run(&mut tls, &self.service, &mut ctx, &self.limits).await;
             self.service.finish(&ctx, outcome).await;
+            self.service.metrics.session_ended(outcome.as_str());
             info!(
                 outcome = outcome.as_str(),
                 detail = outcome.detail(),

@@ -372,6 +372,8 @@ pub enum StatusFilter {
 pub trait Store: Send + Sync + fmt::Debug {
     /// Cheap round trip, for health checks.
     async fn ping(&self) -> Result<()>;
+    /// How many operations have each status (only statuses that occur), for metrics.
+    async fn operation_counts(&self) -> Result<Vec<(OperationStatus, u64)>>;
 
     // ---- devices ----
 

@@ -725,6 +725,22 @@ impl<B> Store for SqlStore<B> {
         Ok(())
     }
 
+    async fn operation_counts(&self) -> Result<Vec<(OperationStatus, u64)>> {
+        let rows = self
+            .pool
+            .fetch_all(query(
+                "SELECT status, COUNT(*) AS n FROM operations GROUP BY status ORDER BY status",
+            ))
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let n = row.int("n")?;
+                let n = u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("count {n}")))?;
+                Ok((row.parse("status")?, n))
+            })
+            .collect()
+    }
+
     async fn ensure_device(&self, name: &DeviceName, now: Timestamp) -> Result<Device> {
         let mut tx = self.pool.begin(Durability::Full).await?;
         ensure_device_in(&mut tx, name, now).await?;

@@ -19,6 +19,8 @@ pub struct TestServer {
     pub api: String,
     /// Address of the legacy TLS listener, when `--legacy-tls-listen` started one.
     pub legacy: Option<String>,
+    /// Address of the Prometheus endpoint, when `--metrics-listen` started one.
+    pub metrics: Option<String>,
     pub dir: PathBuf,
     pub database_url: String,
     pub extra_args: Vec<String>,
@@ -28,12 +30,13 @@ impl TestServer {
     /// Starts a server whose data and certs live under `dir`.
     pub fn start(dir: &Path, database_url: &str, extra_args: &[&str]) -> TestServer {
         let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
-        let (child, addr, api, legacy) = spawn(dir, database_url, &extra_args);
+        let (child, addrs) = spawn(dir, database_url, &extra_args);
         TestServer {
             child,
-            addr,
-            api,
-            legacy,
+            addr: addrs.capf,
+            api: addrs.api,
+            legacy: addrs.legacy,
+            metrics: addrs.metrics,
             dir: dir.to_path_buf(),
             database_url: database_url.to_string(),
             extra_args,
@@ -61,11 +64,12 @@ impl TestServer {
     /// Stops and starts again on the same directories and database.
     pub fn restart(&mut self) {
         self.stop();
-        let (child, addr, api, legacy) = spawn(&self.dir, &self.database_url, &self.extra_args);
+        let (child, addrs) = spawn(&self.dir, &self.database_url, &self.extra_args);
         self.child = child;
-        self.addr = addr;
-        self.api = api;
-        self.legacy = legacy;
+        self.addr = addrs.capf;
+        self.api = addrs.api;
+        self.legacy = addrs.legacy;
+        self.metrics = addrs.metrics;
     }
 
     pub async fn store(&self) -> Arc<dyn Store> {
@@ -138,11 +142,7 @@ pub fn http_get(api: &str, path: &str) -> (u16, Vec<u8>) {
     (status, response[split + 4..].to_vec())
 }
 
-fn spawn(
-    dir: &Path,
-    database_url: &str,
-    extra_args: &[String],
-) -> (Child, String, String, Option<String>) {
+fn spawn(dir: &Path, database_url: &str, extra_args: &[String]) -> (Child, Addresses) {
     let mut child = Command::new(BIN)
         .arg("serve")
         .args(["--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"])
@@ -179,17 +179,21 @@ fn spawn(
                 let _ = tx.send(("capf", addr.to_string()));
             } else if let Some(addr) = line.strip_prefix("capf legacy tls listening on ") {
                 let _ = tx.send(("legacy", addr.to_string()));
+            } else if let Some(addr) = line.strip_prefix("capf metrics listening on ") {
+                let _ = tx.send(("metrics", addr.to_string()));
             } else if let Some(addr) = line.strip_prefix("capf api listening on ") {
                 let _ = tx.send(("api", addr.to_string()));
             }
         }
     });
-    // The legacy listener's line, when there is one, comes before the API's.
-    let (mut capf, mut api, mut legacy) = (None, None, None);
+    // The legacy listener's and metrics endpoint's lines, when there are some, come before
+    // the API's.
+    let (mut capf, mut api, mut legacy, mut metrics) = (None, None, None, None);
     while capf.is_none() || api.is_none() {
         match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(("capf", addr)) => capf = Some(addr),
             Ok(("legacy", addr)) => legacy = Some(addr),
+            Ok(("metrics", addr)) => metrics = Some(addr),
             Ok((_, addr)) => api = Some(addr),
             Err(_) => {
                 let _ = child.kill();
@@ -198,10 +202,19 @@ fn spawn(
             }
         }
     }
-    (
-        child,
-        capf.unwrap_or_default(),
-        api.unwrap_or_default(),
+    let addrs = Addresses {
+        capf: capf.unwrap_or_default(),
+        api: api.unwrap_or_default(),
         legacy,
-    )
+        metrics,
+    };
+    (child, addrs)
+}
+
+/// Where a started server listens.
+struct Addresses {
+    capf: String,
+    api: String,
+    legacy: Option<String>,
+    metrics: Option<String>,
 }
