@@ -517,9 +517,17 @@ impl Service {
             }
             let claimant = self.claimant(ctx);
             self.live_claims().remove(&claimant);
-            if let Err(e) = self.store.release(op.id, &claimant).await {
-                warn!(error = %e, "could not release the operation; will retry");
-                self.unreleased_claims().push((op.id, claimant));
+            // These outcomes are reached only after the store ended the operation, which
+            // cleared its claim: no release (a write transaction) needed.
+            let ended = matches!(
+                outcome,
+                Outcome::Installed | Outcome::Fetched | Outcome::Deleted | Outcome::DeleteFailed
+            );
+            if !ended {
+                if let Err(e) = self.store.release(op.id, &claimant).await {
+                    warn!(error = %e, "could not release the operation; will retry");
+                    self.unreleased_claims().push((op.id, claimant));
+                }
             }
         }
         let attempt = Attempt {
