@@ -210,6 +210,14 @@ async fn tls10_phone_is_refused_without_legacy_tls() {
     )
     .await;
     assert!(modern.is_ok(), "{:?}", modern.err());
+    // The operator sees why and what the phone offered.
+    let log = server_log(&server);
+    assert!(
+        log.lines().any(|l| l.contains("TLS handshake failed")
+            && l.contains("the client sent a ClientHello offering versions [up to 0301]")
+            && l.contains("suites [002f")),
+        "{log}"
+    );
 }
 
 /// A TLS 1.0 ClientHello offering only TLS_RSA_WITH_AES_128_CBC_SHA, no extensions.

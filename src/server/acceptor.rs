@@ -13,8 +13,9 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::client_hello::{self, Inspect};
 #[cfg(feature = "legacy-tls")]
-use super::client_hello::{self, Inspect, ModernProfile, Route};
+use super::client_hello::{ModernProfile, Route};
 #[cfg(feature = "legacy-tls")]
 use super::legacy::LegacyAcceptor;
 #[cfg(feature = "legacy-tls")]
@@ -136,9 +137,9 @@ impl Negotiated {
 
 #[derive(Debug, thiserror::Error)]
 pub enum HandshakeError {
-    /// rustls refused the client or the connection broke during its handshake.
-    #[error("{0}")]
-    Rustls(io::Error),
+    /// rustls refused the client (or the connection broke during its handshake).
+    #[error("{source}; the client sent {offered}")]
+    Refused { source: io::Error, offered: String },
     /// OpenSSL (the legacy acceptor) refused the client.
     #[cfg(feature = "legacy-tls")]
     #[error("legacy TLS (OpenSSL): {0}")]
@@ -153,7 +154,11 @@ impl HandshakeError {
     /// refused it, `io` when the connection broke.
     pub fn kind(&self) -> &'static str {
         match self {
-            HandshakeError::Rustls(e) if e.kind() == io::ErrorKind::InvalidData => "protocol",
+            HandshakeError::Refused { source, .. }
+                if source.kind() == io::ErrorKind::InvalidData =>
+            {
+                "protocol"
+            }
             #[cfg(feature = "legacy-tls")]
             HandshakeError::Legacy(_) => "legacy",
             _ => "io",
@@ -176,7 +181,9 @@ impl Acceptor {
     pub async fn accept(&self, tcp: TcpStream) -> Result<(TlsConn, Negotiated), HandshakeError> {
         match self {
             Acceptor::Rustls(acceptor) => {
-                accept_rustls(acceptor, Replay::new(tcp, Vec::new())).await
+                // Read ahead (and replayed) only to say what a refused client offered.
+                let (stream, inspected) = read_client_hello(tcp).await?;
+                accept_rustls(acceptor, stream, &inspected).await
             }
             #[cfg(feature = "legacy-tls")]
             Acceptor::Legacy(legacy) => legacy.accept(Replay::new(tcp, Vec::new())).await,
@@ -188,7 +195,7 @@ impl Acceptor {
             } => {
                 let (stream, inspected) = read_client_hello(tcp).await?;
                 match profile.route(&inspected) {
-                    Route::Modern => accept_rustls(modern, stream).await,
+                    Route::Modern => accept_rustls(modern, stream, &inspected).await,
                     Route::Legacy(reason) => {
                         tracing::info!(reason, "client needs legacy TLS");
                         legacy.accept(stream).await
@@ -202,11 +209,15 @@ impl Acceptor {
 async fn accept_rustls(
     acceptor: &tokio_rustls::TlsAcceptor,
     stream: Inbound,
+    inspected: &Inspect,
 ) -> Result<(TlsConn, Negotiated), HandshakeError> {
     let tls = acceptor
         .accept(stream)
         .await
-        .map_err(HandshakeError::Rustls)?;
+        .map_err(|source| HandshakeError::Refused {
+            source,
+            offered: client_hello::describe(inspected),
+        })?;
     let (_, conn) = tls.get_ref();
     let negotiated = Negotiated {
         library: "rustls",
@@ -223,7 +234,6 @@ async fn accept_rustls(
 }
 
 /// Reads until the ClientHello is complete (or shows not to be one), keeping every byte.
-#[cfg(feature = "legacy-tls")]
 async fn read_client_hello(mut tcp: TcpStream) -> Result<(Inbound, Inspect), HandshakeError> {
     use tokio::io::AsyncReadExt;
     let mut seen = Vec::with_capacity(2048);

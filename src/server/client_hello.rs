@@ -7,6 +7,9 @@
 //! signature schemes. Nothing here does I/O; the caller reads bytes, keeps them, and replays
 //! them to whichever library takes the connection.
 //!
+//! Every listener reads the ClientHello this way, so a refused handshake is logged with what
+//! the client offered ([`describe`]): operators see which phones cannot talk to capf and why.
+//!
 //! Every function is total: arbitrary bytes give [`Inspect::NeedMore`] or a verdict, never a
 //! panic.
 
@@ -63,6 +66,40 @@ pub enum Inspect {
     Sslv2Hello,
     /// Not a TLS ClientHello, or a malformed one.
     NotTls,
+}
+
+/// What the client sent, for the log of a refused handshake: versions and cipher suites (by
+/// their IANA numbers), groups and signature schemes.
+pub fn describe(inspected: &Inspect) -> String {
+    let hex = |values: &[u16]| {
+        values
+            .iter()
+            .map(|v| format!("{v:04x}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    match inspected {
+        Inspect::Hello(offer) => {
+            let versions = match &offer.supported_versions {
+                Some(versions) => hex(versions),
+                None => format!("up to {:04x}", offer.client_version),
+            };
+            format!(
+                "a ClientHello offering versions [{versions}], suites [{}], groups [{}], \
+                 signature schemes [{}]",
+                hex(&offer.cipher_suites),
+                offer.groups.as_deref().map(hex).unwrap_or_default(),
+                offer
+                    .signature_schemes
+                    .as_deref()
+                    .map(hex)
+                    .unwrap_or_default(),
+            )
+        }
+        Inspect::Sslv2Hello => "an SSL 2.0-format ClientHello".into(),
+        Inspect::NotTls => "no TLS ClientHello".into(),
+        Inspect::NeedMore => "an oversized ClientHello".into(),
+    }
 }
 
 /// Looks at the first bytes a client sent. Handshake messages may be split over several

@@ -3,7 +3,6 @@
 //! and runs one session per connection.
 
 pub mod acceptor;
-#[cfg(feature = "legacy-tls")]
 pub mod client_hello;
 pub mod connection;
 pub mod gate;
