@@ -24,9 +24,6 @@ use crate::service::Service;
 use crate::store;
 use crate::tokens;
 
-/// How long sessions in flight may take to finish after SIGTERM.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let mut signals = StopSignals::register();
     let settings = Arc::new(settings);
@@ -135,10 +132,30 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
     let _ = api.await;
     tasks.close();
-    tokio::select! {
-        _ = tasks.wait() => info!("all sessions finished"),
-        _ = tokio::time::sleep(DRAIN_TIMEOUT) => warn!("drain deadline passed; exiting with sessions in flight"),
-        _ = signals.recv() => warn!("second signal: exiting now"),
+    let drained = tokio::select! {
+        _ = tasks.wait() => {
+            info!("all sessions finished");
+            true
+        }
+        _ = tokio::time::sleep(settings.limits.drain_timeout) => {
+            warn!("drain deadline passed; exiting with sessions in flight");
+            false
+        }
+        _ = signals.recv() => {
+            warn!("second signal: exiting now");
+            false
+        }
+    };
+    if !drained {
+        // The sessions cut short keep their operations pending; free them for the phones'
+        // retries now rather than when the leases run out. Bounded: we are exiting.
+        let prefix = service.claimant_prefix();
+        let release = service.store.release_claims(&prefix);
+        match tokio::time::timeout(Duration::from_secs(2), release).await {
+            Ok(Ok(n)) => info!(count = n, "released the operations of cut sessions"),
+            Ok(Err(e)) => warn!(error = %e, "could not release the operations of cut sessions"),
+            Err(_) => warn!("releasing the operations of cut sessions timed out"),
+        }
     }
     if settings.legacy_tls.enabled() {
         // The final count: which phones still needed legacy TLS during this run.

@@ -131,6 +131,10 @@ pub struct ServeArgs {
     /// Seconds a whole session may last, key generation included [default: 2400].
     #[arg(long, env = "CAPF_SESSION_TIMEOUT")]
     pub session_timeout: Option<u64>,
+    /// Seconds sessions in flight may take to finish after SIGTERM; a second SIGTERM ends
+    /// them at once [default: 30].
+    #[arg(long, env = "CAPF_DRAIN_TIMEOUT")]
+    pub drain_timeout: Option<u64>,
     /// Most sessions served at once; further connections are closed at once [default: 20000].
     #[arg(long, env = "CAPF_MAX_SESSIONS")]
     pub max_sessions: Option<usize>,
@@ -193,6 +197,7 @@ struct FileSettings {
     frame_timeout: Option<u64>,
     keygen_timeout: Option<u64>,
     session_timeout: Option<u64>,
+    drain_timeout: Option<u64>,
     max_sessions: Option<usize>,
     conn_rate: Option<u32>,
     conn_burst: Option<u32>,
@@ -266,6 +271,8 @@ pub struct Limits {
     pub keygen_timeout: Duration,
     pub session_timeout: Duration,
     pub max_sessions: usize,
+    /// How long sessions in flight may take to finish after SIGTERM.
+    pub drain_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -278,6 +285,7 @@ impl Default for Limits {
             // ... and room for the rest of the session around it.
             session_timeout: Duration::from_secs(2400),
             max_sessions: 20_000,
+            drain_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -381,6 +389,11 @@ impl Settings {
                 defaults.session_timeout,
             )?,
             max_sessions: pick!(max_sessions).unwrap_or(defaults.max_sessions).max(1),
+            drain_timeout: secs(
+                pick!(drain_timeout),
+                "drain_timeout",
+                defaults.drain_timeout,
+            )?,
         };
         let gate_defaults = GateLimits::default();
         let gate = GateLimits {

@@ -187,6 +187,7 @@ contract!(
         expire_operations,
         claim_and_release,
         take_over_a_claim,
+        release_claims_of_a_run,
         renew_claims_of_a_node,
         keygen_attempts_and_failure,
         install_flow,
@@ -617,6 +618,22 @@ async fn take_over_a_claim(store: Arc<dyn Store>) {
         .take_over(op.id, "n/1/c", "n/1/d", t(5), lease)
         .await
         .unwrap());
+}
+
+/// A run exiting with sessions cut short frees their operations, and only theirs.
+async fn release_claims_of_a_run(store: Arc<dyn Store>) {
+    let lease = Duration::from_secs(90);
+    let (a, b) = (dev("SEP00000000000A"), dev("SEP00000000000B"));
+    let op_a = store.schedule(install(&a, t(3600)), t(0)).await.unwrap();
+    let op_b = store.schedule(install(&b, t(3600)), t(0)).await.unwrap();
+    assert!(store.claim(op_a.id, "n/1/a", t(0), lease).await.unwrap());
+    assert!(store.claim(op_b.id, "n/10/b", t(0), lease).await.unwrap());
+    assert_eq!(store.release_claims("n/1/").await.unwrap(), 1);
+    let freed = store.operation(op_a.id).await.unwrap().unwrap();
+    assert_eq!((freed.claimed_by, freed.claim_expires_at), (None, None));
+    assert_eq!(freed.status, OperationStatus::Pending);
+    let other = store.operation(op_b.id).await.unwrap().unwrap();
+    assert_eq!(other.claimed_by.as_deref(), Some("n/10/b"));
 }
 
 /// A node renews its sessions' claims; a dead node's claims run out.

@@ -461,6 +461,10 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// `prefix` (a node's `<node>/`): the node's heartbeat. Claims of a node that died are not
     /// renewed and run out, so another node can serve the phone. No audit event.
     async fn renew_claims(&self, prefix: &str, now: Timestamp, lease: Duration) -> Result<u64>;
+    /// Releases every claim whose claimant starts with `prefix`: a node run exiting with
+    /// sessions cut short, so their phones' retries need not wait for the leases to run out.
+    /// No audit event (the attempts record how those sessions ended).
+    async fn release_claims(&self, prefix: &str) -> Result<u64>;
     /// Counts a key generation request sent to the phone; returns the new count.
     async fn count_keygen_attempt(&self, op_id: i64, now: Timestamp) -> Result<u32>;
     /// Ends a pending operation as `Failed` with a cause (audit `operation_failed`).

@@ -1122,6 +1122,19 @@ impl<B> Store for SqlStore<B> {
             .await
     }
 
+    async fn release_claims(&self, prefix: &str) -> Result<u64> {
+        self.pool
+            .write(
+                query(
+                    "UPDATE operations SET claimed_by = NULL, claim_expires_at = NULL \
+                     WHERE claimed_by IS NOT NULL AND substr(claimed_by, 1, length($1)) = $1",
+                )
+                .text(prefix),
+                Durability::Full,
+            )
+            .await
+    }
+
     async fn count_keygen_attempt(&self, op_id: i64, now: Timestamp) -> Result<u32> {
         let mut tx = self.pool.begin(Durability::Relaxed).await?;
         let row = tx

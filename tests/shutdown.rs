@@ -1,0 +1,174 @@
+//! SIGTERM: stop accepting, let sessions in flight finish up to the drain deadline, exit 0;
+//! a second SIGTERM exits at once. Against the real binary on SQLite.
+
+mod common;
+
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use capf::device::DeviceName;
+use capf::keyspec::{Curve, KeySpec};
+use capf::store::{AuthMode, OperationKind, OperationStatus, Store};
+use common::schedule;
+use common::server::{TestServer, BIN};
+
+fn sigterm(server: &TestServer) {
+    let pid = server.child.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+}
+
+/// Waits up to `limit` for the server to exit.
+fn exit_within(server: &mut TestServer, limit: Duration) -> (ExitStatus, Duration) {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            return (status, started.elapsed());
+        }
+        assert!(
+            started.elapsed() < limit,
+            "server still running after {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A phone that takes `delay_ms` to generate its key, in the background.
+fn slow_phone(server: &TestServer, device: &str, delay_ms: u64) -> Child {
+    Command::new(BIN)
+        .arg("phone")
+        .args(["--host", &server.addr])
+        .arg("--capf-cert")
+        .arg(server.capf_pem())
+        .args([
+            "--timeout",
+            "20",
+            "--keygen-delay-ms",
+            &delay_ms.to_string(),
+        ])
+        .arg(device)
+        .current_dir(&server.dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn capf phone")
+}
+
+async fn scheduled(server: &TestServer, device: &str) -> (Arc<dyn Store>, DeviceName) {
+    let store = server.store().await;
+    schedule(
+        &*store,
+        device,
+        OperationKind::Install,
+        AuthMode::Null,
+        None,
+        KeySpec::Ec(Curve::P256),
+    )
+    .await;
+    (store, DeviceName::from_admin(device).unwrap())
+}
+
+/// Until the phone's session holds its operation (it is in key generation).
+async fn in_flight(store: &Arc<dyn Store>, name: &DeviceName) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let op = store.latest_operation(name).await.unwrap().unwrap();
+        if op.claimed_by.is_some() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the phone never got its operation"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn sqlite_url(dir: &std::path::Path) -> String {
+    format!("sqlite://{}", dir.join("data").join("capf.db").display())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_the_session_in_flight_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = TestServer::start(dir.path(), &sqlite_url(dir.path()), &[]);
+    let device = "SEP0000000D0001";
+    let (store, name) = scheduled(&server, device).await;
+    let phone = slow_phone(&server, device, 1500);
+    in_flight(&store, &name).await;
+
+    sigterm(&server);
+    // No new connections once the signal is handled.
+    let mut refused = false;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(&server.addr).is_err() {
+            refused = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(refused, "still accepting after SIGTERM");
+
+    let out = phone.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let (status, _) = exit_within(&mut server, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0));
+    let op = store.latest_operation(&name).await.unwrap().unwrap();
+    assert_eq!(op.status, OperationStatus::Success);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drain_deadline_and_second_sigterm_end_sessions_without_losing_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+
+    // The drain deadline: a phone slower than it does not hold the exit up.
+    let mut server = TestServer::start(dir.path(), &url, &["--drain-timeout", "1"]);
+    let device = "SEP0000000D0002";
+    let (store, name) = scheduled(&server, device).await;
+    let phone = slow_phone(&server, device, 8000);
+    in_flight(&store, &name).await;
+    sigterm(&server);
+    let (status, took) = exit_within(&mut server, Duration::from_secs(6));
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        took >= Duration::from_millis(900),
+        "left before the deadline: {took:?}"
+    );
+    let out = phone.wait_with_output().unwrap();
+    assert_ne!(out.status.code(), Some(0), "the phone cannot have finished");
+    // The cut session's operation is pending and free for the phone's retry.
+    let op = store.latest_operation(&name).await.unwrap().unwrap();
+    assert_eq!(op.status, OperationStatus::Pending);
+    assert_eq!(op.claimed_by, None, "released on the way out");
+    drop(store);
+
+    // A second SIGTERM: at once, though the drain deadline is long.
+    let mut server = TestServer::start(dir.path(), &url, &["--drain-timeout", "60"]);
+    let store = server.store().await;
+    let phone = slow_phone(&server, device, 8000);
+    // The operation is still pending: the first session's end lost nothing.
+    in_flight(&store, &name).await;
+    sigterm(&server);
+    std::thread::sleep(Duration::from_millis(300));
+    sigterm(&server);
+    let (status, took) = exit_within(&mut server, Duration::from_secs(3));
+    assert_eq!(status.code(), Some(0), "after {took:?}");
+    let _ = phone.wait_with_output();
+    let op = store.latest_operation(&name).await.unwrap().unwrap();
+    assert_eq!(op.status, OperationStatus::Pending, "nothing lost");
+    assert_eq!(op.claimed_by, None, "released on the way out");
+
+    // The phone's next try is served at once.
+    let server = TestServer::start(dir.path(), &url, &[]);
+    let (code, text) = server.phone(device, &[]);
+    assert_eq!(code, 0, "{text}");
+    let op = store.latest_operation(&name).await.unwrap().unwrap();
+    assert_eq!(op.status, OperationStatus::Success);
+}
