@@ -429,10 +429,11 @@ async fn sweep(store: Arc<dyn store::Store>, every: Duration, shutdown: Cancella
     }
 }
 
-/// The node's heartbeat on the operations its sessions hold (see `service::CLAIM_LEASE`).
+/// The node's heartbeat on the operations its sessions hold (see `Settings::claim_lease`).
 async fn renew_claims(service: Arc<Service>, shutdown: CancellationToken) {
     let prefix = service.claimant_prefix();
-    let mut interval = tokio::time::interval(crate::service::CLAIM_RENEW_EVERY);
+    let lease = service.settings.claim_lease;
+    let mut interval = tokio::time::interval(crate::service::claim_renew_every(lease));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -444,10 +445,7 @@ async fn renew_claims(service: Arc<Service>, shutdown: CancellationToken) {
             warn!("could not release the claims of ended sessions; renewal skipped");
             continue;
         }
-        let renewed = service
-            .store
-            .renew_claims(&prefix, Utc::now(), crate::service::CLAIM_LEASE)
-            .await;
+        let renewed = service.store.renew_claims(&prefix, Utc::now(), lease).await;
         if let Err(e) = renewed {
             warn!(error = %e, "could not renew this node's claims");
         }

@@ -75,6 +75,11 @@ pub struct ServeArgs {
     /// Seconds between sweeps marking operations past their deadline timed out [default: 30].
     #[arg(long, env = "CAPF_SWEEP_INTERVAL")]
     pub sweep_interval: Option<u64>,
+    /// Seconds a session's claim on an operation lasts unless its node renews it (every third
+    /// of this). How long the operations of a node that crashed stay held before a phone's
+    /// retry is served, here or on another node; at least 3 [default: 90].
+    #[arg(long, env = "CAPF_CLAIM_LEASE")]
+    pub claim_lease: Option<u64>,
     /// Directory of the embedded database [default: ./data].
     #[arg(long, env = "CAPF_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -179,6 +184,7 @@ struct FileSettings {
     operation_window_days: Option<u32>,
     keygen_max_attempts: Option<u32>,
     sweep_interval: Option<u64>,
+    claim_lease: Option<u64>,
     data_dir: Option<PathBuf>,
     certs_dir: Option<PathBuf>,
     database_url: Option<String>,
@@ -231,6 +237,8 @@ pub struct Settings {
     pub keygen_max_attempts: u32,
     /// How often operations past their deadline are marked timed out.
     pub sweep_interval: Duration,
+    /// How long a claim lasts without renewal; the node renews every third of it.
+    pub claim_lease: Duration,
     pub data_dir: PathBuf,
     pub certs_dir: PathBuf,
     pub database_url: DatabaseUrl,
@@ -289,6 +297,9 @@ impl Default for Limits {
         }
     }
 }
+
+/// Shortest claim lease a node may be given.
+pub const MIN_CLAIM_LEASE_SECS: u64 = 3;
 
 /// Longest LSC validity, and the default (spec 6, issue: 1-1825 days).
 pub const MAX_LSC_VALIDITY_DAYS: u32 = 1825;
@@ -440,6 +451,14 @@ impl Settings {
                 message: "must be at least 1".into(),
             });
         }
+        let claim_lease = pick!(claim_lease).unwrap_or(90);
+        if claim_lease < MIN_CLAIM_LEASE_SECS {
+            // Renewed every third: shorter would renew more often than every second.
+            return Err(ConfigError::Invalid {
+                name: "claim_lease",
+                message: format!("must be at least {MIN_CLAIM_LEASE_SECS} seconds"),
+            });
+        }
         let log_format = match pick!(log_format).as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -486,6 +505,7 @@ impl Settings {
                 "sweep_interval",
                 Duration::from_secs(30),
             )?,
+            claim_lease: Duration::from_secs(claim_lease),
             data_dir,
             certs_dir,
             database_url,
@@ -546,6 +566,26 @@ mod tests {
         assert_eq!(s.database_url.expose(), "sqlite://./data/capf.db");
         assert_eq!(s.lsc_validity_days, 1825);
         assert_eq!(s.lockout, LockoutPolicy::default());
+        assert_eq!(s.claim_lease, Duration::from_secs(90));
+    }
+
+    #[test]
+    fn claim_lease_has_a_floor() {
+        let lease = |secs| {
+            Settings::resolve(&ServeArgs {
+                claim_lease: Some(secs),
+                ..Default::default()
+            })
+            .map(|s| s.claim_lease)
+        };
+        assert_eq!(lease(3).unwrap(), Duration::from_secs(3));
+        assert!(matches!(
+            lease(2),
+            Err(ConfigError::Invalid {
+                name: "claim_lease",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -93,12 +93,13 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.ok()
 }
 
-/// How long a session's claim on an operation lasts without renewal. The node renews the
-/// claims of its live sessions every [`CLAIM_RENEW_EVERY`]; a node that dies stops renewing
-/// and its claims run out within this, so the phone's retry on another node (or on this one
-/// restarted) is served.
-pub const CLAIM_LEASE: std::time::Duration = std::time::Duration::from_secs(90);
-pub const CLAIM_RENEW_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+/// How often a node renews the claims of its live sessions: a third of the lease
+/// (`Settings::claim_lease`, 90 s by default), so one late renewal does not lose a claim. A
+/// node that dies stops renewing and its claims run out within the lease, so the phone's
+/// retry on another node (or on this one restarted) is served.
+pub fn claim_renew_every(lease: std::time::Duration) -> std::time::Duration {
+    lease / 3
+}
 
 impl Service {
     pub fn new(
@@ -152,7 +153,7 @@ impl Service {
                     from.as_deref(),
                     claimant,
                     now,
-                    CLAIM_LEASE,
+                    self.settings.claim_lease,
                     count_keygen,
                 )
                 .await

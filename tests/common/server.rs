@@ -78,6 +78,20 @@ impl TestServer {
             .expect("open test store")
     }
 
+    /// Kills the server with SIGKILL (no drain, no cleanup: a crash) and starts it again on
+    /// the same directories and database. Given fixed `--listen`/`--api-listen` addresses,
+    /// phones find it where it was.
+    pub fn crash_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (child, addrs) = spawn(&self.dir, &self.database_url, &self.extra_args);
+        self.child = child;
+        self.addr = addrs.capf;
+        self.api = addrs.api;
+        self.legacy = addrs.legacy;
+        self.metrics = addrs.metrics;
+    }
+
     /// Runs `capf phone` against this server; returns (exit code, stdout + stderr).
     pub fn phone(&self, device: &str, args: &[&str]) -> (i32, String) {
         let out = Command::new(BIN)
@@ -143,9 +157,16 @@ pub fn http_get(api: &str, path: &str) -> (u16, Vec<u8>) {
 }
 
 fn spawn(dir: &Path, database_url: &str, extra_args: &[String]) -> (Child, Addresses) {
+    // Any port unless the test fixed one (a server restarted after a crash keeps its own).
+    let given = |flag: &str| extra_args.iter().any(|a| a == flag);
     let mut child = Command::new(BIN)
         .arg("serve")
-        .args(["--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"])
+        .args(
+            [("--listen", "127.0.0.1:0"), ("--api-listen", "127.0.0.1:0")]
+                .iter()
+                .filter(|(flag, _)| !given(flag))
+                .flat_map(|(flag, value)| [*flag, *value]),
+        )
         .arg("--data-dir")
         .arg(dir.join("data"))
         .arg("--certs-dir")
