@@ -1,0 +1,387 @@
+//! The session state machine fed an arbitrary sequence of phone frames and effect results.
+//!
+//! The fuzz input drives both sides the machine talks to: the phone (well-formed messages of
+//! every command, with the right session id most of the time, raw bytes, broken streams) and
+//! the connection task (the results of authentication, issuing and recording, playing a fake
+//! authenticator and signer, sometimes answering with the wrong kind of result). Well-formed
+//! messages are built rather than hoped for, so the fuzzer reaches the key-generation wait,
+//! the store, fetch and delete exchanges and their endings.
+//!
+//! Checked on every step: no panic; every step either ends the session, sends a frame or asks
+//! for the next one, or asks for an effect; every frame the server sends decodes, carries the
+//! session id and is a server command; certificates are only asked for after a `Proceed`,
+//! for the planned key; the certificate sent is the one issued; an install only counts once
+//! the phone said it stored it and that was recorded; and an ended session stays ended.
+#![no_main]
+
+use capf::keyspec::{Curve, KeySpec};
+use capf::proto::{
+    command, reason, AuthResponse, CertificateElement, Element, Empty, FetchCertificateResponse,
+    Frame, Header, KeyGenerateResponse, Message, ReasonOnly, Sha2SignedData, SudiData,
+    HEADER_LEN,
+};
+use capf::session::{
+    is_server_command, AuthDecision, AuthProof, Effect, IssueFailure, Outcome, Plan, Resume,
+    Session, Step, Wait, TIMEOUT,
+};
+use capf::store::OperationKind;
+use libfuzzer_sys::arbitrary::{Result, Unstructured};
+use libfuzzer_sys::fuzz_target;
+
+/// Steps per input; the machine needs about ten for a whole install.
+const MAX_STEPS: usize = 64;
+/// Largest DER the fake signer returns: what fits the CERTIFICATE element's 8 KiB limit.
+const MAX_ISSUED: usize = 8 * 1024 - 5;
+
+fuzz_target!(|data: &[u8]| {
+    let mut u = Unstructured::new(data);
+    // Running out of input is how a run ends early; it is not a finding.
+    let _ = drive(&mut u);
+});
+
+/// What the harness told the machine so far, to check its requests against.
+#[derive(Default)]
+struct Seen {
+    plan: Option<Plan>,
+    issued: Option<Vec<u8>>,
+    sent_certificate: bool,
+    store_asked: Option<bool>,
+    recorded: Option<bool>,
+    key_requested: bool,
+}
+
+fn drive(u: &mut Unstructured<'_>) -> Result<()> {
+    let id = session_id(u)?;
+    let mut session = Session::new(id);
+    let mut seen = Seen::default();
+    let mut step = session.start();
+    for _ in 0..MAX_STEPS {
+        step = match step {
+            Step::Send { frame, wait } => {
+                check_sent(&frame, id, wait, &mut seen);
+                next_frame(u, &mut session, id)?
+            }
+            Step::Read(wait) => {
+                assert_eq!(wait, Wait::KeyGeneration, "only the key wait reads again");
+                assert!(seen.key_requested);
+                next_frame(u, &mut session, id)?
+            }
+            Step::Do(effect) => {
+                let resume = result_for(u, &effect, &mut seen)?;
+                session.resume(resume)
+            }
+            Step::End { frame, outcome } => {
+                check_end(frame.as_deref(), id, outcome, &seen);
+                // An ended session ignores whatever still arrives.
+                let after = next_frame(u, &mut session, id)?;
+                assert!(matches!(after, Step::End { .. }), "{after:?} after the end");
+                let after = session.resume(Resume::Recorded(true));
+                assert!(matches!(after, Step::End { .. }), "{after:?} after the end");
+                return Ok(());
+            }
+        };
+    }
+    Ok(())
+}
+
+fn session_id(u: &mut Unstructured<'_>) -> Result<u32> {
+    u.arbitrary()
+}
+
+fn check_sent(frame: &[u8], id: u32, wait: Wait, seen: &mut Seen) {
+    let (sid, message) = Message::decode(frame).expect("the server's frame decodes");
+    assert_eq!(sid, id);
+    assert!(is_server_command(message.command()), "{}", message.name());
+    match &message {
+        Message::KeyGenerateRequest(request) => {
+            let plan = seen.plan.expect("KEY_GENERATE_REQUEST without Proceed");
+            assert_eq!(plan.kind, OperationKind::Install);
+            assert_eq!(request.key_spec(), Some(plan.key));
+            assert_eq!(wait, Wait::KeyGeneration);
+            seen.key_requested = true;
+        }
+        Message::StoreCertificateRequest(request) => {
+            let issued = seen.issued.as_ref().expect("STORE_CERTIFICATE_REQUEST before issuing");
+            let element = request.certificate.as_ref().expect("certificate element");
+            assert_eq!(&element.first().der, issued, "sent something else than issued");
+            assert_eq!(wait, Wait::Frame);
+            seen.sent_certificate = true;
+        }
+        Message::FetchCertificateRequest(_) => {
+            let plan = seen.plan.expect("FETCH_CERTIFICATE_REQUEST without Proceed");
+            assert_eq!(plan.kind, OperationKind::Troubleshoot);
+        }
+        Message::DeleteCertificateRequest(_) => {
+            let plan = seen.plan.expect("DELETE_CERTIFICATE_REQUEST without Proceed");
+            assert_eq!(plan.kind, OperationKind::Delete);
+        }
+        Message::AuthRequest(_) => assert!(seen.plan.is_none()),
+        other => panic!("server sent {}", other.name()),
+    }
+}
+
+fn check_end(frame: Option<&[u8]>, id: u32, outcome: Outcome, seen: &Seen) {
+    if let Some(frame) = frame {
+        match Message::decode(frame).expect("END_SESSION decodes") {
+            (sid, Message::EndSession(end)) => {
+                assert_eq!(sid, id);
+                assert!(end.reason.is_some());
+            }
+            (_, other) => panic!("ended with {}", other.name()),
+        }
+    }
+    match outcome {
+        Outcome::Installed => {
+            assert!(seen.sent_certificate, "installed without sending a certificate");
+            assert_eq!(seen.store_asked, Some(true), "installed without the phone's yes");
+            assert_eq!(seen.recorded, Some(true), "installed without a durable record");
+        }
+        Outcome::Fetched | Outcome::Deleted | Outcome::DeleteFailed => {
+            assert!(seen.plan.is_some(), "{outcome:?} without Proceed");
+        }
+        _ => {}
+    }
+    let _ = (outcome.as_str(), outcome.detail());
+}
+
+/// The next thing the phone does: a frame (built or raw) or a broken stream.
+fn next_frame(u: &mut Unstructured<'_>, session: &mut Session, id: u32) -> Result<Step> {
+    let bytes = match u.int_in_range(0u8..=15)? {
+        0 => return Ok(session.on_broken_stream(TIMEOUT)),
+        1 => return Ok(session.on_broken_stream("truncated-header")),
+        2 | 3 => {
+            // Raw bytes, read the way the connection task reads them.
+            let mut raw: Vec<u8> = u.arbitrary()?;
+            if raw.len() >= 6 && u.arbitrary()? {
+                raw[2..6].copy_from_slice(&id.to_be_bytes());
+            }
+            raw
+        }
+        _ => {
+            let message = phone_message(u)?;
+            let sid = if u.ratio(1u8, 16)? { u.arbitrary()? } else { id };
+            match message.encode(sid) {
+                Ok(bytes) => bytes,
+                // Too long for a frame: a phone could not send it.
+                Err(_) => return Ok(session.on_broken_stream(TIMEOUT)),
+            }
+        }
+    };
+    let Some((head, rest)) = bytes.split_first_chunk::<HEADER_LEN>() else {
+        return Ok(session.on_broken_stream("truncated-header"));
+    };
+    let header = match Header::decode(head) {
+        Ok(header) => header,
+        Err(e) => return Ok(session.on_broken_stream(e.kind())),
+    };
+    match rest.get(..usize::from(header.body_len)) {
+        Some(body) => Ok(session.on_frame(&header, body)),
+        None => Ok(session.on_broken_stream("truncated-frame")),
+    }
+}
+
+fn device_name(u: &mut Unstructured<'_>) -> Result<Option<String>> {
+    Ok(match u.int_in_range(0u8..=4)? {
+        0 => None,
+        1 => Some("SEP001122334455".into()),
+        2 => Some("CSFJSMITH".into()),
+        3 => Some("SEP00112233445".into()),
+        _ => Some(u.arbitrary()?),
+    })
+}
+
+fn certificate(u: &mut Unstructured<'_>) -> Result<Option<CertificateElement>> {
+    if !u.arbitrary()? {
+        return Ok(None);
+    }
+    let cert_type = u.arbitrary()?;
+    let der: Vec<u8> = u.arbitrary()?;
+    let mut element = CertificateElement::single(cert_type, der);
+    if u.ratio(1u8, 8)? {
+        let mut more = CertificateElement::single(u.arbitrary()?, u.arbitrary()?);
+        element.entries.append(&mut more.entries);
+    }
+    Ok(Some(element))
+}
+
+fn reason_value(u: &mut Unstructured<'_>) -> Result<Option<u8>> {
+    Ok(match u.int_in_range(0u8..=4)? {
+        0 => None,
+        1 | 2 => Some(reason::UPDATE_CERTIFICATE),
+        3 => Some(reason::INVALID_ELEMENT),
+        _ => Some(u.arbitrary()?),
+    })
+}
+
+/// A well-formed message of any command a phone might send (and some it should not).
+fn phone_message(u: &mut Unstructured<'_>) -> Result<Message> {
+    Ok(match u.int_in_range(0u8..=9)? {
+        0..=2 => Message::AuthResponse(AuthResponse {
+            reason: reason_value(u)?,
+            version: if u.ratio(7u8, 8)? {
+                Some(u.int_in_range(1..=3)?)
+            } else {
+                u.arbitrary()?
+            },
+            device_name: device_name(u)?,
+            password: u.arbitrary()?,
+            certificate: certificate(u)?,
+            signed_data: u.arbitrary()?,
+            sha2_signed_data: if u.arbitrary()? {
+                Some(Sha2SignedData {
+                    hash_id: u.arbitrary()?,
+                    signature: u.arbitrary()?,
+                })
+            } else {
+                None
+            },
+            sudi: if u.ratio(1u8, 8)? {
+                Some(SudiData {
+                    certificate: u.arbitrary()?,
+                    sha1_signature: u.arbitrary()?,
+                    sha2_hash_id: u.arbitrary()?,
+                    sha2_signature: u.arbitrary()?,
+                })
+            } else {
+                None
+            },
+            ..AuthResponse::default()
+        }),
+        3 => Message::RequestInProgress(Empty::default()),
+        4 => Message::KeyGenerateResponse(KeyGenerateResponse {
+            public_key: u.arbitrary()?,
+            reason: u.arbitrary()?,
+            ..KeyGenerateResponse::default()
+        }),
+        5 => Message::StoreCertificateResponse(ReasonOnly {
+            reason: reason_value(u)?,
+            ..ReasonOnly::default()
+        }),
+        6 => Message::FetchCertificateResponse(FetchCertificateResponse {
+            reason: reason_value(u)?,
+            certificate: certificate(u)?,
+            ..FetchCertificateResponse::default()
+        }),
+        7 => Message::DeleteCertificateResponse(ReasonOnly {
+            reason: reason_value(u)?,
+            ..ReasonOnly::default()
+        }),
+        8 => Message::EndSession(ReasonOnly {
+            reason: reason_value(u)?,
+            ..ReasonOnly::default()
+        }),
+        _ => {
+            let elements: Vec<(u8, Vec<u8>)> = u.arbitrary()?;
+            Message::Other(Frame {
+                command: if u.arbitrary()? {
+                    command::STATUS_REQUEST
+                } else {
+                    u.arbitrary()?
+                },
+                session_id: 0,
+                elements: elements
+                    .into_iter()
+                    .map(|(tag, value)| Element::new(tag, value))
+                    .collect(),
+            })
+        }
+    })
+}
+
+fn key_spec(u: &mut Unstructured<'_>) -> Result<KeySpec> {
+    Ok(match u.int_in_range(0u8..=6)? {
+        0 => KeySpec::Rsa(2048),
+        1 => KeySpec::Rsa(u.arbitrary()?),
+        2 | 3 => KeySpec::Ec(Curve::P256),
+        4 => KeySpec::Ec(Curve::P384),
+        5 => KeySpec::Ec(Curve::P521),
+        _ => KeySpec::Rsa(1024),
+    })
+}
+
+/// The fake authenticator, signer and store: mostly the result the effect asked for.
+fn result_for(u: &mut Unstructured<'_>, effect: &Effect, seen: &mut Seen) -> Result<Resume> {
+    if u.ratio(1u8, 32)? {
+        // The driver resuming with any kind of result, the wrong one included, must end
+        // cleanly too.
+        let resume = match u.int_in_range(0u8..=2)? {
+            0 => Resume::Auth(AuthDecision::NoOperation),
+            1 => Resume::Issued(Err(IssueFailure::Internal)),
+            _ => Resume::Recorded(u.arbitrary()?),
+        };
+        // It may also be the right kind by chance: note what it says.
+        if let (Effect::RecordStore { stored }, Resume::Recorded(recorded)) = (effect, &resume) {
+            seen.store_asked = Some(*stored);
+            seen.recorded = Some(*recorded);
+        }
+        return Ok(resume);
+    }
+    Ok(match effect {
+        Effect::Authenticate(attempt) => {
+            let _ = (attempt.device_name.as_str(), attempt.version);
+            match u.int_in_range(0u8..=7)? {
+                0 => Resume::Auth(AuthDecision::UnknownDevice),
+                1 => Resume::Auth(AuthDecision::Refused),
+                2 => Resume::Auth(AuthDecision::NoOperation),
+                3 => Resume::Auth(AuthDecision::Unavailable),
+                n => {
+                    let kind = match n {
+                        4 | 5 => OperationKind::Install,
+                        6 => OperationKind::Troubleshoot,
+                        _ => OperationKind::Delete,
+                    };
+                    let plan = Plan {
+                        kind,
+                        key: key_spec(u)?,
+                    };
+                    seen.plan = Some(plan);
+                    Resume::Auth(AuthDecision::Proceed(plan, AuthProof::for_fuzzing()))
+                }
+            }
+        }
+        Effect::Issue { public_key, key } => {
+            let plan = seen.plan.expect("Issue without Proceed");
+            assert_eq!(plan.kind, OperationKind::Install);
+            assert_eq!(*key, plan.key, "asked to issue for another key");
+            assert!(seen.key_requested);
+            let _ = public_key.len();
+            match u.int_in_range(0u8..=5)? {
+                0 => Resume::Issued(Err(IssueFailure::WrongKey)),
+                1 => Resume::Issued(Err(IssueFailure::Internal)),
+                _ => {
+                    let der: Vec<u8> = if u.ratio(1u8, 64)? {
+                        // Larger than any frame: the machine must not send it.
+                        vec![0x30; 70_000]
+                    } else {
+                        // What a signer can produce: a non-empty DER within the receiver's
+                        // 8 KiB certificate limit (real LSCs are about 1 KiB).
+                        let mut der: Vec<u8> = u.arbitrary()?;
+                        der.truncate(MAX_ISSUED);
+                        if der.is_empty() {
+                            der.push(0x30);
+                        }
+                        der
+                    };
+                    seen.issued = Some(der.clone());
+                    Resume::Issued(Ok(der))
+                }
+            }
+        }
+        Effect::RecordStore { stored } => {
+            assert!(seen.sent_certificate, "store recorded before sending one");
+            seen.store_asked = Some(*stored);
+            let recorded = u.arbitrary()?;
+            seen.recorded = Some(recorded);
+            Resume::Recorded(recorded)
+        }
+        Effect::RecordFetch { certificate } => {
+            assert_eq!(seen.plan.map(|p| p.kind), Some(OperationKind::Troubleshoot));
+            let _ = certificate.as_ref().map(|(t, der)| (t, der.len()));
+            Resume::Recorded(u.arbitrary()?)
+        }
+        Effect::RecordDelete { .. } => {
+            assert_eq!(seen.plan.map(|p| p.kind), Some(OperationKind::Delete));
+            Resume::Recorded(u.arbitrary()?)
+        }
+    })
+}
