@@ -191,6 +191,7 @@ contract!(
         renew_claims_of_a_node,
         keygen_attempts_and_failure,
         install_flow,
+        concurrent_writes_keep_their_own_outcomes,
         fetch_flow,
         delete_flow,
         lockout,
@@ -862,6 +863,46 @@ async fn install_flow(store: Arc<dyn Store>) {
         .find(|e| e.kind == "certificate_issued")
         .unwrap();
     assert!(issued.detail.contains(&cert(1).fingerprint_sha256));
+}
+
+/// Many sessions' writes at once, half of them refused: each caller gets its own answer, and
+/// a refused write changes nothing while the others around it stand. (SQLite's writer
+/// commits queued transactions together; a failing one must not take its neighbours along.)
+async fn concurrent_writes_keep_their_own_outcomes(store: Arc<dyn Store>) {
+    let mut issued = Vec::new();
+    for i in 0..48u32 {
+        let d = dev(&format!("SEP0011223{i:05X}"));
+        let op = store.schedule(install(&d, t(3600)), t(0)).await.unwrap();
+        let c = store.record_issued(op.id, cert(1), t(1)).await.unwrap();
+        issued.push((d, op.id, c));
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, (d, op_id, c)) in issued.iter().cloned().enumerate() {
+        let store = store.clone();
+        tasks.spawn(async move {
+            // Odd ones confirm a certificate that does not exist: refused after the
+            // operation's status change, which must be undone.
+            let cert_id = if i % 2 == 0 { c } else { c + 10_000 };
+            let result = store.confirm_install(op_id, cert_id, t(2)).await;
+            (i, d, op_id, result)
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        let (i, d, op_id, result) = joined.unwrap();
+        let op = store.operation(op_id).await.unwrap().unwrap();
+        if i % 2 == 0 {
+            result.unwrap();
+            assert_eq!(op.status, OperationStatus::Success, "{d}");
+            assert!(store.current_certificate(&d).await.unwrap().is_some());
+        } else {
+            assert!(is_not_found(result), "{d}");
+            assert_eq!(op.status, OperationStatus::Pending, "{d}");
+            assert_eq!(store.current_certificate(&d).await.unwrap(), None);
+            assert!(!event_kinds(&store, &d)
+                .await
+                .contains(&"operation_succeeded".to_string()));
+        }
+    }
 }
 
 async fn fetch_flow(store: Arc<dyn Store>) {

@@ -23,6 +23,7 @@ use crate::keyspec::KeySpec;
 pub mod postgres;
 mod sql;
 pub mod sqlite;
+mod sqlite_engine;
 
 pub use sql::SqlStore;
 

@@ -18,13 +18,20 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::future::Future;
 use std::marker::PhantomData;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 use chrono::SecondsFormat;
+use rusqlite::types::Value;
 use sqlx::postgres::{PgArguments, PgPool, PgRow};
-use sqlx::sqlite::{SqliteArguments, SqlitePool, SqliteRow};
-use sqlx::{Postgres, Sqlite, Transaction};
+use sqlx::{Postgres, Transaction};
+
+use super::sqlite_engine::{from_sqlite, Engine, SyncMode, WriteJob};
 
 use super::*;
 
@@ -46,10 +53,7 @@ impl<B> SqlStore<B> {
     /// Closes every connection of the pool (waits for the ones in use to be returned).
     pub async fn close(&self) {
         match &self.pool {
-            Pool::Sqlite { read, write } => {
-                read.close().await;
-                write.close().await;
-            }
+            Pool::Sqlite(engine) => engine.close().await,
             Pool::Postgres(p) => p.close().await,
         }
     }
@@ -60,7 +64,7 @@ impl<B> SqlStore<B> {
 impl<B> fmt::Debug for SqlStore<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let backend = match &self.pool {
-            Pool::Sqlite { .. } => "sqlite",
+            Pool::Sqlite(_) => "sqlite",
             Pool::Postgres(_) => "postgres",
         };
         f.debug_struct("SqlStore")
@@ -255,14 +259,14 @@ fn token_event<'a>(token: &'a ApiToken, kind: &'a str) -> Ev<'a> {
     }
 }
 
-async fn write_event(tx: &mut Tx, at: Timestamp, ev: Ev<'_>) -> Result<()> {
+async fn write_event(tx: &mut Tx<'_>, at: Timestamp, ev: Ev<'_>) -> Result<()> {
     tx.execute(ev.query(at)).await.map(|_| ())
 }
 
 // ---- helpers shared by several methods, all inside a caller's transaction ----
 
 /// Creates the device if needed (with its `device_created` event); returns its id.
-async fn ensure_device_in(tx: &mut Tx, name: &DeviceName, now: Timestamp) -> Result<i64> {
+async fn ensure_device_in(tx: &mut Tx<'_>, name: &DeviceName, now: Timestamp) -> Result<i64> {
     let inserted = tx
         .fetch_optional(
             query(
@@ -310,7 +314,7 @@ struct Ended {
 /// still awaiting confirmation is abandoned. Returns `None`, changing nothing, when the
 /// operation does not exist or is no longer pending (another node ended it first).
 async fn end_operation(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     op_id: i64,
     status: OperationStatus,
     cause: Option<FailureCause>,
@@ -344,7 +348,7 @@ async fn end_operation(
 }
 
 /// Certificates of the operation still awaiting confirmation become `Abandoned`.
-async fn abandon_awaiting(tx: &mut Tx, op_id: i64, device: &str, now: Timestamp) -> Result<()> {
+async fn abandon_awaiting(tx: &mut Tx<'_>, op_id: i64, device: &str, now: Timestamp) -> Result<()> {
     let rows = tx
         .fetch_all(
             query(
@@ -366,7 +370,7 @@ async fn abandon_awaiting(tx: &mut Tx, op_id: i64, device: &str, now: Timestamp)
 
 /// Inserts a certificate record in `state`; returns its id.
 async fn insert_certificate(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     device_id: i64,
     op_id: i64,
     cert: &NewCertificate,
@@ -408,7 +412,7 @@ fn describe_certificate(cert: &NewCertificate) -> String {
     )
 }
 
-async fn operation_by_id(exec: &mut Tx, op_id: i64) -> Result<Option<Operation>> {
+async fn operation_by_id(exec: &mut Tx<'_>, op_id: i64) -> Result<Option<Operation>> {
     let sql = format!("{OPERATION_SELECT} WHERE o.id = $1");
     exec.fetch_optional(query(sql).int(op_id))
         .await?
@@ -454,7 +458,7 @@ fn placeholders(n: usize, first: usize) -> String {
 }
 
 /// Writes many audit events with multi-row inserts.
-async fn write_events(tx: &mut Tx, at: Timestamp, events: &[Ev<'_>]) -> Result<()> {
+async fn write_events(tx: &mut Tx<'_>, at: Timestamp, events: &[Ev<'_>]) -> Result<()> {
     for chunk in events.chunks(BATCH) {
         let mut q = query(format!(
             "INSERT INTO events (at, device_name, operation_id, kind, source_addr, detail) \
@@ -497,7 +501,7 @@ fn stored_auth_string(op: &NewOperation) -> Option<&str> {
 /// [`Store::schedule`]: create missing devices, touch (and so lock) every device row,
 /// supersede pending operations, abandon their unconfirmed certificates, insert the new
 /// operations, write the events.
-async fn schedule_chunk(tx: &mut Tx, ops: &[NewOperation], now: Timestamp) -> Result<Vec<i64>> {
+async fn schedule_chunk(tx: &mut Tx<'_>, ops: &[NewOperation], now: Timestamp) -> Result<Vec<i64>> {
     use std::collections::HashMap;
 
     let n = ops.len();
@@ -742,16 +746,22 @@ impl<B> Store for SqlStore<B> {
     }
 
     async fn ensure_device(&self, name: &DeviceName, now: Timestamp) -> Result<Device> {
-        let mut tx = self.pool.begin(Durability::Full).await?;
-        ensure_device_in(&mut tx, name, now).await?;
-        let sql = format!("{DEVICE_SELECT} WHERE name = $1");
-        let row = tx
-            .fetch_optional(query(sql).text(name.as_str()))
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("device {name}")))?;
-        let device = device_from_row(&row)?;
-        tx.commit().await?;
-        Ok(device)
+        let name = name.to_owned();
+        self.pool
+            .transaction(Durability::Full, move |tx| {
+                Box::pin(async move {
+                    let name: &DeviceName = &name;
+                    ensure_device_in(tx, name, now).await?;
+                    let sql = format!("{DEVICE_SELECT} WHERE name = $1");
+                    let row = tx
+                        .fetch_optional(query(sql).text(name.as_str()))
+                        .await?
+                        .ok_or_else(|| StoreError::NotFound(format!("device {name}")))?;
+                    let device = device_from_row(&row)?;
+                    Ok(device)
+                })
+            })
+            .await
     }
 
     async fn device(&self, name: &DeviceName) -> Result<Option<Device>> {
@@ -770,105 +780,122 @@ impl<B> Store for SqlStore<B> {
         require: bool,
         now: Timestamp,
     ) -> Result<()> {
-        let mut tx = self.pool.begin(Durability::Full).await?;
-        let updated = tx
-            .fetch_optional(
-                query(
-                    "UPDATE devices SET require_sudi = $2, updated_at = $3 \
+        let name = name.to_owned();
+        self.pool
+            .transaction(Durability::Full, move |tx| {
+                Box::pin(async move {
+                    let name: &DeviceName = &name;
+                    let updated = tx
+                        .fetch_optional(
+                            query(
+                                "UPDATE devices SET require_sudi = $2, updated_at = $3 \
                      WHERE name = $1 RETURNING id",
-                )
-                .text(name.as_str())
-                .bool(require)
-                .time(now),
-            )
-            .await?;
-        if updated.is_none() {
-            return Err(StoreError::NotFound(format!("device {name}")));
-        }
-        let detail = format!("require_sudi={require}");
-        write_event(
-            &mut tx,
-            now,
-            Ev::new(name.as_str(), None, "device_updated", detail),
-        )
-        .await?;
-        tx.commit().await
+                            )
+                            .text(name.as_str())
+                            .bool(require)
+                            .time(now),
+                        )
+                        .await?;
+                    if updated.is_none() {
+                        return Err(StoreError::NotFound(format!("device {name}")));
+                    }
+                    let detail = format!("require_sudi={require}");
+                    write_event(
+                        tx,
+                        now,
+                        Ev::new(name.as_str(), None, "device_updated", detail),
+                    )
+                    .await?;
+                    Ok(())
+                })
+            })
+            .await
     }
 
     async fn schedule(&self, op: NewOperation, now: Timestamp) -> Result<Operation> {
-        let name = op.device_name.as_str();
-        let mut tx = self.pool.begin(Durability::Full).await?;
-        let device_id = ensure_device_in(&mut tx, &op.device_name, now).await?;
-        // Touching the device row locks it until commit on PostgreSQL, so two nodes
-        // scheduling for the same device take turns and the second supersedes the first
-        // instead of hitting the one-pending-operation index.
-        tx.execute(
-            query("UPDATE devices SET updated_at = $2 WHERE id = $1")
-                .int(device_id)
-                .time(now),
-        )
-        .await?;
-        let previous = tx
+        self.pool
+            .transaction(Durability::Full, move |tx| {
+                Box::pin(async move {
+                    let name = op.device_name.as_str();
+                    let device_id = ensure_device_in(tx, &op.device_name, now).await?;
+                    // Touching the device row locks it until commit on PostgreSQL, so two nodes
+                    // scheduling for the same device take turns and the second supersedes the first
+                    // instead of hitting the one-pending-operation index.
+                    tx.execute(
+                        query("UPDATE devices SET updated_at = $2 WHERE id = $1")
+                            .int(device_id)
+                            .time(now),
+                    )
+                    .await?;
+                    let previous = tx
             .fetch_optional(
                 query("SELECT id FROM operations WHERE device_id = $1 AND status = 'pending'")
                     .int(device_id),
             )
             .await?;
-        let mut superseded = None;
-        if let Some(row) = previous {
-            let old_id = row.int("id")?;
-            if end_operation(&mut tx, old_id, OperationStatus::Superseded, None, now)
-                .await?
-                .is_some()
-            {
-                superseded = Some(old_id);
-            }
-        }
-        let row = tx
-            .fetch_optional(
-                query(
-                    "INSERT INTO operations (device_id, kind, auth_mode, auth_string, \
+                    let mut superseded = None;
+                    if let Some(row) = previous {
+                        let old_id = row.int("id")?;
+                        if end_operation(tx, old_id, OperationStatus::Superseded, None, now)
+                            .await?
+                            .is_some()
+                        {
+                            superseded = Some(old_id);
+                        }
+                    }
+                    let row = tx
+                        .fetch_optional(
+                            query(
+                                "INSERT INTO operations (device_id, kind, auth_mode, auth_string, \
                      key_spec, completes_by, status, created_at, updated_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7) RETURNING id",
-                )
-                .int(device_id)
-                .text(op.kind.as_str())
-                .text(op.auth_mode.as_str())
-                .opt_text(stored_auth_string(&op))
-                .text(op.key.to_string())
-                .time(op.completes_by)
-                .time(now),
-            )
-            .await?
-            .ok_or_else(|| StoreError::Unavailable("INSERT returned no id".into()))?;
-        let op_id = row.int("id")?;
-        if let Some(old_id) = superseded {
-            let detail = format!("superseded by operation {op_id}");
-            let ev = Ev::new(name, Some(old_id), "operation_superseded", detail);
-            write_event(&mut tx, now, ev).await?;
-        }
-        let ev = Ev::new(
-            name,
-            Some(op_id),
-            "operation_scheduled",
-            describe_operation(&op),
-        );
-        write_event(&mut tx, now, ev).await?;
-        let scheduled = operation_by_id(&mut tx, op_id)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("operation {op_id}")))?;
-        tx.commit().await?;
-        Ok(scheduled)
+                            )
+                            .int(device_id)
+                            .text(op.kind.as_str())
+                            .text(op.auth_mode.as_str())
+                            .opt_text(stored_auth_string(&op))
+                            .text(op.key.to_string())
+                            .time(op.completes_by)
+                            .time(now),
+                        )
+                        .await?
+                        .ok_or_else(|| StoreError::Unavailable("INSERT returned no id".into()))?;
+                    let op_id = row.int("id")?;
+                    if let Some(old_id) = superseded {
+                        let detail = format!("superseded by operation {op_id}");
+                        let ev = Ev::new(name, Some(old_id), "operation_superseded", detail);
+                        write_event(tx, now, ev).await?;
+                    }
+                    let ev = Ev::new(
+                        name,
+                        Some(op_id),
+                        "operation_scheduled",
+                        describe_operation(&op),
+                    );
+                    write_event(tx, now, ev).await?;
+                    let scheduled = operation_by_id(tx, op_id)
+                        .await?
+                        .ok_or_else(|| StoreError::NotFound(format!("operation {op_id}")))?;
+                    Ok(scheduled)
+                })
+            })
+            .await
     }
 
     async fn schedule_many(&self, ops: &[NewOperation], now: Timestamp) -> Result<Vec<i64>> {
-        let mut tx = self.pool.begin(Durability::Full).await?;
-        let mut ids = Vec::with_capacity(ops.len());
-        for chunk in ops.chunks(BATCH) {
-            ids.extend(schedule_chunk(&mut tx, chunk, now).await?);
-        }
-        tx.commit().await?;
-        Ok(ids)
+        let ops = ops.to_vec();
+        self.pool
+            .transaction(Durability::Full, move |tx| {
+                Box::pin(async move {
+                    let ops: &[NewOperation] = &ops;
+                    let mut ids = Vec::with_capacity(ops.len());
+                    for chunk in ops.chunks(BATCH) {
+                        ids.extend(schedule_chunk(tx, chunk, now).await?);
+                    }
+                    Ok(ids)
+                })
+            })
+            .await
     }
 
     async fn note_attempt_failure(
@@ -893,8 +920,12 @@ impl<B> Store for SqlStore<B> {
     }
 
     async fn cancel(&self, name: &DeviceName, now: Timestamp) -> Result<Option<Operation>> {
-        let mut tx = self.pool.begin(Durability::Full).await?;
-        let pending = tx
+        let name = name.to_owned();
+        self.pool
+            .transaction(Durability::Full, move |tx| {
+                Box::pin(async move {
+                    let name: &DeviceName = &name;
+                    let pending = tx
             .fetch_optional(
                 query(
                     "SELECT o.id FROM operations o JOIN devices d ON d.id = o.device_id \
@@ -903,26 +934,28 @@ impl<B> Store for SqlStore<B> {
                 .text(name.as_str()),
             )
             .await?;
-        let Some(row) = pending else {
-            return Ok(None);
-        };
-        let op_id = row.int("id")?;
-        if end_operation(&mut tx, op_id, OperationStatus::Cancelled, None, now)
-            .await?
-            .is_none()
-        {
-            return Ok(None);
-        }
-        let ev = Ev::new(
-            name.as_str(),
-            Some(op_id),
-            "operation_cancelled",
-            "cancelled by an administrator".into(),
-        );
-        write_event(&mut tx, now, ev).await?;
-        let cancelled = operation_by_id(&mut tx, op_id).await?;
-        tx.commit().await?;
-        Ok(cancelled)
+                    let Some(row) = pending else {
+                        return Ok(None);
+                    };
+                    let op_id = row.int("id")?;
+                    if end_operation(tx, op_id, OperationStatus::Cancelled, None, now)
+                        .await?
+                        .is_none()
+                    {
+                        return Ok(None);
+                    }
+                    let ev = Ev::new(
+                        name.as_str(),
+                        Some(op_id),
+                        "operation_cancelled",
+                        "cancelled by an administrator".into(),
+                    );
+                    write_event(tx, now, ev).await?;
+                    let cancelled = operation_by_id(tx, op_id).await?;
+                    Ok(cancelled)
+                })
+            })
+            .await
     }
 
     async fn operation(&self, id: i64) -> Result<Option<Operation>> {
@@ -964,56 +997,66 @@ impl<B> Store for SqlStore<B> {
         }
         // Too late: end it here rather than wait for the sweeper, so the phone is told
         // "request late" and the record says so.
-        let mut tx = self.pool.begin(Durability::Full).await?;
-        let cause = FailureCause::UserInitiatedRequestLate;
-        if let Some(ended) =
-            end_operation(&mut tx, op.id, OperationStatus::TimedOut, Some(cause), now).await?
-        {
-            let detail = format!("deadline {} passed", show_time(op.completes_by));
-            let ev = Ev::new(
-                &ended.device_name,
-                Some(op.id),
-                "operation_timed_out",
-                detail,
-            );
-            write_event(&mut tx, now, ev).await?;
-        }
-        tx.commit().await?;
-        Ok(None)
+        self.pool
+            .transaction(Durability::Full, move |tx| {
+                Box::pin(async move {
+                    let cause = FailureCause::UserInitiatedRequestLate;
+                    if let Some(ended) =
+                        end_operation(tx, op.id, OperationStatus::TimedOut, Some(cause), now)
+                            .await?
+                    {
+                        let detail = format!("deadline {} passed", show_time(op.completes_by));
+                        let ev = Ev::new(
+                            &ended.device_name,
+                            Some(op.id),
+                            "operation_timed_out",
+                            detail,
+                        );
+                        write_event(tx, now, ev).await?;
+                    }
+                    Ok(None)
+                })
+            })
+            .await
     }
 
     async fn expire_operations(&self, now: Timestamp) -> Result<u64> {
-        let mut tx = self.pool.begin(Durability::Full).await?;
-        let rows = tx
-            .fetch_all(
-                query(
-                    "SELECT id, completes_by FROM operations \
+        self.pool
+            .transaction(Durability::Full, move |tx| {
+                Box::pin(async move {
+                    let rows = tx
+                        .fetch_all(
+                            query(
+                                "SELECT id, completes_by FROM operations \
                      WHERE status = 'pending' AND completes_by <= $1 ORDER BY id",
-                )
-                .time(now),
-            )
-            .await?;
-        let cause = FailureCause::UserInitiatedRequestLate;
-        let mut expired = 0;
-        for row in rows {
-            let op_id = row.int("id")?;
-            let deadline = row.time("completes_by")?;
-            if let Some(ended) =
-                end_operation(&mut tx, op_id, OperationStatus::TimedOut, Some(cause), now).await?
-            {
-                let detail = format!("deadline {} passed", show_time(deadline));
-                let ev = Ev::new(
-                    &ended.device_name,
-                    Some(op_id),
-                    "operation_timed_out",
-                    detail,
-                );
-                write_event(&mut tx, now, ev).await?;
-                expired += 1;
-            }
-        }
-        tx.commit().await?;
-        Ok(expired)
+                            )
+                            .time(now),
+                        )
+                        .await?;
+                    let cause = FailureCause::UserInitiatedRequestLate;
+                    let mut expired = 0;
+                    for row in rows {
+                        let op_id = row.int("id")?;
+                        let deadline = row.time("completes_by")?;
+                        if let Some(ended) =
+                            end_operation(tx, op_id, OperationStatus::TimedOut, Some(cause), now)
+                                .await?
+                        {
+                            let detail = format!("deadline {} passed", show_time(deadline));
+                            let ev = Ev::new(
+                                &ended.device_name,
+                                Some(op_id),
+                                "operation_timed_out",
+                                detail,
+                            );
+                            write_event(tx, now, ev).await?;
+                            expired += 1;
+                        }
+                    }
+                    Ok(expired)
+                })
+            })
+            .await
     }
 
     async fn claim(
@@ -1053,42 +1096,50 @@ impl<B> Store for SqlStore<B> {
         count_keygen: bool,
     ) -> Result<Option<u32>> {
         let until = later(now, lease);
-        let mut tx = self.pool.begin(Durability::Relaxed).await?;
-        let claimed = tx
-            .fetch_optional(
-                query(format!(
-                    "UPDATE operations SET claimed_by = $2, claim_expires_at = $3, \
+        let from = from.map(str::to_owned);
+        let claimant = claimant.to_owned();
+        self.pool
+            .transaction(Durability::Relaxed, move |tx| {
+                Box::pin(async move {
+                    let from: Option<&str> = from.as_deref();
+                    let claimant: &str = &claimant;
+                    let claimed = tx
+                        .fetch_optional(
+                            query(format!(
+                                "UPDATE operations SET claimed_by = $2, claim_expires_at = $3, \
                      updated_at = $4, keygen_attempts = keygen_attempts + $6 \
                      WHERE id = $1 AND status = 'pending' AND (claimed_by IS NULL \
                      OR claimed_by = $2 OR claim_expires_at IS NULL OR claim_expires_at <= $4 \
                      OR claimed_by = $5) \
                      {RETURNING_DEVICE}, keygen_attempts",
-                ))
-                .int(op_id)
-                .text(claimant)
-                .time(until)
-                .time(now)
-                .opt_text(from)
-                .int(i64::from(count_keygen)),
-            )
-            .await?;
-        let Some(row) = claimed else {
-            return Ok(None);
-        };
-        let name = row.text("device_name")?;
-        let attempts = to_u32(row.int("keygen_attempts")?, "keygen_attempts")?;
-        let mut detail = format!("by={claimant} until={}", show_time(until));
-        if let Some(from) = from {
-            detail.push_str(&format!(" from={from}"));
-        }
-        let mut events = vec![Ev::new(&name, Some(op_id), "operation_claimed", detail)];
-        if count_keygen {
-            let detail = format!("key generation request {attempts}");
-            events.push(Ev::new(&name, Some(op_id), "keygen_requested", detail));
-        }
-        write_events(&mut tx, now, &events).await?;
-        tx.commit().await?;
-        Ok(Some(attempts))
+                            ))
+                            .int(op_id)
+                            .text(claimant)
+                            .time(until)
+                            .time(now)
+                            .opt_text(from)
+                            .int(i64::from(count_keygen)),
+                        )
+                        .await?;
+                    let Some(row) = claimed else {
+                        return Ok(None);
+                    };
+                    let name = row.text("device_name")?;
+                    let attempts = to_u32(row.int("keygen_attempts")?, "keygen_attempts")?;
+                    let mut detail = format!("by={claimant} until={}", show_time(until));
+                    if let Some(from) = from {
+                        detail.push_str(&format!(" from={from}"));
+                    }
+                    let mut events = vec![Ev::new(&name, Some(op_id), "operation_claimed", detail)];
+                    if count_keygen {
+                        let detail = format!("key generation request {attempts}");
+                        events.push(Ev::new(&name, Some(op_id), "keygen_requested", detail));
+                    }
+                    write_events(tx, now, &events).await?;
+                    Ok(Some(attempts))
+                })
+            })
+            .await
     }
 
     async fn release(&self, op_id: i64, claimant: &str) -> Result<()> {
@@ -1136,137 +1187,156 @@ impl<B> Store for SqlStore<B> {
     }
 
     async fn count_keygen_attempt(&self, op_id: i64, now: Timestamp) -> Result<u32> {
-        let mut tx = self.pool.begin(Durability::Relaxed).await?;
-        let row = tx
-            .fetch_optional(
-                query(format!(
-                    "UPDATE operations SET keygen_attempts = keygen_attempts + 1, \
+        self.pool
+            .transaction(Durability::Relaxed, move |tx| {
+                Box::pin(async move {
+                    let row = tx
+                        .fetch_optional(
+                            query(format!(
+                                "UPDATE operations SET keygen_attempts = keygen_attempts + 1, \
                      updated_at = $2 WHERE id = $1 AND status = 'pending' \
                      {RETURNING_DEVICE}, keygen_attempts",
-                ))
-                .int(op_id)
-                .time(now),
-            )
-            .await?
-            .ok_or_else(|| not_pending(op_id))?;
-        let count = to_u32(row.int("keygen_attempts")?, "keygen_attempts")?;
-        let name = row.text("device_name")?;
-        let detail = format!("key generation request {count}");
-        write_event(
-            &mut tx,
-            now,
-            Ev::new(&name, Some(op_id), "keygen_requested", detail),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(count)
+                            ))
+                            .int(op_id)
+                            .time(now),
+                        )
+                        .await?
+                        .ok_or_else(|| not_pending(op_id))?;
+                    let count = to_u32(row.int("keygen_attempts")?, "keygen_attempts")?;
+                    let name = row.text("device_name")?;
+                    let detail = format!("key generation request {count}");
+                    write_event(
+                        tx,
+                        now,
+                        Ev::new(&name, Some(op_id), "keygen_requested", detail),
+                    )
+                    .await?;
+                    Ok(count)
+                })
+            })
+            .await
     }
 
     async fn fail_operation(&self, op_id: i64, cause: FailureCause, now: Timestamp) -> Result<()> {
-        let mut tx = self.pool.begin(Durability::Full).await?;
-        let ended = end_operation(&mut tx, op_id, OperationStatus::Failed, Some(cause), now)
-            .await?
-            .ok_or_else(|| not_pending(op_id))?;
-        let ev = Ev::new(
-            &ended.device_name,
-            Some(op_id),
-            "operation_failed",
-            format!("cause={cause}"),
-        );
-        write_event(&mut tx, now, ev).await?;
-        tx.commit().await
+        self.pool
+            .transaction(Durability::Full, move |tx| {
+                Box::pin(async move {
+                    let ended = end_operation(tx, op_id, OperationStatus::Failed, Some(cause), now)
+                        .await?
+                        .ok_or_else(|| not_pending(op_id))?;
+                    let ev = Ev::new(
+                        &ended.device_name,
+                        Some(op_id),
+                        "operation_failed",
+                        format!("cause={cause}"),
+                    );
+                    write_event(tx, now, ev).await?;
+                    Ok(())
+                })
+            })
+            .await
     }
 
     async fn record_issued(&self, op_id: i64, cert: NewCertificate, now: Timestamp) -> Result<i64> {
-        let mut tx = self.pool.begin(Durability::Full).await?;
-        // The conditional update both checks the operation is pending and, on PostgreSQL,
-        // locks its row until commit, so certificates of one operation are recorded in turn.
-        let row = tx
-            .fetch_optional(
-                query(format!(
-                    "UPDATE operations SET updated_at = $2 \
+        self.pool
+            .transaction(Durability::Full, move |tx| {
+                Box::pin(async move {
+                    // The conditional update both checks the operation is pending and, on PostgreSQL,
+                    // locks its row until commit, so certificates of one operation are recorded in turn.
+                    let row = tx
+                        .fetch_optional(
+                            query(format!(
+                                "UPDATE operations SET updated_at = $2 \
                      WHERE id = $1 AND status = 'pending' {RETURNING_DEVICE}",
-                ))
-                .int(op_id)
-                .time(now),
-            )
-            .await?
-            .ok_or_else(|| not_pending(op_id))?;
-        let device_id = row.int("device_id")?;
-        let name = row.text("device_name")?;
-        abandon_awaiting(&mut tx, op_id, &name, now).await?;
-        let cert_id = insert_certificate(
-            &mut tx,
-            device_id,
-            op_id,
-            &cert,
-            CertState::AwaitingConfirmation,
-            now,
-        )
-        .await?;
-        let detail = format!("certificate {cert_id} {}", describe_certificate(&cert));
-        let ev = Ev::new(&name, Some(op_id), "certificate_issued", detail);
-        write_event(&mut tx, now, ev).await?;
-        tx.commit().await?;
-        Ok(cert_id)
+                            ))
+                            .int(op_id)
+                            .time(now),
+                        )
+                        .await?
+                        .ok_or_else(|| not_pending(op_id))?;
+                    let device_id = row.int("device_id")?;
+                    let name = row.text("device_name")?;
+                    abandon_awaiting(tx, op_id, &name, now).await?;
+                    let cert_id = insert_certificate(
+                        tx,
+                        device_id,
+                        op_id,
+                        &cert,
+                        CertState::AwaitingConfirmation,
+                        now,
+                    )
+                    .await?;
+                    let detail = format!("certificate {cert_id} {}", describe_certificate(&cert));
+                    let ev = Ev::new(&name, Some(op_id), "certificate_issued", detail);
+                    write_event(tx, now, ev).await?;
+                    Ok(cert_id)
+                })
+            })
+            .await
     }
 
     async fn confirm_install(&self, op_id: i64, cert_id: i64, now: Timestamp) -> Result<()> {
-        let mut tx = self.pool.begin(Durability::Full).await?;
-        let ended = end_operation(&mut tx, op_id, OperationStatus::Success, None, now)
-            .await?
-            .ok_or_else(|| not_pending(op_id))?;
-        let name = ended.device_name.as_str();
-        // Checked before anything else changes; returning early drops the transaction,
-        // which rolls back the status change above.
-        let awaiting = tx
-            .fetch_optional(
-                query(
-                    "SELECT id FROM certificates WHERE id = $1 AND operation_id = $2 \
+        self.pool
+            .transaction(Durability::Full, move |tx| {
+                Box::pin(async move {
+                    let ended = end_operation(tx, op_id, OperationStatus::Success, None, now)
+                        .await?
+                        .ok_or_else(|| not_pending(op_id))?;
+                    let name = ended.device_name.as_str();
+                    // Checked before anything else changes; returning early drops the transaction,
+                    // which rolls back the status change above.
+                    let awaiting = tx
+                        .fetch_optional(
+                            query(
+                                "SELECT id FROM certificates WHERE id = $1 AND operation_id = $2 \
                      AND state = 'awaiting_confirmation'",
-                )
-                .int(cert_id)
-                .int(op_id),
-            )
-            .await?;
-        if awaiting.is_none() {
-            return Err(StoreError::NotFound(format!(
-                "certificate {cert_id} awaiting confirmation for operation {op_id}"
-            )));
-        }
-        // The previous certificate steps down first: at most one may be installed.
-        let previous = tx
-            .fetch_all(
-                query(
-                    "UPDATE certificates SET state = 'superseded', updated_at = $2 \
+                            )
+                            .int(cert_id)
+                            .int(op_id),
+                        )
+                        .await?;
+                    if awaiting.is_none() {
+                        return Err(StoreError::NotFound(format!(
+                            "certificate {cert_id} awaiting confirmation for operation {op_id}"
+                        )));
+                    }
+                    // The previous certificate steps down first: at most one may be installed.
+                    let previous = tx
+                        .fetch_all(
+                            query(
+                                "UPDATE certificates SET state = 'superseded', updated_at = $2 \
                      WHERE device_id = $1 AND state = 'installed' RETURNING id",
-                )
-                .int(ended.device_id)
-                .time(now),
-            )
-            .await?;
-        let mut events = Vec::with_capacity(previous.len() + 2);
-        for row in previous {
-            let old_id = row.int("id")?;
-            let detail = format!("certificate {old_id} replaced by certificate {cert_id}");
-            events.push(Ev::new(name, Some(op_id), "certificate_superseded", detail));
-        }
-        tx.execute(
+                            )
+                            .int(ended.device_id)
+                            .time(now),
+                        )
+                        .await?;
+                    let mut events = Vec::with_capacity(previous.len() + 2);
+                    for row in previous {
+                        let old_id = row.int("id")?;
+                        let detail =
+                            format!("certificate {old_id} replaced by certificate {cert_id}");
+                        events.push(Ev::new(name, Some(op_id), "certificate_superseded", detail));
+                    }
+                    tx.execute(
             query("UPDATE certificates SET state = 'installed', updated_at = $2 WHERE id = $1")
                 .int(cert_id)
                 .time(now),
         )
         .await?;
-        let detail = format!("certificate {cert_id} confirmed stored by the phone");
-        events.push(Ev::new(name, Some(op_id), "certificate_installed", detail));
-        events.push(Ev::new(
-            name,
-            Some(op_id),
-            "operation_succeeded",
-            "install".into(),
-        ));
-        write_events(&mut tx, now, &events).await?;
-        tx.commit().await
+                    let detail = format!("certificate {cert_id} confirmed stored by the phone");
+                    events.push(Ev::new(name, Some(op_id), "certificate_installed", detail));
+                    events.push(Ev::new(
+                        name,
+                        Some(op_id),
+                        "operation_succeeded",
+                        "install".into(),
+                    ));
+                    write_events(tx, now, &events).await?;
+                    Ok(())
+                })
+            })
+            .await
     }
 
     async fn complete_fetch(
@@ -1275,58 +1345,70 @@ impl<B> Store for SqlStore<B> {
         cert: Option<NewCertificate>,
         now: Timestamp,
     ) -> Result<()> {
-        let mut tx = self.pool.begin(Durability::Full).await?;
-        let ended = end_operation(&mut tx, op_id, OperationStatus::Success, None, now)
-            .await?
-            .ok_or_else(|| not_pending(op_id))?;
-        let name = ended.device_name.as_str();
-        let detail = match &cert {
-            Some(cert) => {
-                let cert_id = insert_certificate(
-                    &mut tx,
-                    ended.device_id,
-                    op_id,
-                    cert,
-                    CertState::Fetched,
-                    now,
-                )
-                .await?;
-                format!("certificate {cert_id} {}", describe_certificate(cert))
-            }
-            None => "the phone returned no certificate".to_string(),
-        };
-        let ev = Ev::new(name, Some(op_id), "certificate_fetched", detail);
-        write_event(&mut tx, now, ev).await?;
-        let ev = Ev::new(name, Some(op_id), "operation_succeeded", "fetch".into());
-        write_event(&mut tx, now, ev).await?;
-        tx.commit().await
+        self.pool
+            .transaction(Durability::Full, move |tx| {
+                Box::pin(async move {
+                    let ended = end_operation(tx, op_id, OperationStatus::Success, None, now)
+                        .await?
+                        .ok_or_else(|| not_pending(op_id))?;
+                    let name = ended.device_name.as_str();
+                    let detail = match &cert {
+                        Some(cert) => {
+                            let cert_id = insert_certificate(
+                                tx,
+                                ended.device_id,
+                                op_id,
+                                cert,
+                                CertState::Fetched,
+                                now,
+                            )
+                            .await?;
+                            format!("certificate {cert_id} {}", describe_certificate(cert))
+                        }
+                        None => "the phone returned no certificate".to_string(),
+                    };
+                    let ev = Ev::new(name, Some(op_id), "certificate_fetched", detail);
+                    write_event(tx, now, ev).await?;
+                    let ev = Ev::new(name, Some(op_id), "operation_succeeded", "fetch".into());
+                    write_event(tx, now, ev).await?;
+                    Ok(())
+                })
+            })
+            .await
     }
 
     async fn complete_delete(&self, op_id: i64, now: Timestamp) -> Result<()> {
-        let mut tx = self.pool.begin(Durability::Full).await?;
-        let ended = end_operation(&mut tx, op_id, OperationStatus::Success, None, now)
-            .await?
-            .ok_or_else(|| not_pending(op_id))?;
-        let name = ended.device_name.as_str();
-        let deleted = tx
-            .fetch_all(
-                query(
-                    "UPDATE certificates SET state = 'deleted', updated_at = $2 \
+        self.pool
+            .transaction(Durability::Full, move |tx| {
+                Box::pin(async move {
+                    let ended = end_operation(tx, op_id, OperationStatus::Success, None, now)
+                        .await?
+                        .ok_or_else(|| not_pending(op_id))?;
+                    let name = ended.device_name.as_str();
+                    let deleted = tx
+                        .fetch_all(
+                            query(
+                                "UPDATE certificates SET state = 'deleted', updated_at = $2 \
                      WHERE device_id = $1 AND state = 'installed' RETURNING id",
-                )
-                .int(ended.device_id)
-                .time(now),
-            )
-            .await?;
-        let detail = match deleted.first() {
-            Some(row) => format!("certificate {} deleted by the phone", row.int("id")?),
-            None => "the phone deleted its LSC; none was on record as installed".to_string(),
-        };
-        let ev = Ev::new(name, Some(op_id), "certificate_deleted", detail);
-        write_event(&mut tx, now, ev).await?;
-        let ev = Ev::new(name, Some(op_id), "operation_succeeded", "delete".into());
-        write_event(&mut tx, now, ev).await?;
-        tx.commit().await
+                            )
+                            .int(ended.device_id)
+                            .time(now),
+                        )
+                        .await?;
+                    let detail = match deleted.first() {
+                        Some(row) => format!("certificate {} deleted by the phone", row.int("id")?),
+                        None => {
+                            "the phone deleted its LSC; none was on record as installed".to_string()
+                        }
+                    };
+                    let ev = Ev::new(name, Some(op_id), "certificate_deleted", detail);
+                    write_event(tx, now, ev).await?;
+                    let ev = Ev::new(name, Some(op_id), "operation_succeeded", "delete".into());
+                    write_event(tx, now, ev).await?;
+                    Ok(())
+                })
+            })
+            .await
     }
 
     async fn current_certificate(&self, name: &DeviceName) -> Result<Option<CertificateRecord>> {
@@ -1390,68 +1472,83 @@ impl<B> Store for SqlStore<B> {
         policy: LockoutPolicy,
     ) -> Result<LockState> {
         let until = later(now, policy.lock_duration);
-        let mut tx = self.pool.begin(Durability::Full).await?;
-        // One statement decides, from the row as it is when the statement runs, whether
-        // this failure is the one that locks: concurrent failures on several nodes each see
-        // the previous one's increment.
-        let row = tx
-            .fetch_optional(
-                query(
-                    "UPDATE devices SET \
+        let name = name.to_owned();
+        let cause = cause.to_owned();
+        let source_addr = source_addr.to_owned();
+        self.pool
+            .transaction(Durability::Full, move |tx| {
+                Box::pin(async move {
+                    let name: &DeviceName = &name;
+                    let cause: &str = &cause;
+                    let source_addr: &str = &source_addr;
+                    // One statement decides, from the row as it is when the statement runs, whether
+                    // this failure is the one that locks: concurrent failures on several nodes each see
+                    // the previous one's increment.
+                    let row = tx
+                        .fetch_optional(
+                            query(
+                                "UPDATE devices SET \
                      failed_auth_count = CASE WHEN failed_auth_count + 1 >= $2 THEN 0 \
                          ELSE failed_auth_count + 1 END, \
                      locked_until = CASE WHEN failed_auth_count + 1 >= $2 THEN $3 \
                          ELSE locked_until END, \
                      updated_at = $4 \
                      WHERE name = $1 RETURNING failed_auth_count, locked_until",
-                )
-                .text(name.as_str())
-                .int(i64::from(policy.max_failures))
-                .time(until)
-                .time(now),
-            )
-            .await?;
-        let Some(row) = row else {
-            // A name capf does not know has nothing to protect: record, do not count.
-            let detail = format!("cause={cause}; unknown device, not counted");
-            let ev = Ev::new(name.as_str(), None, "auth_failed", detail).with_source(source_addr);
-            write_event(&mut tx, now, ev).await?;
-            tx.commit().await?;
-            return Ok(LockState {
-                failed_auth_count: 0,
-                locked_until: None,
-            });
-        };
-        let state = LockState {
-            failed_auth_count: to_u32(row.int("failed_auth_count")?, "failed_auth_count")?,
-            locked_until: row.opt_time("locked_until")?,
-        };
-        // The count only goes back to zero when this failure locked the device.
-        let locked_now = state.failed_auth_count == 0;
-        let detail = if locked_now {
-            format!(
-                "cause={cause}; consecutive failures reached {}",
-                policy.max_failures
-            )
-        } else {
-            format!(
-                "cause={cause}; consecutive failures {}",
-                state.failed_auth_count
-            )
-        };
-        let ev = Ev::new(name.as_str(), None, "auth_failed", detail).with_source(source_addr);
-        write_event(&mut tx, now, ev).await?;
-        if locked_now {
-            let detail = format!(
-                "locked until {} after {} consecutive failed authentications",
-                show_time(until),
-                policy.max_failures
-            );
-            let ev = Ev::new(name.as_str(), None, "device_locked", detail).with_source(source_addr);
-            write_event(&mut tx, now, ev).await?;
-        }
-        tx.commit().await?;
-        Ok(state)
+                            )
+                            .text(name.as_str())
+                            .int(i64::from(policy.max_failures))
+                            .time(until)
+                            .time(now),
+                        )
+                        .await?;
+                    let Some(row) = row else {
+                        // A name capf does not know has nothing to protect: record, do not count.
+                        let detail = format!("cause={cause}; unknown device, not counted");
+                        let ev = Ev::new(name.as_str(), None, "auth_failed", detail)
+                            .with_source(source_addr);
+                        write_event(tx, now, ev).await?;
+                        return Ok(LockState {
+                            failed_auth_count: 0,
+                            locked_until: None,
+                        });
+                    };
+                    let state = LockState {
+                        failed_auth_count: to_u32(
+                            row.int("failed_auth_count")?,
+                            "failed_auth_count",
+                        )?,
+                        locked_until: row.opt_time("locked_until")?,
+                    };
+                    // The count only goes back to zero when this failure locked the device.
+                    let locked_now = state.failed_auth_count == 0;
+                    let detail = if locked_now {
+                        format!(
+                            "cause={cause}; consecutive failures reached {}",
+                            policy.max_failures
+                        )
+                    } else {
+                        format!(
+                            "cause={cause}; consecutive failures {}",
+                            state.failed_auth_count
+                        )
+                    };
+                    let ev = Ev::new(name.as_str(), None, "auth_failed", detail)
+                        .with_source(source_addr);
+                    write_event(tx, now, ev).await?;
+                    if locked_now {
+                        let detail = format!(
+                            "locked until {} after {} consecutive failed authentications",
+                            show_time(until),
+                            policy.max_failures
+                        );
+                        let ev = Ev::new(name.as_str(), None, "device_locked", detail)
+                            .with_source(source_addr);
+                        write_event(tx, now, ev).await?;
+                    }
+                    Ok(state)
+                })
+            })
+            .await
     }
 
     async fn record_locked_attempt(
@@ -1474,57 +1571,73 @@ impl<B> Store for SqlStore<B> {
     }
 
     async fn record_auth_success(&self, name: &DeviceName, now: Timestamp) -> Result<()> {
-        let mut tx = self.pool.begin(Durability::Relaxed).await?;
-        let reset = tx
-            .fetch_optional(
-                query(
-                    "UPDATE devices SET failed_auth_count = 0, updated_at = $2 \
+        let name = name.to_owned();
+        self.pool
+            .transaction(Durability::Relaxed, move |tx| {
+                Box::pin(async move {
+                    let name: &DeviceName = &name;
+                    let reset = tx
+                        .fetch_optional(
+                            query(
+                                "UPDATE devices SET failed_auth_count = 0, updated_at = $2 \
                      WHERE name = $1 AND failed_auth_count > 0 RETURNING id",
-                )
-                .text(name.as_str())
-                .time(now),
-            )
-            .await?;
-        if reset.is_some() {
-            let ev = Ev::new(
-                name.as_str(),
-                None,
-                "auth_failures_reset",
-                "authenticated; failure count reset".into(),
-            );
-            write_event(&mut tx, now, ev).await?;
-        }
-        tx.commit().await
+                            )
+                            .text(name.as_str())
+                            .time(now),
+                        )
+                        .await?;
+                    if reset.is_some() {
+                        let ev = Ev::new(
+                            name.as_str(),
+                            None,
+                            "auth_failures_reset",
+                            "authenticated; failure count reset".into(),
+                        );
+                        write_event(tx, now, ev).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .await
     }
 
     async fn unlock(&self, name: &DeviceName, now: Timestamp) -> Result<()> {
-        let mut tx = self.pool.begin(Durability::Full).await?;
-        let unlocked = tx
-            .fetch_optional(
-                query(
-                    "UPDATE devices SET failed_auth_count = 0, locked_until = NULL, \
+        let name = name.to_owned();
+        self.pool
+            .transaction(Durability::Full, move |tx| {
+                Box::pin(async move {
+                    let name: &DeviceName = &name;
+                    let unlocked = tx
+                        .fetch_optional(
+                            query(
+                                "UPDATE devices SET failed_auth_count = 0, locked_until = NULL, \
                      updated_at = $2 WHERE name = $1 RETURNING id",
-                )
-                .text(name.as_str())
-                .time(now),
-            )
-            .await?;
-        if unlocked.is_none() {
-            return Err(StoreError::NotFound(format!("device {name}")));
-        }
-        let ev = Ev::new(
-            name.as_str(),
-            None,
-            "device_unlocked",
-            "lock and failure count cleared".into(),
-        );
-        write_event(&mut tx, now, ev).await?;
-        tx.commit().await
+                            )
+                            .text(name.as_str())
+                            .time(now),
+                        )
+                        .await?;
+                    if unlocked.is_none() {
+                        return Err(StoreError::NotFound(format!("device {name}")));
+                    }
+                    let ev = Ev::new(
+                        name.as_str(),
+                        None,
+                        "device_unlocked",
+                        "lock and failure count cleared".into(),
+                    );
+                    write_event(tx, now, ev).await?;
+                    Ok(())
+                })
+            })
+            .await
     }
 
     async fn record_attempt(&self, attempt: Attempt) -> Result<()> {
-        let mut tx = self.pool.begin(Durability::Relaxed).await?;
-        tx.execute(
+        self.pool
+            .transaction(Durability::Relaxed, move |tx| {
+                Box::pin(async move {
+                    tx.execute(
             query(
                 "INSERT INTO attempts (device_name, operation_id, session_id, source_addr, \
                  started_at, ended_at, outcome, detail) \
@@ -1540,20 +1653,23 @@ impl<B> Store for SqlStore<B> {
             .text(&attempt.detail),
         )
         .await?;
-        // Nodes may report out of order; the newest attempt wins.
-        tx.execute(
-            query(
-                "UPDATE devices SET last_attempt_at = $2, last_attempt_source = $3, \
+                    // Nodes may report out of order; the newest attempt wins.
+                    tx.execute(
+                        query(
+                            "UPDATE devices SET last_attempt_at = $2, last_attempt_source = $3, \
                  last_attempt_outcome = $4 WHERE name = $1 \
                  AND (last_attempt_at IS NULL OR last_attempt_at <= $2)",
-            )
-            .text(attempt.device_name.as_str())
-            .time(attempt.started_at)
-            .text(&attempt.source_addr)
-            .text(&attempt.outcome),
-        )
-        .await?;
-        tx.commit().await
+                        )
+                        .text(attempt.device_name.as_str())
+                        .time(attempt.started_at)
+                        .text(&attempt.source_addr)
+                        .text(&attempt.outcome),
+                    )
+                    .await?;
+                    Ok(())
+                })
+            })
+            .await
     }
 
     async fn attempts(&self, name: &DeviceName, limit: u32) -> Result<Vec<Attempt>> {
@@ -1652,50 +1768,63 @@ impl<B> Store for SqlStore<B> {
     }
 
     async fn create_token(&self, token: &ApiToken, now: Timestamp) -> Result<()> {
-        let mut tx = self.pool.begin(Durability::Full).await?;
-        let inserted = tx
-            .fetch_optional(
-                query(
-                    "INSERT INTO api_tokens (name, token_sha256, scope, created_at) \
+        let token = token.to_owned();
+        self.pool
+            .transaction(Durability::Full, move |tx| {
+                Box::pin(async move {
+                    let token: &ApiToken = &token;
+                    let inserted = tx
+                        .fetch_optional(
+                            query(
+                                "INSERT INTO api_tokens (name, token_sha256, scope, created_at) \
                      VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING id",
-                )
-                .text(&token.name)
-                .text(&token.token_sha256)
-                .text(token.scope.as_str())
-                .time(token.created_at),
-            )
-            .await?;
-        if inserted.is_none() {
-            return Err(StoreError::Conflict(format!(
-                "a token named {:?} already exists",
-                token.name
-            )));
-        }
-        write_event(&mut tx, now, token_event(token, "token_created")).await?;
-        tx.commit().await
+                            )
+                            .text(&token.name)
+                            .text(&token.token_sha256)
+                            .text(token.scope.as_str())
+                            .time(token.created_at),
+                        )
+                        .await?;
+                    if inserted.is_none() {
+                        return Err(StoreError::Conflict(format!(
+                            "a token named {:?} already exists",
+                            token.name
+                        )));
+                    }
+                    write_event(tx, now, token_event(token, "token_created")).await?;
+                    Ok(())
+                })
+            })
+            .await
     }
 
     async fn bootstrap_token(&self, token: &ApiToken, now: Timestamp) -> Result<bool> {
-        let mut tx = self.pool.begin(Durability::Full).await?;
-        let inserted = tx
-            .fetch_optional(
-                query(
-                    "INSERT INTO api_tokens (name, token_sha256, scope, created_at) \
+        let token = token.to_owned();
+        self.pool
+            .transaction(Durability::Full, move |tx| {
+                Box::pin(async move {
+                    let token: &ApiToken = &token;
+                    let inserted = tx
+                        .fetch_optional(
+                            query(
+                                "INSERT INTO api_tokens (name, token_sha256, scope, created_at) \
                      SELECT $1, $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM api_tokens) \
                      ON CONFLICT DO NOTHING RETURNING id",
-                )
-                .text(&token.name)
-                .text(&token.token_sha256)
-                .text(token.scope.as_str())
-                .time(token.created_at),
-            )
-            .await?;
-        if inserted.is_none() {
-            return Ok(false);
-        }
-        write_event(&mut tx, now, token_event(token, "token_created")).await?;
-        tx.commit().await?;
-        Ok(true)
+                            )
+                            .text(&token.name)
+                            .text(&token.token_sha256)
+                            .text(token.scope.as_str())
+                            .time(token.created_at),
+                        )
+                        .await?;
+                    if inserted.is_none() {
+                        return Ok(false);
+                    }
+                    write_event(tx, now, token_event(token, "token_created")).await?;
+                    Ok(true)
+                })
+            })
+            .await
     }
 
     async fn token_by_hash(&self, token_sha256: &str) -> Result<Option<ApiToken>> {
@@ -1714,23 +1843,29 @@ impl<B> Store for SqlStore<B> {
     }
 
     async fn revoke_token(&self, name: &str, now: Timestamp) -> Result<bool> {
-        let mut tx = self.pool.begin(Durability::Full).await?;
-        let deleted = tx
-            .fetch_optional(
-                query(
-                    "DELETE FROM api_tokens WHERE name = $1 \
+        let name = name.to_owned();
+        self.pool
+            .transaction(Durability::Full, move |tx| {
+                Box::pin(async move {
+                    let name: &str = &name;
+                    let deleted = tx
+                        .fetch_optional(
+                            query(
+                                "DELETE FROM api_tokens WHERE name = $1 \
                      RETURNING name, token_sha256, scope, created_at",
-                )
-                .text(name),
-            )
-            .await?;
-        let Some(row) = deleted else {
-            return Ok(false);
-        };
-        let token = token_from_row(&row)?;
-        write_event(&mut tx, now, token_event(&token, "token_revoked")).await?;
-        tx.commit().await?;
-        Ok(true)
+                            )
+                            .text(name),
+                        )
+                        .await?;
+                    let Some(row) = deleted else {
+                        return Ok(false);
+                    };
+                    let token = token_from_row(&row)?;
+                    write_event(tx, now, token_event(&token, "token_revoked")).await?;
+                    Ok(true)
+                })
+            })
+            .await
     }
 
     async fn tokens(&self) -> Result<Vec<ApiToken>> {
@@ -1744,17 +1879,13 @@ impl<B> Store for SqlStore<B> {
     }
 }
 
-// ---- the adapter over the two sqlx drivers ----
+// ---- the adapter over the two engines ----
 
-/// A connection pool of either driver.
+/// The connections of either engine.
 pub(crate) enum Pool {
-    /// Reads on a few connections; every write on the one connection of `write`, so writers
-    /// queue in the pool, first come first served, instead of polling SQLite's busy handler
-    /// (which sleeps milliseconds at a time), and each write sets its own sync level.
-    Sqlite {
-        read: SqlitePool,
-        write: SqlitePool,
-    },
+    /// capf's own SQLite threads: reads on a few connections, every write transaction on the
+    /// one writer, which commits whatever queued up together (see `sqlite_engine.rs`).
+    Sqlite(Engine),
     Postgres(PgPool),
 }
 
@@ -1773,16 +1904,23 @@ pub(crate) enum Durability {
     Relaxed,
 }
 
-/// An open write transaction. Dropping it without [`Tx::commit`] rolls it back.
-pub(crate) enum Tx {
-    Sqlite(Transaction<'static, Sqlite>),
+/// An open write transaction, handed to a transaction body by [`Pool::transaction`].
+pub(crate) enum Tx<'c> {
+    /// The SQLite writer's connection, inside the transaction the writer opened.
+    Sqlite(&'c mut rusqlite::Connection),
     Postgres(Transaction<'static, Postgres>),
 }
 
-/// A row of either driver, read by column name.
+/// A row of either engine, read by column name.
 pub(crate) enum Row {
-    Sqlite(SqliteRow),
+    Sqlite(LocalRow),
     Postgres(PgRow),
+}
+
+/// A SQLite row, copied out of the statement so it can cross back from the engine's thread.
+pub(crate) struct LocalRow {
+    columns: Arc<[String]>,
+    values: Vec<Value>,
 }
 
 /// A bind value. Only the types the schema uses.
@@ -1855,16 +1993,6 @@ impl Query {
         self
     }
 
-    fn sqlite(&self) -> sqlx::query::Query<'_, Sqlite, SqliteArguments<'_>> {
-        self.args
-            .iter()
-            .fold(sqlx::query(&self.sql), |q, arg| match arg {
-                Arg::Int(v) => q.bind(*v),
-                Arg::Text(v) => q.bind(v.as_deref()),
-                Arg::Bool(v) => q.bind(*v),
-            })
-    }
-
     fn postgres(&self) -> sqlx::query::Query<'_, Postgres, PgArguments> {
         self.args
             .iter()
@@ -1874,13 +2002,65 @@ impl Query {
                 Arg::Bool(v) => q.bind(*v),
             })
     }
+
+    /// Runs the statement on a SQLite connection to completion and returns its rows.
+    fn run_sqlite(&self, conn: &rusqlite::Connection) -> Result<Vec<Row>> {
+        let sql = sqlite_placeholders(&self.sql);
+        let mut stmt = conn.prepare_cached(&sql).map_err(|e| from_sqlite(&e))?;
+        if stmt.parameter_count() != self.args.len() {
+            return Err(StoreError::Unavailable(format!(
+                "statement takes {} parameters, given {}: {}",
+                stmt.parameter_count(),
+                self.args.len(),
+                self.sql
+            )));
+        }
+        for (i, arg) in self.args.iter().enumerate() {
+            let bound = match arg {
+                Arg::Int(v) => stmt.raw_bind_parameter(i + 1, v),
+                Arg::Text(v) => stmt.raw_bind_parameter(i + 1, v.as_deref()),
+                Arg::Bool(v) => stmt.raw_bind_parameter(i + 1, v),
+            };
+            bound.map_err(|e| from_sqlite(&e))?;
+        }
+        let columns: Arc<[String]> = stmt.column_names().into_iter().map(String::from).collect();
+        let mut rows = stmt.raw_query();
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| from_sqlite(&e))? {
+            let values = (0..columns.len())
+                .map(|i| row.get::<_, Value>(i))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| from_sqlite(&e))?;
+            out.push(Row::Sqlite(LocalRow {
+                columns: Arc::clone(&columns),
+                values,
+            }));
+        }
+        Ok(out)
+    }
 }
 
-/// How long one statement (or a begin or commit) may take. A database that stops answering
-/// without closing the connection (a network partition, a hung server) would otherwise hold a
-/// phone's session or an API request until TCP gives up, many minutes later; past this the
-/// store reports `Unavailable` and the caller ends cleanly (the transaction rolls back when
-/// dropped).
+/// PostgreSQL's `$N` placeholders as SQLite's `?N`, which bind by number; SQLite reads `$N`
+/// as a name, and binding by name scans the statement's parameter list every time.
+fn sqlite_placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// How long one PostgreSQL statement (or a begin or commit) may take. A database that stops
+/// answering without closing the connection (a network partition, a hung server) would
+/// otherwise hold a phone's session or an API request until TCP gives up, many minutes later;
+/// past this the store reports `Unavailable` and the caller ends cleanly (the transaction
+/// rolls back when dropped). SQLite is a local file: its engine bounds the wait for the writer
+/// instead.
 const STATEMENT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn within<T>(
@@ -1895,19 +2075,36 @@ async fn within<T>(
     }
 }
 
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
 impl Pool {
-    /// Begins a write transaction. On SQLite it is `BEGIN IMMEDIATE`: the write lock is
-    /// taken up front, because a deferred transaction that read first and then tries to
-    /// write fails at once with SQLITE_BUSY when another connection wrote in between.
-    /// PostgreSQL's row locks need nothing special.
-    async fn begin(&self, durability: Durability) -> Result<Tx> {
+    /// Runs `body` in one write transaction and commits it when the body succeeds; an error
+    /// from the body rolls its changes back.
+    ///
+    /// The body is written once for both engines. On PostgreSQL it runs here, each statement
+    /// awaiting the server. On SQLite it runs on the writer thread, where every statement
+    /// completes at once, so the body never waits: the whole transaction is one hand-off.
+    async fn transaction<T, F>(&self, durability: Durability, body: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'t, 'c> FnOnce(&'t mut Tx<'c>) -> BoxFuture<'t, Result<T>> + Send + 'static,
+    {
         match self {
-            Pool::Sqlite { write, .. } => {
-                let begin = match durability {
-                    Durability::Full => "PRAGMA synchronous = FULL; BEGIN IMMEDIATE",
-                    Durability::Relaxed => "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE",
+            Pool::Sqlite(engine) => {
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                let sync = match durability {
+                    Durability::Full => SyncMode::Full,
+                    Durability::Relaxed => SyncMode::Normal,
                 };
-                Ok(Tx::Sqlite(within(write.begin_with(begin)).await?))
+                engine.write(Box::new(SqliteWrite {
+                    sync,
+                    body: Some(body),
+                    result: None,
+                    reply,
+                }));
+                answer.await.map_err(|_| {
+                    StoreError::Unavailable("the SQLite writer stopped before answering".into())
+                })?
             }
             Pool::Postgres(p) => {
                 let mut tx = Tx::Postgres(within(p.begin()).await?);
@@ -1915,37 +2112,30 @@ impl Pool {
                     tx.execute(query("SET LOCAL synchronous_commit TO OFF"))
                         .await?;
                 }
-                Ok(tx)
+                let value = body(&mut tx).await?;
+                if let Tx::Postgres(tx) = tx {
+                    within(tx.commit()).await?;
+                }
+                Ok(value)
             }
         }
     }
 
     /// One statement in a transaction of its own.
     async fn write(&self, q: Query, durability: Durability) -> Result<u64> {
-        let mut tx = self.begin(durability).await?;
-        let affected = tx.execute(q).await?;
-        tx.commit().await?;
-        Ok(affected)
+        self.transaction(durability, move |tx| {
+            Box::pin(async move { tx.execute(q).await })
+        })
+        .await
     }
 
     async fn fetch_optional(&self, q: Query) -> Result<Option<Row>> {
-        match self {
-            Pool::Sqlite { read, .. } => Ok(within(q.sqlite().fetch_optional(read))
-                .await?
-                .map(Row::Sqlite)),
-            Pool::Postgres(p) => Ok(within(q.postgres().fetch_optional(p))
-                .await?
-                .map(Row::Postgres)),
-        }
+        Ok(self.fetch_all(q).await?.into_iter().next())
     }
 
     async fn fetch_all(&self, q: Query) -> Result<Vec<Row>> {
         match self {
-            Pool::Sqlite { read, .. } => Ok(within(q.sqlite().fetch_all(read))
-                .await?
-                .into_iter()
-                .map(Row::Sqlite)
-                .collect()),
+            Pool::Sqlite(engine) => engine.read(move |conn| q.run_sqlite(conn)).await,
             Pool::Postgres(p) => Ok(within(q.postgres().fetch_all(p))
                 .await?
                 .into_iter()
@@ -1955,32 +2145,77 @@ impl Pool {
     }
 }
 
-impl Tx {
-    async fn commit(self) -> Result<()> {
-        match self {
-            Tx::Sqlite(tx) => within(tx.commit()).await,
-            Tx::Postgres(tx) => within(tx.commit()).await,
-        }
+/// A transaction body queued for the SQLite writer, and where its answer goes.
+struct SqliteWrite<T, F> {
+    sync: SyncMode,
+    body: Option<F>,
+    result: Option<Result<T>>,
+    reply: tokio::sync::oneshot::Sender<Result<T>>,
+}
+
+impl<T, F> WriteJob for SqliteWrite<T, F>
+where
+    T: Send + 'static,
+    F: for<'t, 'c> FnOnce(&'t mut Tx<'c>) -> BoxFuture<'t, Result<T>> + Send + 'static,
+{
+    fn sync(&self) -> SyncMode {
+        self.sync
     }
 
+    fn run(&mut self, conn: &mut rusqlite::Connection) -> bool {
+        let Some(body) = self.body.take() else {
+            return false;
+        };
+        let mut tx = Tx::Sqlite(conn);
+        // A bug in a body must not take the writer thread (and every later write) with it.
+        let result =
+            catch_unwind(AssertUnwindSafe(|| run_ready(body(&mut tx)))).unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(
+                    "a write transaction panicked".into(),
+                ))
+            });
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn finish(self: Box<Self>, committed: Result<()>) {
+        let answer = match self.result {
+            // The body's own error, whatever became of the batch.
+            Some(Err(e)) => Err(e),
+            Some(Ok(value)) => committed.map(|()| value),
+            None => Err(committed
+                .err()
+                .unwrap_or_else(|| StoreError::Unavailable("the write did not run".into()))),
+        };
+        // The caller may have given up (its session ended); the change stands regardless,
+        // as a commit whose answer was lost would on any database.
+        let _ = self.reply.send(answer);
+    }
+}
+
+/// Polls a SQLite transaction body to its end. Its statements run synchronously on the
+/// writer's connection, so it is ready at the first poll; a body that waits on anything else
+/// is a bug, reported as an error rather than blocking the writer.
+fn run_ready<T>(body: impl Future<Output = Result<T>>) -> Result<T> {
+    let mut body = std::pin::pin!(body);
+    let mut cx = Context::from_waker(Waker::noop());
+    match body.as_mut().poll(&mut cx) {
+        Poll::Ready(result) => result,
+        Poll::Pending => Err(StoreError::Unavailable(
+            "a SQLite transaction body waited on something other than its connection".into(),
+        )),
+    }
+}
+
+impl Tx<'_> {
     async fn fetch_optional(&mut self, q: Query) -> Result<Option<Row>> {
-        match self {
-            Tx::Sqlite(tx) => Ok(within(q.sqlite().fetch_optional(&mut **tx))
-                .await?
-                .map(Row::Sqlite)),
-            Tx::Postgres(tx) => Ok(within(q.postgres().fetch_optional(&mut **tx))
-                .await?
-                .map(Row::Postgres)),
-        }
+        Ok(self.fetch_all(q).await?.into_iter().next())
     }
 
     async fn fetch_all(&mut self, q: Query) -> Result<Vec<Row>> {
         match self {
-            Tx::Sqlite(tx) => Ok(within(q.sqlite().fetch_all(&mut **tx))
-                .await?
-                .into_iter()
-                .map(Row::Sqlite)
-                .collect()),
+            Tx::Sqlite(conn) => q.run_sqlite(conn),
             Tx::Postgres(tx) => Ok(within(q.postgres().fetch_all(&mut **tx))
                 .await?
                 .into_iter()
@@ -1991,7 +2226,10 @@ impl Tx {
 
     async fn execute(&mut self, q: Query) -> Result<u64> {
         match self {
-            Tx::Sqlite(tx) => Ok(within(q.sqlite().execute(&mut **tx)).await?.rows_affected()),
+            Tx::Sqlite(conn) => {
+                q.run_sqlite(conn)?;
+                Ok(conn.changes())
+            }
             Tx::Postgres(tx) => Ok(within(q.postgres().execute(&mut **tx))
                 .await?
                 .rows_affected()),
@@ -1999,39 +2237,72 @@ impl Tx {
     }
 }
 
+impl LocalRow {
+    fn value(&self, column: &str) -> Result<&Value> {
+        self.columns
+            .iter()
+            .position(|c| c == column)
+            .and_then(|i| self.values.get(i))
+            .ok_or_else(|| StoreError::Corrupt(format!("no column {column}")))
+    }
+
+    fn opt_int(&self, column: &str) -> Result<Option<i64>> {
+        match self.value(column)? {
+            Value::Null => Ok(None),
+            Value::Integer(v) => Ok(Some(*v)),
+            other => Err(wrong_type(column, "an integer", other)),
+        }
+    }
+
+    fn opt_text(&self, column: &str) -> Result<Option<String>> {
+        match self.value(column)? {
+            Value::Null => Ok(None),
+            Value::Text(v) => Ok(Some(v.clone())),
+            other => Err(wrong_type(column, "text", other)),
+        }
+    }
+}
+
+fn wrong_type(column: &str, wanted: &str, got: &Value) -> StoreError {
+    StoreError::Corrupt(format!(
+        "column {column} holds {:?}, expected {wanted}",
+        got.data_type()
+    ))
+}
+
+fn null_in(column: &str) -> StoreError {
+    StoreError::Corrupt(format!("column {column} is NULL"))
+}
+
 impl Row {
-    fn get<T>(&self, column: &str) -> Result<T>
-    where
-        T: for<'r> sqlx::Decode<'r, Sqlite>
-            + sqlx::Type<Sqlite>
-            + for<'r> sqlx::Decode<'r, Postgres>
-            + sqlx::Type<Postgres>,
-    {
-        use sqlx::Row as _;
+    fn opt_int(&self, column: &str) -> Result<Option<i64>> {
         match self {
-            Row::Sqlite(r) => Ok(r.try_get(column)?),
-            Row::Postgres(r) => Ok(r.try_get(column)?),
+            Row::Sqlite(r) => r.opt_int(column),
+            Row::Postgres(r) => Ok(sqlx::Row::try_get(r, column)?),
+        }
+    }
+
+    fn opt_text(&self, column: &str) -> Result<Option<String>> {
+        match self {
+            Row::Sqlite(r) => r.opt_text(column),
+            Row::Postgres(r) => Ok(sqlx::Row::try_get(r, column)?),
         }
     }
 
     fn int(&self, column: &str) -> Result<i64> {
-        self.get(column)
-    }
-
-    fn opt_int(&self, column: &str) -> Result<Option<i64>> {
-        self.get(column)
+        self.opt_int(column)?.ok_or_else(|| null_in(column))
     }
 
     fn text(&self, column: &str) -> Result<String> {
-        self.get(column)
-    }
-
-    fn opt_text(&self, column: &str) -> Result<Option<String>> {
-        self.get(column)
+        self.opt_text(column)?.ok_or_else(|| null_in(column))
     }
 
     fn bool(&self, column: &str) -> Result<bool> {
-        self.get(column)
+        match self {
+            // SQLite has no boolean type: the schema stores 0 and 1.
+            Row::Sqlite(r) => Ok(r.opt_int(column)?.ok_or_else(|| null_in(column))? != 0),
+            Row::Postgres(r) => Ok(sqlx::Row::try_get(r, column)?),
+        }
     }
 
     fn time(&self, column: &str) -> Result<Timestamp> {
@@ -2049,5 +2320,19 @@ impl Row {
 
     fn opt_parse<T: FromStr<Err = StoreError>>(&self, column: &str) -> Result<Option<T>> {
         self.opt_text(column)?.map(|s| s.parse()).transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sqlite_placeholders;
+
+    #[test]
+    fn placeholders_become_numbered() {
+        assert_eq!(
+            sqlite_placeholders("UPDATE t SET a = $2 WHERE id = $1 AND b = $10"),
+            "UPDATE t SET a = ?2 WHERE id = ?1 AND b = ?10"
+        );
+        assert_eq!(sqlite_placeholders("SELECT '$' || x"), "SELECT '$' || x");
     }
 }

@@ -1,6 +1,7 @@
 //! The SQLite back end: one database file, for a single node.
 //!
-//! The behaviour is in `sql.rs`; this file only knows how to open the file safely.
+//! The behaviour is in `sql.rs` and the threads that run it in `sqlite_engine.rs`; this file
+//! only knows how to open and migrate the file safely.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use super::sql::{Pool, SqlStore};
+use super::sqlite_engine::{file_of, Engine};
 use super::{DatabaseUrl, Result, StoreError};
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -41,25 +43,27 @@ impl SqlStore<SqliteBackend> {
                 })?;
             }
         }
-        // Reads: a few connections, which WAL lets proceed during a write. Writes: one
-        // connection, as SQLite runs one writer at a time anyway (see `Pool`). A writer may
-        // queue behind a bulk import of 100,000 rows, hence the generous wait.
-        let read = SqlitePoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options.clone())
-            .await?;
-        let write = SqlitePoolOptions::new()
+        // Migrations run through sqlx's migrator, on a connection of their own; then capf's
+        // own threads take the file over (see `sqlite_engine.rs` for why).
+        let file = file_of(&options)?;
+        let migrate = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
         // A SQLite database has one node, so the migrator's missing lock does not matter.
-        MIGRATOR
-            .run(&write)
+        let migrated = MIGRATOR
+            .run(&migrate)
             .await
-            .map_err(|e| StoreError::Migration(e.to_string()))?;
+            .map_err(|e| StoreError::Migration(e.to_string()));
+        migrate.close().await;
+        migrated?;
+        // Reads: a few connections, which WAL lets proceed during a write; bulk listings
+        // should not hold up a phone's lookups.
+        let engine = tokio::task::spawn_blocking(move || Engine::start(&file, 4))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("opening the SQLite store: {e}")))??;
         tracing::info!(database = %url, "opened SQLite store");
-        Ok(SqlStore::from_pool(Pool::Sqlite { read, write }))
+        Ok(SqlStore::from_pool(Pool::Sqlite(engine)))
     }
 }

@@ -1,0 +1,482 @@
+//! The threads that own capf's SQLite connections: one writer and a few readers.
+//!
+//! Why not sqlx's SQLite driver: it runs each connection on a thread of its own and hands that
+//! thread every statement (and every row) through a channel, so each statement costs two
+//! thread switches and a session's write transactions queue statement by statement on the one
+//! writer connection. Measured with `capf bench`, that hand-off was most of the server's time.
+//! Here a whole transaction crosses to the writer thread in one hand-off and runs there
+//! without waiting, and the writer commits the transactions that queued up meanwhile together
+//! (group commit: one fsync for many sessions), each in a savepoint of its own so one
+//! failing body undoes only its own changes.
+//!
+//! The engine knows nothing about the schema: jobs come from `sql.rs`.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OpenFlags};
+
+use super::{Result, StoreError};
+
+/// How many queued write transactions one commit may carry. Enough that a burst of sessions
+/// shares one fsync; small enough that a batch is a few milliseconds of work.
+const MAX_BATCH: usize = 64;
+
+/// A queued write older than this is refused rather than run: its caller's deadline has the
+/// same length, and a write must never commit after its caller was told it failed.
+const QUEUE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How long a connection waits for another process's lock (a backup tool, `sqlite3` in a
+/// shell) before SQLITE_BUSY. capf itself never waits on its own connections.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the writer must reach before a batch's callers go on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SyncMode {
+    /// `synchronous = FULL`: the WAL is on disk.
+    Full,
+    /// `synchronous = NORMAL`: in the operating system's hands.
+    Normal,
+}
+
+/// One write transaction's body, run on the writer thread inside the batch's transaction.
+pub(crate) trait WriteJob: Send {
+    fn sync(&self) -> SyncMode;
+    /// Runs the body; returns whether it succeeded (its savepoint is kept) or failed (its
+    /// savepoint is rolled back). Keeps the body's result until [`WriteJob::finish`].
+    fn run(&mut self, conn: &mut Connection) -> bool;
+    /// Hands the caller its result once the batch's commit outcome is known (or the error
+    /// that kept the job from running).
+    fn finish(self: Box<Self>, commit: Result<()>);
+}
+
+type ReadJob = Box<dyn FnOnce(&mut Connection) + Send>;
+
+struct Queued {
+    at: Instant,
+    job: Box<dyn WriteJob>,
+}
+
+/// The running threads. Dropping the engine (or [`Engine::close`]) lets them finish what is
+/// queued and exit.
+pub(crate) struct Engine {
+    writer: Mutex<Option<Sender<Queued>>>,
+    readers: Mutex<Option<Sender<ReadJob>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Engine {
+    /// Opens one writer and `readers` reader connections on `path` (an existing, migrated
+    /// database in WAL mode) and starts their threads.
+    pub(crate) fn start(path: &Path, readers: usize) -> Result<Engine> {
+        let writer_conn = open(path)?;
+        let (write_tx, write_rx) = mpsc::channel::<Queued>();
+        let mut threads = vec![spawn("capf-sqlite-w", move || {
+            write_loop(writer_conn, write_rx)
+        })?];
+        let (read_tx, read_rx) = mpsc::channel::<ReadJob>();
+        let read_rx = Arc::new(Mutex::new(read_rx));
+        for i in 0..readers.max(1) {
+            let conn = open(path)?;
+            let rx = Arc::clone(&read_rx);
+            threads.push(spawn(&format!("capf-sqlite-r{i}"), move || {
+                read_loop(conn, rx)
+            })?);
+        }
+        Ok(Engine {
+            writer: Mutex::new(Some(write_tx)),
+            readers: Mutex::new(Some(read_tx)),
+            threads: Mutex::new(threads),
+        })
+    }
+
+    /// Queues a write transaction; the job's `finish` reports the outcome.
+    pub(crate) fn write(&self, job: Box<dyn WriteJob>) {
+        let queued = Queued {
+            at: Instant::now(),
+            job,
+        };
+        let refused = match lock(&self.writer).as_ref() {
+            Some(tx) => tx.send(queued).err().map(|e| e.0),
+            None => Some(queued),
+        };
+        if let Some(queued) = refused {
+            queued.job.finish(Err(closed()));
+        }
+    }
+
+    /// Runs `read` on a reader connection.
+    pub(crate) async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job: ReadJob = Box::new(move |conn| {
+            let result = catch_unwind(AssertUnwindSafe(|| read(conn)))
+                .unwrap_or_else(|_| Err(StoreError::Unavailable("a read panicked".into())));
+            let _ = reply.send(result);
+        });
+        match lock(&self.readers).as_ref() {
+            Some(tx) => tx.send(job).map_err(|_| closed())?,
+            None => return Err(closed()),
+        }
+        answer.await.map_err(|_| closed())?
+    }
+
+    /// Stops taking work, lets the threads finish what is queued, and waits for them.
+    pub(crate) async fn close(&self) {
+        lock(&self.writer).take();
+        lock(&self.readers).take();
+        let threads = std::mem::take(&mut *lock(&self.threads));
+        // Joining blocks: not on an async worker.
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // The threads end on their own once the senders are gone; nothing to wait for.
+        lock(&self.writer).take();
+        lock(&self.readers).take();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned lock only means a thread panicked while holding it; the data (a sender, a
+    // list of handles) is still sound.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn closed() -> StoreError {
+    StoreError::Unavailable("the SQLite store is closed".into())
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map_err(|e| StoreError::Unavailable(format!("starting a SQLite thread: {e}")))
+}
+
+/// Opens a connection with the settings every capf connection has.
+fn open(path: &Path) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| from_sqlite(&e))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|e| from_sqlite(&e))?;
+    // The schema's statements, bulk import's chunk sizes included, fit comfortably.
+    conn.set_prepared_statement_cache_capacity(256);
+    conn.execute_batch(
+        "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; PRAGMA journal_mode = WAL;",
+    )
+    .map_err(|e| from_sqlite(&e))?;
+    Ok(conn)
+}
+
+/// The file a `sqlite://` URL names, as `open` expects it.
+pub(crate) fn file_of(options: &sqlx::sqlite::SqliteConnectOptions) -> Result<PathBuf> {
+    let path = options.get_filename();
+    let name = path.to_string_lossy();
+    // sqlx names its in-memory databases `file:sqlx-in-memory-N`.
+    if name.is_empty() || name.contains(":memory:") || name.contains("sqlx-in-memory") {
+        return Err(StoreError::BadUrl(
+            "an in-memory SQLite database cannot be shared by capf's connections; name a file"
+                .into(),
+        ));
+    }
+    Ok(path.to_path_buf())
+}
+
+pub(crate) fn from_sqlite(e: &rusqlite::Error) -> StoreError {
+    match e {
+        rusqlite::Error::FromSqlConversionFailure(..)
+        | rusqlite::Error::IntegralValueOutOfRange(..)
+        | rusqlite::Error::InvalidColumnType(..) => StoreError::Corrupt(e.to_string()),
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}
+
+fn read_loop(mut conn: Connection, jobs: Arc<Mutex<Receiver<ReadJob>>>) {
+    loop {
+        // The lock is held only while waiting, so one idle reader waits and the others queue
+        // behind it; a job runs with the lock released.
+        let next = lock(&jobs).recv();
+        match next {
+            Ok(job) => job(&mut conn),
+            Err(_) => return,
+        }
+    }
+}
+
+fn write_loop(mut conn: Connection, jobs: Receiver<Queued>) {
+    let mut current = SyncMode::Full;
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let (late, batch): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .partition(|q| q.at.elapsed() > QUEUE_DEADLINE);
+        for q in late {
+            q.job.finish(Err(StoreError::Unavailable(format!(
+                "the write waited more than {} s for the database",
+                QUEUE_DEADLINE.as_secs()
+            ))));
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let wanted = if batch.iter().any(|q| q.job.sync() == SyncMode::Full) {
+            SyncMode::Full
+        } else {
+            SyncMode::Normal
+        };
+        for (job, committed) in run_batch(&mut conn, &mut current, wanted, batch) {
+            job.finish(committed);
+        }
+    }
+}
+
+/// Runs a batch in one transaction, each job in a savepoint, and commits it once. Returns
+/// each job with whether its changes were committed.
+fn run_batch(
+    conn: &mut Connection,
+    current: &mut SyncMode,
+    wanted: SyncMode,
+    batch: Vec<Queued>,
+) -> Vec<(Box<dyn WriteJob>, Result<()>)> {
+    if let Err(e) = begin(conn, current, wanted) {
+        return batch
+            .into_iter()
+            .map(|q| (q.job, Err(clone_error(&e))))
+            .collect();
+    }
+    let mut jobs = Vec::with_capacity(batch.len());
+    let mut lost = None;
+    for q in batch {
+        let mut job = q.job;
+        if lost.is_some() {
+            jobs.push((job, Err(rolled_back())));
+            continue;
+        }
+        let kept = step(conn, "SAVEPOINT job").and_then(|()| {
+            if job.run(conn) {
+                step(conn, "RELEASE job")
+            } else {
+                // The job reports its own error; this only undoes its changes.
+                step(conn, "ROLLBACK TO job").and_then(|()| step(conn, "RELEASE job"))
+            }
+        });
+        // Some errors (disk full, I/O) make SQLite roll the whole transaction back by itself:
+        // what the batch did so far is gone, and nothing more may run outside it.
+        if conn.is_autocommit() {
+            lost = Some(rolled_back());
+        }
+        jobs.push((job, kept));
+    }
+    let commit = match lost {
+        Some(e) => Err(e),
+        None => {
+            let commit = step(conn, "COMMIT");
+            if commit.is_err() {
+                // Leaves the connection usable for the next batch.
+                let _ = step(conn, "ROLLBACK");
+            }
+            commit
+        }
+    };
+    jobs.into_iter()
+        .map(|(job, kept)| {
+            let committed = kept.and_then(|()| match &commit {
+                Ok(()) => Ok(()),
+                Err(e) => Err(clone_error(e)),
+            });
+            (job, committed)
+        })
+        .collect()
+}
+
+fn begin(conn: &mut Connection, current: &mut SyncMode, wanted: SyncMode) -> Result<()> {
+    if *current != wanted {
+        // Only outside a transaction does this change what the next commit waits for.
+        let pragma = match wanted {
+            SyncMode::Full => "PRAGMA synchronous = FULL",
+            SyncMode::Normal => "PRAGMA synchronous = NORMAL",
+        };
+        conn.execute_batch(pragma).map_err(|e| from_sqlite(&e))?;
+        *current = wanted;
+    }
+    // IMMEDIATE takes the write lock up front: another process (a backup) waits or fails
+    // here, before any body ran.
+    step(conn, "BEGIN IMMEDIATE")
+}
+
+fn step(conn: &Connection, sql: &str) -> Result<()> {
+    let mut stmt = conn.prepare_cached(sql).map_err(|e| from_sqlite(&e))?;
+    stmt.execute([]).map(|_| ()).map_err(|e| from_sqlite(&e))
+}
+
+fn rolled_back() -> StoreError {
+    StoreError::Unavailable("SQLite rolled the write transaction back (see the log)".into())
+}
+
+fn clone_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Unavailable(s) => StoreError::Unavailable(s.clone()),
+        StoreError::Migration(s) => StoreError::Migration(s.clone()),
+        StoreError::NotFound(s) => StoreError::NotFound(s.clone()),
+        StoreError::Corrupt(s) => StoreError::Corrupt(s.clone()),
+        StoreError::BadUrl(s) => StoreError::BadUrl(s.clone()),
+        StoreError::Conflict(s) => StoreError::Conflict(s.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Inserts `value` into `t`, then fails if `fail` (after its insert, which must be undone).
+    struct Insert {
+        value: i64,
+        fail: bool,
+        pause: Duration,
+        reply: Option<std::sync::mpsc::Sender<(i64, Result<()>)>>,
+        ran: Option<bool>,
+    }
+
+    impl WriteJob for Insert {
+        fn sync(&self) -> SyncMode {
+            SyncMode::Full
+        }
+
+        fn run(&mut self, conn: &mut Connection) -> bool {
+            std::thread::sleep(self.pause);
+            let ok = conn
+                .execute("INSERT INTO t (v) VALUES (?1)", [self.value])
+                .is_ok()
+                && !self.fail;
+            self.ran = Some(ok);
+            ok
+        }
+
+        fn finish(self: Box<Self>, committed: Result<()>) {
+            let outcome = match self.ran {
+                Some(true) => committed,
+                Some(false) => Err(StoreError::Conflict("refused".into())),
+                None => committed.and(Err(StoreError::NotFound("did not run".into()))),
+            };
+            if let Some(reply) = self.reply {
+                let _ = reply.send((self.value, outcome));
+            }
+        }
+    }
+
+    fn setup() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (v INTEGER NOT NULL)")
+            .unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn a_batch_commits_its_good_jobs_and_undoes_the_failed_ones() {
+        let (_dir, path) = setup();
+        let engine = Engine::start(&path, 1).unwrap();
+        let (reply, answers) = std::sync::mpsc::channel();
+        // The first job holds the writer while the others queue: they form one batch.
+        for value in 0..12 {
+            engine.write(Box::new(Insert {
+                value,
+                fail: value % 3 == 2,
+                pause: if value == 0 {
+                    Duration::from_millis(200)
+                } else {
+                    Duration::ZERO
+                },
+                reply: Some(reply.clone()),
+                ran: None,
+            }));
+        }
+        drop(reply);
+        let mut outcomes: Vec<(i64, bool)> = answers.iter().map(|(v, r)| (v, r.is_ok())).collect();
+        outcomes.sort();
+        let expected: Vec<(i64, bool)> = (0..12).map(|v| (v, v % 3 != 2)).collect();
+        assert_eq!(outcomes, expected);
+
+        let conn = Connection::open(&path).unwrap();
+        let mut stmt = conn.prepare("SELECT v FROM t ORDER BY v").unwrap();
+        let stored: Vec<i64> = stmt
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<std::result::Result<_, _>>()
+            .unwrap();
+        let committed: Vec<i64> = (0..12).filter(|v| v % 3 != 2).collect();
+        assert_eq!(stored, committed);
+    }
+
+    #[tokio::test]
+    async fn reads_see_committed_writes_and_a_closed_engine_refuses_work() {
+        let (_dir, path) = setup();
+        let engine = Engine::start(&path, 2).unwrap();
+        let (reply, answers) = std::sync::mpsc::channel();
+        engine.write(Box::new(Insert {
+            value: 7,
+            fail: false,
+            pause: Duration::ZERO,
+            reply: Some(reply),
+            ran: None,
+        }));
+        let (_, committed) = tokio::task::spawn_blocking(move || answers.recv().unwrap())
+            .await
+            .unwrap();
+        committed.unwrap();
+        let n = engine
+            .read(|conn| {
+                conn.query_row("SELECT COUNT(*) FROM t", [], |r| r.get::<_, i64>(0))
+                    .map_err(|e| from_sqlite(&e))
+            })
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+
+        engine.close().await;
+        let refused = engine.read(|_| Ok(())).await;
+        assert!(matches!(refused, Err(StoreError::Unavailable(_))));
+        let (reply, answers) = std::sync::mpsc::channel();
+        engine.write(Box::new(Insert {
+            value: 8,
+            fail: false,
+            pause: Duration::ZERO,
+            reply: Some(reply),
+            ran: None,
+        }));
+        assert!(matches!(
+            answers.recv().unwrap().1,
+            Err(StoreError::Unavailable(_))
+        ));
+    }
+
+    #[test]
+    fn memory_urls_are_refused() {
+        use std::str::FromStr;
+        let options = sqlx::sqlite::SqliteConnectOptions::from_str("sqlite::memory:").unwrap();
+        assert!(matches!(file_of(&options), Err(StoreError::BadUrl(_))));
+    }
+}
