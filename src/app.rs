@@ -16,7 +16,8 @@ use crate::api;
 use crate::auth::TrustAnchors;
 use crate::ca::identity::{CapfIdentity, Loaded};
 use crate::ca::lsc::Issuer;
-use crate::config::Settings;
+use crate::config::{LiveConfig, ServeArgs, Settings};
+use crate::logging::LogControl;
 use crate::metrics::{Metrics, NoMetrics, Prometheus};
 use crate::server::acceptor::Acceptor;
 use crate::server::{self, Server};
@@ -24,8 +25,13 @@ use crate::service::Service;
 use crate::store;
 use crate::tokens;
 
-pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+/// Serves until SIGTERM/SIGINT. `settings` were resolved from `args`; SIGHUP resolves them
+/// again from the same `args` (the config file is read anew) and applies what may change
+/// live, the log filter through `log`.
+pub async fn serve(args: ServeArgs, settings: Settings, log: LogControl) -> anyhow::Result<()> {
     let mut signals = StopSignals::register();
+    // Registered this early so a SIGHUP during start-up is not the default action (exit).
+    let hangup = Hangup::register();
     let settings = Arc::new(settings);
 
     // Key files, the issuer and the manufacturer CAs are read (and a new key generated) on
@@ -65,11 +71,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         anchors,
         metrics,
     ));
-    let server = Arc::new(Server::new(
-        Arc::clone(&service),
-        settings.limits,
-        settings.gate,
-    ));
+    let server = Arc::new(Server::new(Arc::clone(&service)));
     let (acceptor, legacy_listener) = acceptors(&settings, &identity, tls)?;
     let listener = server::bind(settings.listen)
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -95,7 +97,14 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     if let (Some(addr), Some(prometheus)) = (settings.metrics_listen, prometheus) {
         serve_metrics(addr, prometheus, Arc::clone(&store), shutdown.clone()).await?;
     }
-    let api = serve_api(&settings, &identity, Arc::clone(&store), shutdown.clone()).await?;
+    let api = serve_api(
+        &settings,
+        &identity,
+        Arc::clone(&store),
+        Arc::clone(&service.live),
+        shutdown.clone(),
+    )
+    .await?;
     let tasks = TaskTracker::new();
     tokio::spawn(sweep(
         Arc::clone(&store),
@@ -119,9 +128,15 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
     tokio::spawn(renew_claims(Arc::clone(&service), shutdown.clone()));
     tokio::spawn(reload_on_hangup(
-        Arc::clone(&service),
-        Arc::clone(&settings),
-        identity.cert_der().to_vec(),
+        hangup,
+        Reloader {
+            args,
+            settings: Arc::clone(&settings),
+            service: Arc::clone(&service),
+            server: Arc::clone(&server),
+            log,
+            capf_der: identity.cert_der().to_vec(),
+        },
     ));
 
     signals.recv().await;
@@ -137,7 +152,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             info!("all sessions finished");
             true
         }
-        _ = tokio::time::sleep(settings.limits.drain_timeout) => {
+        _ = tokio::time::sleep(service.live.current().limits.drain_timeout) => {
             warn!("drain deadline passed; exiting with sessions in flight");
             false
         }
@@ -214,6 +229,7 @@ async fn serve_api(
     settings: &Settings,
     identity: &CapfIdentity,
     store: Arc<dyn store::Store>,
+    live: Arc<LiveConfig>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     match tokens::bootstrap(store.as_ref(), &settings.data_dir).await {
@@ -255,8 +271,7 @@ async fn serve_api(
     let router = api::router(api::ApiState {
         store,
         certificate,
-        default_key: settings.default_key,
-        operation_window: settings.operation_window,
+        live,
     });
     let scheme = if tls.is_some() { "https" } else { "http" };
     info!(address = %local, scheme, "HTTP API ready");
@@ -382,35 +397,102 @@ fn trust_anchors(
     TrustAnchors::new(lsc_issuers, manufacturer).context("trust anchors")
 }
 
-/// SIGHUP re-reads `certs/mic-trust/`; a broken set is refused and the old one kept.
-async fn reload_on_hangup(service: Arc<Service>, settings: Arc<Settings>, capf_der: Vec<u8>) {
+/// SIGHUP, when it could be registered.
+struct Hangup {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
-            warn!("cannot listen for SIGHUP: trust anchors reload only on restart");
-            return;
-        };
-        while hangup.recv().await.is_some() {
-            let issuer_der = service.issuer.cert_der().to_vec();
-            let settings = Arc::clone(&settings);
-            let capf_der = capf_der.clone();
-            let loaded = tokio::task::spawn_blocking(move || {
-                trust_anchors(&settings, &capf_der, &issuer_der)
-            })
-            .await;
-            match loaded {
-                Ok(Ok(anchors)) => {
-                    service.replace_trust_anchors(anchors);
-                    info!("SIGHUP: trust anchors reloaded");
-                }
-                Ok(Err(e)) => error!("SIGHUP: keeping the old trust anchors: {e:#}"),
-                Err(e) => error!("SIGHUP: reload task failed: {e}"),
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangup {
+    fn register() -> Hangup {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let signal = signal(SignalKind::hangup()).ok();
+            if signal.is_none() {
+                warn!(
+                    "cannot listen for SIGHUP: settings and trust anchors reload only on restart"
+                );
             }
+            Hangup { signal }
+        }
+        #[cfg(not(unix))]
+        Hangup {}
+    }
+
+    /// The next SIGHUP; `None` when there will be none.
+    async fn recv(&mut self) -> Option<()> {
+        #[cfg(unix)]
+        if let Some(signal) = self.signal.as_mut() {
+            return signal.recv().await;
+        }
+        None
+    }
+}
+
+/// What a SIGHUP reloads, and what it applies the result to.
+struct Reloader {
+    /// As given at start: flags and the environment stay, the config file is read again.
+    args: ServeArgs,
+    /// The settings at start; those that need a restart stay in force.
+    settings: Arc<Settings>,
+    service: Arc<Service>,
+    server: Arc<Server>,
+    log: LogControl,
+    capf_der: Vec<u8>,
+}
+
+/// Each SIGHUP reloads the settings that may change live and the trust anchors, all or
+/// nothing: a broken config file or anchor set is refused and the old ones kept.
+async fn reload_on_hangup(mut hangup: Hangup, reloader: Reloader) {
+    while hangup.recv().await.is_some() {
+        match reloader.reload().await {
+            Ok(summary) => info!("SIGHUP: reload done; {summary}"),
+            Err(e) => error!(
+                "SIGHUP: reload refused, the old settings and trust anchors stay in force: {e:#}"
+            ),
         }
     }
-    #[cfg(not(unix))]
-    let _ = (service, settings, capf_der);
+}
+
+impl Reloader {
+    /// Reads and applies; returns what changed, for the log.
+    async fn reload(&self) -> anyhow::Result<String> {
+        let args = self.args.clone();
+        let settings = Arc::clone(&self.settings);
+        let capf_der = self.capf_der.clone();
+        let issuer_der = self.service.issuer.cert_der().to_vec();
+        // Files are read on the blocking pool, never on the async workers.
+        let (new, anchors) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let new = Settings::resolve(&args).context("settings")?;
+            // From the running certs dir: a new one needs a restart.
+            let anchors = trust_anchors(&settings, &capf_der, &issuer_der)?;
+            Ok((new, anchors))
+        })
+        .await
+        .context("reload task failed")??;
+        for name in self.settings.needing_restart(&new) {
+            warn!(
+                setting = name,
+                "SIGHUP: {name} changed but needs a restart; the running value stays in force"
+            );
+        }
+        let old = self.service.live.current();
+        if old.log_filter != new.live.log_filter {
+            // Before anything else, so a failure here leaves everything as it was.
+            self.log.set_filter(&new.live.log_filter)?;
+        }
+        self.server.apply(&new.live);
+        self.service.live.replace(new.live.clone());
+        self.service.replace_trust_anchors(anchors);
+        let changes = old.changes(&new.live);
+        Ok(if changes.is_empty() {
+            "no setting changed".to_string()
+        } else {
+            let list: Vec<String> = changes.iter().map(ToString::to_string).collect();
+            format!("settings changed: {}", list.join(", "))
+        })
+    }
 }
 
 /// Marks operations whose deadline passed, so listings are true without a phone connecting.

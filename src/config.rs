@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use clap::Args;
@@ -168,6 +169,10 @@ pub struct ServeArgs {
     /// Log format: text or json [default: text].
     #[arg(long, env = "CAPF_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Which log lines to write: a level (error, warn, info, debug, trace) or tracing
+    /// directives such as "info,capf::server=debug" [default: info].
+    #[arg(long, env = "CAPF_LOG")]
+    pub log_filter: Option<String>,
 }
 
 /// The same settings as they may appear in the TOML file.
@@ -213,6 +218,7 @@ struct FileSettings {
     lockout_seconds: Option<u64>,
     node_id: Option<String>,
     log_format: Option<String>,
+    log_filter: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,10 +237,6 @@ pub struct Settings {
     pub metrics_listen: Option<SocketAddr>,
     /// Certificate chain and key of the API's TLS, when not the CAPF identity.
     pub api_tls: Option<(PathBuf, PathBuf)>,
-    /// `completes_by` of an operation scheduled without one: now + this.
-    pub operation_window: chrono::Duration,
-    /// Failed key-generation attempts after which an install operation fails.
-    pub keygen_max_attempts: u32,
     /// How often operations past their deadline are marked timed out.
     pub sweep_interval: Duration,
     /// How long a claim lasts without renewal; the node renews every third of it.
@@ -244,15 +246,217 @@ pub struct Settings {
     pub database_url: DatabaseUrl,
     pub identity: IdentityOptions,
     pub issuer: Option<(PathBuf, PathBuf)>,
-    pub lsc_validity_days: u32,
-    pub default_key: KeySpec,
+    pub node_id: String,
+    pub log_format: LogFormat,
+    /// What SIGHUP may change. These are the values at start: running code reads the
+    /// current ones from [`LiveConfig`].
+    pub live: LiveSettings,
+}
+
+impl Settings {
+    /// Settings, named as in the config file, that differ in `new` but are read only at
+    /// start (listeners, storage, identity, cluster timing). Names only: the database URL
+    /// may carry a password.
+    pub fn needing_restart(&self, new: &Settings) -> Vec<&'static str> {
+        let (a, b) = (self, new);
+        let (sa, sb) = (&a.identity.subject, &b.identity.subject);
+        [
+            ("listen", a.listen != b.listen),
+            (
+                "legacy_tls",
+                a.legacy_tls.on_listen != b.legacy_tls.on_listen,
+            ),
+            (
+                "legacy_tls_listen",
+                a.legacy_tls.listen != b.legacy_tls.listen,
+            ),
+            ("api_listen", a.api_listen != b.api_listen),
+            ("metrics_listen", a.metrics_listen != b.metrics_listen),
+            ("api_cert/api_key", a.api_tls != b.api_tls),
+            ("sweep_interval", a.sweep_interval != b.sweep_interval),
+            ("claim_lease", a.claim_lease != b.claim_lease),
+            ("data_dir", a.data_dir != b.data_dir),
+            ("certs_dir", a.certs_dir != b.certs_dir),
+            (
+                "database_url",
+                a.database_url.expose() != b.database_url.expose(),
+            ),
+            ("capf_key", a.identity.key != b.identity.key),
+            (
+                "capf_validity_days",
+                a.identity.validity_days != b.identity.validity_days,
+            ),
+            ("subject_o", sa.organization != sb.organization),
+            (
+                "subject_ou",
+                sa.organizational_unit != sb.organizational_unit,
+            ),
+            ("subject_l", sa.locality != sb.locality),
+            ("subject_st", sa.state != sb.state),
+            ("subject_c", sa.country != sb.country),
+            ("issuer_cert/issuer_key", a.issuer != b.issuer),
+            ("node_id", a.node_id != b.node_id),
+            ("log_format", a.log_format != b.log_format),
+        ]
+        .into_iter()
+        .filter_map(|(name, changed)| changed.then_some(name))
+        .collect()
+    }
+}
+
+/// The settings SIGHUP reloads. Each session (and each API request) reads them once, at its
+/// start, so one session never mixes old and new values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveSettings {
+    /// Deadlines of new sessions, the global session cap and the drain deadline.
     pub limits: Limits,
+    /// Flood control of new connections.
     pub gate: GateLimits,
     pub lockout: LockoutPolicy,
     /// How long past their expiry MIC and SUDI chains are still accepted.
     pub mic_expiry_allowance: chrono::Duration,
-    pub node_id: String,
-    pub log_format: LogFormat,
+    pub lsc_validity_days: u32,
+    /// Failed key-generation attempts after which an install operation fails.
+    pub keygen_max_attempts: u32,
+    /// Key scheduled when an operation names none.
+    pub default_key: KeySpec,
+    /// `completes_by` of an operation scheduled without one: now + this.
+    pub operation_window: chrono::Duration,
+    /// Tracing directives of the log filter.
+    pub log_filter: String,
+}
+
+/// One live setting whose value a reload changed, for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub name: &'static str,
+    pub old: String,
+    pub new: String,
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {} -> {}", self.name, self.old, self.new)
+    }
+}
+
+impl LiveSettings {
+    /// What differs in `new`, named as in the config file. None of these values is secret.
+    pub fn changes(&self, new: &LiveSettings) -> Vec<Change> {
+        let secs = |d: Duration| format!("{}s", d.as_secs());
+        let days = |d: chrono::Duration| format!("{}d", d.num_days());
+        let (a, b) = (self, new);
+        let mut out = Vec::new();
+        let mut note = |name: &'static str, old: String, new: String| {
+            if old != new {
+                out.push(Change { name, old, new });
+            }
+        };
+        note(
+            "handshake_timeout",
+            secs(a.limits.handshake_timeout),
+            secs(b.limits.handshake_timeout),
+        );
+        note(
+            "frame_timeout",
+            secs(a.limits.frame_timeout),
+            secs(b.limits.frame_timeout),
+        );
+        note(
+            "keygen_timeout",
+            secs(a.limits.keygen_timeout),
+            secs(b.limits.keygen_timeout),
+        );
+        note(
+            "session_timeout",
+            secs(a.limits.session_timeout),
+            secs(b.limits.session_timeout),
+        );
+        note(
+            "drain_timeout",
+            secs(a.limits.drain_timeout),
+            secs(b.limits.drain_timeout),
+        );
+        note(
+            "max_sessions",
+            a.limits.max_sessions.to_string(),
+            b.limits.max_sessions.to_string(),
+        );
+        note(
+            "conn_rate",
+            a.gate.rate_per_second.to_string(),
+            b.gate.rate_per_second.to_string(),
+        );
+        note(
+            "conn_burst",
+            a.gate.burst.to_string(),
+            b.gate.burst.to_string(),
+        );
+        note(
+            "max_sessions_per_address",
+            a.gate.max_per_address.to_string(),
+            b.gate.max_per_address.to_string(),
+        );
+        note(
+            "lockout_failures",
+            a.lockout.max_failures.to_string(),
+            b.lockout.max_failures.to_string(),
+        );
+        note(
+            "lockout_seconds",
+            secs(a.lockout.lock_duration),
+            secs(b.lockout.lock_duration),
+        );
+        note(
+            "mic_expiry_allowance_days",
+            days(a.mic_expiry_allowance),
+            days(b.mic_expiry_allowance),
+        );
+        note(
+            "lsc_validity_days",
+            a.lsc_validity_days.to_string(),
+            b.lsc_validity_days.to_string(),
+        );
+        note(
+            "keygen_max_attempts",
+            a.keygen_max_attempts.to_string(),
+            b.keygen_max_attempts.to_string(),
+        );
+        note(
+            "default_key",
+            a.default_key.to_string(),
+            b.default_key.to_string(),
+        );
+        note(
+            "operation_window_days",
+            days(a.operation_window),
+            days(b.operation_window),
+        );
+        note("log_filter", a.log_filter.clone(), b.log_filter.clone());
+        out
+    }
+}
+
+/// The current [`LiveSettings`], replaced whole on SIGHUP. Readers take an `Arc` and keep
+/// it for the session or request, so a reload never changes values under them.
+#[derive(Debug)]
+pub struct LiveConfig(RwLock<Arc<LiveSettings>>);
+
+impl LiveConfig {
+    pub fn new(settings: LiveSettings) -> LiveConfig {
+        LiveConfig(RwLock::new(Arc::new(settings)))
+    }
+
+    pub fn current(&self) -> Arc<LiveSettings> {
+        // A poisoned lock still holds a whole Arc: the writer only swaps it.
+        Arc::clone(&self.0.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Installs `settings`; returns the ones they replace.
+    pub fn replace(&self, settings: LiveSettings) -> Arc<LiveSettings> {
+        let mut current = self.0.write().unwrap_or_else(|e| e.into_inner());
+        std::mem::replace(&mut *current, Arc::new(settings))
+    }
 }
 
 /// Where phones that need TLS 1.0/1.1 or RSA key exchange are served (OpenSSL). Both off
@@ -272,7 +476,7 @@ impl LegacyTls {
 }
 
 /// Deadlines and caps of the listener.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub handshake_timeout: Duration,
     pub frame_timeout: Duration,
@@ -469,6 +673,18 @@ impl Settings {
                 })
             }
         };
+        let log_filter = match pick!(log_filter) {
+            Some(f) if !f.trim().is_empty() => f,
+            _ => "info".to_string(),
+        };
+        // Checked here, so a filter that does not parse refuses the start or the reload
+        // rather than silently logging something else.
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_filter) {
+            return Err(ConfigError::Invalid {
+                name: "log_filter",
+                message: e.to_string(),
+            });
+        }
         let listen = pick!(listen).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 3804)));
         let legacy_tls = LegacyTls {
             on_listen: pick!(legacy_tls).unwrap_or(false),
@@ -498,8 +714,6 @@ impl Settings {
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3805))),
             metrics_listen: pick!(metrics_listen),
             api_tls,
-            operation_window: chrono::Duration::days(i64::from(operation_window_days)),
-            keygen_max_attempts,
             sweep_interval: secs(
                 pick!(sweep_interval),
                 "sweep_interval",
@@ -521,16 +735,21 @@ impl Settings {
                 validity_days: capf_validity_days,
             },
             issuer,
-            lsc_validity_days,
-            default_key,
-            limits,
-            gate,
-            lockout,
-            mic_expiry_allowance: chrono::Duration::days(i64::from(
-                pick!(mic_expiry_allowance_days).unwrap_or(0),
-            )),
             node_id: pick!(node_id).unwrap_or_else(default_node_id),
             log_format,
+            live: LiveSettings {
+                limits,
+                gate,
+                lockout,
+                mic_expiry_allowance: chrono::Duration::days(i64::from(
+                    pick!(mic_expiry_allowance_days).unwrap_or(0),
+                )),
+                lsc_validity_days,
+                keygen_max_attempts,
+                default_key,
+                operation_window: chrono::Duration::days(i64::from(operation_window_days)),
+                log_filter,
+            },
         })
     }
 }
@@ -564,8 +783,8 @@ mod tests {
         assert_eq!(s.data_dir, PathBuf::from("./data"));
         assert_eq!(s.certs_dir, PathBuf::from("./certs"));
         assert_eq!(s.database_url.expose(), "sqlite://./data/capf.db");
-        assert_eq!(s.lsc_validity_days, 1825);
-        assert_eq!(s.lockout, LockoutPolicy::default());
+        assert_eq!(s.live.lsc_validity_days, 1825);
+        assert_eq!(s.live.lockout, LockoutPolicy::default());
         assert_eq!(s.claim_lease, Duration::from_secs(90));
     }
 
@@ -606,7 +825,7 @@ mod tests {
         assert_eq!(s.listen, "127.0.0.1:5000".parse().unwrap());
         assert_eq!(s.data_dir, PathBuf::from("/var/lib/capf"));
         assert_eq!(s.database_url.expose(), "sqlite:///var/lib/capf/capf.db");
-        assert_eq!(s.lsc_validity_days, 365);
+        assert_eq!(s.live.lsc_validity_days, 365);
     }
 
     #[test]
@@ -703,5 +922,76 @@ mod tests {
             ..Default::default()
         };
         assert!(Settings::resolve(&args).is_err());
+    }
+
+    #[test]
+    fn log_filter_is_checked() {
+        let filter = |f: &str| {
+            Settings::resolve(&ServeArgs {
+                log_filter: Some(f.into()),
+                ..Default::default()
+            })
+            .map(|s| s.live.log_filter)
+        };
+        assert_eq!(filter("").unwrap(), "info");
+        assert_eq!(
+            filter("warn,capf::server=debug").unwrap(),
+            "warn,capf::server=debug"
+        );
+        assert!(matches!(
+            filter("capf=loud"),
+            Err(ConfigError::Invalid {
+                name: "log_filter",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn reload_names_what_changed_and_what_needs_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("capf.toml");
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            listen: Some("127.0.0.1:5000".parse().unwrap()),
+            ..Default::default()
+        };
+        std::fs::write(&path, "lockout_failures = 10\n").unwrap();
+        let before = Settings::resolve(&args).unwrap();
+        std::fs::write(
+            &path,
+            "lockout_failures = 2\nconn_rate = 7\nlisten = \"127.0.0.1:6000\"\n\
+             database_url = \"postgres://capf:secret@db/capf\"\napi_listen = \"127.0.0.1:7000\"\n",
+        )
+        .unwrap();
+        let after = Settings::resolve(&args).unwrap();
+        let changes: Vec<String> = before
+            .live
+            .changes(&after.live)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(changes, ["conn_rate: 50 -> 7", "lockout_failures: 10 -> 2"]);
+        // The flag wins over the file on reload too: listen did not change.
+        assert_eq!(
+            before.needing_restart(&after),
+            ["api_listen", "database_url"]
+        );
+        assert!(before.live.changes(&before.live).is_empty());
+        assert!(before.needing_restart(&before).is_empty());
+    }
+
+    #[test]
+    fn live_config_swaps_whole() {
+        let s = Settings::resolve(&ServeArgs::default()).unwrap();
+        let live = LiveConfig::new(s.live.clone());
+        let held = live.current();
+        let mut next = s.live.clone();
+        next.lockout.max_failures = 3;
+        let old = live.replace(next);
+        assert_eq!(old.lockout.max_failures, 10);
+        // A reader keeps what it took.
+        assert_eq!(held.lockout.max_failures, 10);
+        assert_eq!(live.current().lockout.max_failures, 3);
     }
 }

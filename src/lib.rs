@@ -14,6 +14,7 @@ pub mod config;
 pub mod device;
 pub mod files;
 pub mod keyspec;
+pub mod logging;
 pub mod metrics;
 pub mod phone;
 pub mod proto;

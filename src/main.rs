@@ -5,7 +5,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use capf::cli::{ApiArgs, OpCommand, TokenCommand};
-use capf::config::{LogFormat, ServeArgs, Settings};
+use capf::config::{ServeArgs, Settings};
 use capf::phone::{Misbehave, PhoneOptions};
 
 /// capf: Certificate Authority Proxy Function server for Cisco IP phones.
@@ -108,19 +108,6 @@ struct PhoneArgs {
     stall_keygen: bool,
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CAPF_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -142,8 +129,14 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            init_logging(settings.log_format);
-            match runtime.block_on(capf::app::serve(settings)) {
+            let log = match capf::logging::init(settings.log_format, &settings.live.log_filter) {
+                Ok(log) => log,
+                Err(e) => {
+                    eprintln!("capf: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(capf::app::serve(*args, settings, log)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");

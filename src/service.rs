@@ -16,7 +16,7 @@ use crate::auth::{
 use crate::ca::lsc::Issuer;
 use crate::ca::pubkey::check_public_key;
 use crate::certinfo;
-use crate::config::Settings;
+use crate::config::{LiveConfig, LiveSettings, Settings};
 use crate::device::DeviceName;
 use crate::keyspec::KeySpec;
 use crate::metrics::Metrics;
@@ -31,7 +31,10 @@ use crate::store::{
 pub struct Service {
     pub store: Arc<dyn Store>,
     pub issuer: Arc<Issuer>,
+    /// Read at start only; what SIGHUP changes is in `live`.
     pub settings: Arc<Settings>,
+    /// The settings SIGHUP reloads; each session takes them once, at its start.
+    pub live: Arc<LiveConfig>,
     /// Anchors for certificate authentication: LSC issuer and manufacturer CAs. Replaced
     /// whole on SIGHUP; sessions keep the set they started with.
     pub anchors: RwLock<Arc<TrustAnchors>>,
@@ -42,7 +45,7 @@ pub struct Service {
     /// Claimants of this node's sessions that hold (or are about to hold) a claim. A claim of
     /// ours whose claimant is not here belongs to an ended session whose release has not
     /// reached the database yet, and may be taken over.
-    live: Mutex<HashSet<String>>,
+    live_claimants: Mutex<HashSet<String>>,
     /// Random per process: a node restarted under the same `node_id` must not renew (and so
     /// keep forever) the claims its previous run left behind.
     run: u32,
@@ -53,6 +56,8 @@ pub struct Service {
 #[derive(Debug)]
 pub struct SessionContext {
     pub session_id: u32,
+    /// The live settings as the session started; a reload meanwhile does not change them.
+    pub live: Arc<LiveSettings>,
     pub peer: SocketAddr,
     pub started_at: Timestamp,
     /// Set once the device is known to exist.
@@ -69,9 +74,10 @@ pub struct SessionContext {
 }
 
 impl SessionContext {
-    pub fn new(session_id: u32, peer: SocketAddr) -> SessionContext {
+    pub fn new(session_id: u32, peer: SocketAddr, live: Arc<LiveSettings>) -> SessionContext {
         SessionContext {
             session_id,
+            live,
             peer,
             started_at: Utc::now(),
             device: None,
@@ -112,10 +118,11 @@ impl Service {
         Service {
             store,
             issuer,
+            live: Arc::new(LiveConfig::new(settings.live.clone())),
             settings,
             anchors: RwLock::new(Arc::new(anchors)),
             unreleased: Mutex::default(),
-            live: Mutex::default(),
+            live_claimants: Mutex::default(),
             run: rand::random(),
             metrics,
         }
@@ -132,7 +139,9 @@ impl Service {
     }
 
     fn live_claims(&self) -> MutexGuard<'_, HashSet<String>> {
-        self.live.lock().unwrap_or_else(|e| e.into_inner())
+        self.live_claimants
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Claims the operation for this session: free, expired, or held by an ended session of
@@ -249,13 +258,7 @@ impl Service {
         {
             let state = self
                 .store
-                .record_auth_failure(
-                    name,
-                    cause.as_str(),
-                    &ctx.source(),
-                    now,
-                    self.settings.lockout,
-                )
+                .record_auth_failure(name, cause.as_str(), &ctx.source(), now, ctx.live.lockout)
                 .await?;
             // The status reads "<op> Failed: <cause>" while the operation stays pending.
             self.store.note_attempt_failure(op.id, cause, now).await?;
@@ -324,7 +327,7 @@ impl Service {
         let policy = AuthPolicy {
             precedence,
             require_sudi,
-            mic_expiry_allowance: self.settings.mic_expiry_allowance,
+            mic_expiry_allowance: ctx.live.mic_expiry_allowance,
             device_has_lsc,
         };
         let anchors = self.trust_anchors();
@@ -409,7 +412,7 @@ impl Service {
         };
         let started = std::time::Instant::now();
         let issuer = Arc::clone(&self.issuer);
-        let days = self.settings.lsc_validity_days;
+        let days = ctx.live.lsc_validity_days;
         let now = Utc::now();
         let name = device.as_str().to_string();
         let result = blocking(move || {
@@ -512,7 +515,7 @@ impl Service {
         if let Some(op) = &ctx.operation {
             if outcome != Outcome::Installed {
                 if let Some(attempts) = ctx.keygen_attempts {
-                    self.account_failed_install(op.id, attempts, ctx.key_received, outcome)
+                    self.account_failed_install(ctx, op.id, attempts, outcome)
                         .await;
                 }
             }
@@ -567,19 +570,19 @@ impl Service {
     /// as allowed (CUCM's maximum key-generation attempts).
     async fn account_failed_install(
         &self,
+        ctx: &SessionContext,
         op_id: i64,
         attempts: u32,
-        key_received: bool,
         outcome: Outcome,
     ) {
-        let keygen_failed = !key_received || outcome == Outcome::WrongKey;
+        let keygen_failed = !ctx.key_received || outcome == Outcome::WrongKey;
         let cause = match outcome {
             Outcome::KeyGenerationTimeout => FailureCause::KeyGenerationTimeout,
             Outcome::KeyGenerationFailed | Outcome::WrongKey => FailureCause::KeyGenerationFailed,
             _ => FailureCause::PhoneCommunicationFailure,
         };
         let now = Utc::now();
-        let result = if keygen_failed && attempts >= self.settings.keygen_max_attempts {
+        let result = if keygen_failed && attempts >= ctx.live.keygen_max_attempts {
             warn!(
                 operation = op_id,
                 attempts,

@@ -40,9 +40,10 @@ pub fn json_object(body: &[u8]) -> Result<Map<String, Value>, Problem> {
 
 impl ApiState {
     pub fn defaults(&self) -> Defaults {
+        let live = self.live.current();
         Defaults {
-            key: self.default_key,
-            window: self.operation_window,
+            key: live.default_key,
+            window: live.operation_window,
             now: Utc::now(),
         }
     }

@@ -24,7 +24,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::keyspec::KeySpec;
+use crate::config::LiveConfig;
 use crate::store::Store;
 
 /// How long a health check waits for the database.
@@ -75,10 +75,8 @@ impl PublishedCertificate {
 pub struct ApiState {
     pub store: Arc<dyn Store>,
     pub certificate: PublishedCertificate,
-    /// Key scheduled when a request names none.
-    pub default_key: KeySpec,
-    /// `completes_by` when a request gives none: now + this.
-    pub operation_window: chrono::Duration,
+    /// Where the default key and operation window come from (SIGHUP may change them).
+    pub live: Arc<LiveConfig>,
 }
 
 pub fn router(state: ApiState) -> Router {

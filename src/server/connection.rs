@@ -18,15 +18,12 @@ use crate::session::{Effect, Outcome, Resume, Session, Step, Wait, TIMEOUT};
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Runs a whole session on an established stream; returns how it ended.
-pub async fn run<S>(
-    stream: &mut S,
-    service: &Service,
-    ctx: &mut SessionContext,
-    limits: &Limits,
-) -> Outcome
+pub async fn run<S>(stream: &mut S, service: &Service, ctx: &mut SessionContext) -> Outcome
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    // Copied out: `perform` borrows the context mutably.
+    let limits = ctx.live.limits;
     let session_deadline = Instant::now() + limits.session_timeout;
     let mut session = Session::new(ctx.session_id);
     let mut step = session.start();
@@ -43,7 +40,7 @@ where
                     stream,
                     &mut session,
                     wait,
-                    limits,
+                    &limits,
                     session_deadline,
                     &mut keygen_deadline,
                 )
@@ -54,7 +51,7 @@ where
                     stream,
                     &mut session,
                     wait,
-                    limits,
+                    &limits,
                     session_deadline,
                     &mut keygen_deadline,
                 )

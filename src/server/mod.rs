@@ -12,19 +12,19 @@ pub mod session_ids;
 pub mod tls;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::config::Limits;
+use crate::config::LiveSettings;
 use crate::service::{Service, SessionContext};
 use acceptor::{Acceptor, LegacyCounts, LegacyStats};
-use gate::{ConnectionGate, GateLimits};
+use gate::ConnectionGate;
 use session_ids::SessionIds;
 
 /// Pending connections the kernel may queue; a tiny backlog drops SYNs under load.
@@ -46,28 +46,74 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
+/// The global cap on sessions served at once. A counter rather than a semaphore, so a
+/// reload can lower the cap below the sessions in flight: they finish, and new connections
+/// are refused until the count is under the new cap.
+#[derive(Debug)]
+struct SessionSlots {
+    used: AtomicUsize,
+    max: AtomicUsize,
+}
+
+/// One session's place under the cap; freed when dropped.
+struct Slot(Arc<SessionSlots>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.used.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl SessionSlots {
+    fn new(max: usize) -> Arc<SessionSlots> {
+        Arc::new(SessionSlots {
+            used: AtomicUsize::new(0),
+            max: AtomicUsize::new(max.max(1)),
+        })
+    }
+
+    fn try_take(self: &Arc<Self>) -> Option<Slot> {
+        let max = self.max.load(Ordering::Acquire);
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                (used < max).then_some(used + 1)
+            })
+            .ok()
+            .map(|_| Slot(Arc::clone(self)))
+    }
+}
+
 /// Everything a connection task needs. Every listener (port 3804, a legacy TLS listener)
 /// shares one: the same flood gate, session caps, session ids and deadlines apply whichever
 /// listener and TLS library a phone comes through.
 pub struct Server {
     pub service: Arc<Service>,
-    pub limits: Limits,
     session_ids: Arc<SessionIds>,
-    slots: Arc<Semaphore>,
+    slots: Arc<SessionSlots>,
     gate: Arc<ConnectionGate>,
     legacy: LegacyStats,
 }
 
 impl Server {
-    pub fn new(service: Arc<Service>, limits: Limits, gate: GateLimits) -> Server {
+    /// A server under the service's current live settings.
+    pub fn new(service: Arc<Service>) -> Server {
+        let live = service.live.current();
         Server {
             service,
-            limits,
             session_ids: Arc::new(SessionIds::default()),
-            slots: Arc::new(Semaphore::new(limits.max_sessions)),
-            gate: ConnectionGate::new(gate),
+            slots: SessionSlots::new(live.limits.max_sessions),
+            gate: ConnectionGate::new(live.gate),
             legacy: LegacyStats::default(),
         }
+    }
+
+    /// Applies reloaded flood control and session cap to the connections that come next.
+    /// (Deadlines need nothing here: each session reads them from the service at its start.)
+    pub fn apply(&self, live: &LiveSettings) {
+        self.gate.set_limits(live.gate);
+        self.slots
+            .max
+            .store(live.limits.max_sessions.max(1), Ordering::Release);
     }
 
     /// Handshakes the legacy (OpenSSL) acceptor has done since start.
@@ -149,7 +195,7 @@ impl Server {
                     continue;
                 }
             };
-            let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() else {
+            let Some(slot) = self.slots.try_take() else {
                 self.service.metrics.connection_refused("too_many_sessions");
                 warn!(%peer, "too many sessions: connection closed");
                 drop(stream);
@@ -159,7 +205,7 @@ impl Server {
             let acceptor = Arc::clone(&acceptor);
             tasks.spawn(async move {
                 server.handle(stream, peer, &acceptor).await;
-                drop(permit);
+                drop(slot);
                 drop(admitted);
             });
         }
@@ -170,12 +216,14 @@ impl Server {
         // exchange by tens of milliseconds.
         let _ = stream.set_nodelay(true);
         let id = self.session_ids.allocate();
+        // Read once: a reload during this session does not change its deadlines or policy.
+        let live = self.service.live.current();
         let span = info_span!("session", id = format_args!("{:08x}", id.get()), %peer, device = tracing::field::Empty);
         async move {
             info!("new phone connection");
             // The deadline covers the whole handshake, reading the ClientHello included.
             let handshake =
-                tokio::time::timeout(self.limits.handshake_timeout, acceptor.accept(stream)).await;
+                tokio::time::timeout(live.limits.handshake_timeout, acceptor.accept(stream)).await;
             let (mut tls, negotiated) = match handshake {
                 Ok(Ok(established)) => established,
                 Ok(Err(e)) => {
@@ -207,8 +255,8 @@ impl Server {
                 );
             }
             self.service.metrics.session_started();
-            let mut ctx = SessionContext::new(id.get(), peer);
-            let outcome = connection::run(&mut tls, &self.service, &mut ctx, &self.limits).await;
+            let mut ctx = SessionContext::new(id.get(), peer, live);
+            let outcome = connection::run(&mut tls, &self.service, &mut ctx).await;
             self.service.finish(&ctx, outcome).await;
             self.service.metrics.session_ended(outcome.as_str());
             info!(

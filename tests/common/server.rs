@@ -43,6 +43,50 @@ impl TestServer {
         }
     }
 
+    /// Starts a server that reads its settings from `dir/capf.toml`, written with `toml`
+    /// first (flags in `extra_args` and those [`TestServer::start`] adds win over it).
+    pub fn start_with_config(
+        dir: &Path,
+        database_url: &str,
+        extra_args: &[&str],
+        toml: &str,
+    ) -> TestServer {
+        let config = dir.join("capf.toml");
+        std::fs::write(&config, toml).expect("write the config file");
+        let config = config.to_str().expect("utf-8 path").to_string();
+        let mut args: Vec<&str> = vec!["--config", &config];
+        args.extend_from_slice(extra_args);
+        TestServer::start(dir, database_url, &args)
+    }
+
+    /// Rewrites the config file of [`TestServer::start_with_config`] and sends SIGHUP;
+    /// returns the log line that ends the reload ("reload done" or "reload refused").
+    pub fn reload(&self, toml: &str) -> String {
+        std::fs::write(self.dir.join("capf.toml"), toml).expect("write the config file");
+        let ends = |log: &str| -> Vec<String> {
+            log.lines()
+                .filter(|l| l.contains("SIGHUP: reload "))
+                .map(str::to_string)
+                .collect()
+        };
+        let before = ends(&self.log()).len();
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-HUP", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -HUP failed");
+        for _ in 0..400 {
+            if let Some(line) = ends(&self.log()).into_iter().nth(before) {
+                return line;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("no end of reload logged within 20 s; log:\n{}", self.log());
+    }
+
+    /// What the server has logged so far (every run in this directory).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
     pub fn capf_pem(&self) -> PathBuf {
         self.dir.join("certs").join("capf.pem")
     }
@@ -180,7 +224,9 @@ fn spawn(dir: &Path, database_url: &str, extra_args: &[String]) -> (Child, Addre
                 .flat_map(|(flag, value)| [*flag, *value]),
         )
         .args(extra_args)
-        .env("CAPF_LOG", "info")
+        // Unset rather than "info" (the default): the environment would win over a
+        // config file's log_filter.
+        .env_remove("CAPF_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::from(
             std::fs::OpenOptions::new()
