@@ -76,20 +76,20 @@ impl<B> fmt::Debug for SqlStore<B> {
 // ---- columns and row conversion ----
 
 const DEVICE_SELECT: &str = "SELECT name, require_sudi, created_at, failed_auth_count, \
-     locked_until, last_attempt_at, last_attempt_source, last_attempt_outcome FROM devices";
+                             locked_until, last_attempt_at, last_attempt_source, last_attempt_outcome FROM devices";
 
 const OPERATION_SELECT: &str = "SELECT o.id, d.name AS device_name, o.kind, o.auth_mode, \
-     o.auth_string, o.key_spec, o.completes_by, o.status, o.cause, o.keygen_attempts, \
-     o.created_at, o.updated_at, o.claimed_by, o.claim_expires_at \
-     FROM operations o JOIN devices d ON d.id = o.device_id";
+                                o.auth_string, o.key_spec, o.completes_by, o.status, o.cause, o.keygen_attempts, \
+                                o.created_at, o.updated_at, o.claimed_by, o.claim_expires_at \
+                                FROM operations o JOIN devices d ON d.id = o.device_id";
 
 const CERTIFICATE_SELECT: &str = "SELECT c.id, d.name AS device_name, c.operation_id, \
-     c.serial_hex, c.subject, c.issuer, c.not_before, c.not_after, c.fingerprint_sha256, \
-     c.pem, c.state, c.created_at, c.updated_at \
-     FROM certificates c JOIN devices d ON d.id = c.device_id";
+                                  c.serial_hex, c.subject, c.issuer, c.not_before, c.not_after, c.fingerprint_sha256, \
+                                  c.pem, c.state, c.created_at, c.updated_at \
+                                  FROM certificates c JOIN devices d ON d.id = c.device_id";
 
 const ATTEMPT_SELECT: &str = "SELECT device_name, operation_id, session_id, source_addr, \
-     started_at, ended_at, outcome, detail FROM attempts";
+                              started_at, ended_at, outcome, detail FROM attempts";
 
 const EVENT_SELECT: &str =
     "SELECT id, at, device_name, operation_id, kind, source_addr, detail FROM events";
@@ -301,7 +301,7 @@ async fn ensure_device_in(tx: &mut Tx<'_>, name: &DeviceName, now: Timestamp) ->
 /// `RETURNING` of an update of `operations`: the device's id and name, without another
 /// statement (each one is a round trip to the database, on SQLite a thread handoff).
 const RETURNING_DEVICE: &str = "RETURNING device_id, \
-     (SELECT name FROM devices WHERE devices.id = operations.device_id) AS device_name";
+                                (SELECT name FROM devices WHERE devices.id = operations.device_id) AS device_name";
 
 /// The device an operation ended by [`end_operation`] belongs to.
 struct Ended {
@@ -651,21 +651,21 @@ async fn schedule_chunk(tx: &mut Tx<'_>, ops: &[NewOperation], now: Timestamp) -
 // ---- listings ----
 
 const SUMMARY_SELECT: &str = "SELECT d.name, d.require_sudi, d.created_at, \
-     d.failed_auth_count, d.locked_until, d.last_attempt_at, d.last_attempt_source, \
-     d.last_attempt_outcome, \
-     o.id AS op_id, o.kind AS op_kind, o.auth_mode AS op_auth_mode, o.key_spec AS op_key_spec, \
-     o.completes_by AS op_completes_by, o.status AS op_status, o.cause AS op_cause, \
-     o.keygen_attempts AS op_keygen_attempts, o.created_at AS op_created_at, \
-     o.updated_at AS op_updated_at, o.claimed_by AS op_claimed_by, \
-     o.claim_expires_at AS op_claim_expires_at, \
-     c.serial_hex AS lsc_serial_hex, c.subject AS lsc_subject, \
-     c.not_before AS lsc_not_before, c.not_after AS lsc_not_after, \
-     c.fingerprint_sha256 AS lsc_fingerprint_sha256 \
-     FROM devices d \
-     LEFT JOIN operations o ON o.id = \
-         (SELECT MAX(id) FROM operations latest WHERE latest.device_id = d.id) \
-     LEFT JOIN certificates c ON c.device_id = d.id AND c.state = 'installed' \
-     WHERE 1 = 1";
+                              d.failed_auth_count, d.locked_until, d.last_attempt_at, d.last_attempt_source, \
+                              d.last_attempt_outcome, \
+                              o.id AS op_id, o.kind AS op_kind, o.auth_mode AS op_auth_mode, o.key_spec AS op_key_spec, \
+                              o.completes_by AS op_completes_by, o.status AS op_status, o.cause AS op_cause, \
+                              o.keygen_attempts AS op_keygen_attempts, o.created_at AS op_created_at, \
+                              o.updated_at AS op_updated_at, o.claimed_by AS op_claimed_by, \
+                              o.claim_expires_at AS op_claim_expires_at, \
+                              c.serial_hex AS lsc_serial_hex, c.subject AS lsc_subject, \
+                              c.not_before AS lsc_not_before, c.not_after AS lsc_not_after, \
+                              c.fingerprint_sha256 AS lsc_fingerprint_sha256 \
+                              FROM devices d \
+                              LEFT JOIN operations o ON o.id = \
+                              (SELECT MAX(id) FROM operations latest WHERE latest.device_id = d.id) \
+                              LEFT JOIN certificates c ON c.device_id = d.id AND c.state = 'installed' \
+                              WHERE 1 = 1";
 
 fn summary_from_row(row: &Row) -> Result<DeviceSummary> {
     let device = device_from_row(row)?;
@@ -789,7 +789,7 @@ impl<B> Store for SqlStore<B> {
                         .fetch_optional(
                             query(
                                 "UPDATE devices SET require_sudi = $2, updated_at = $3 \
-                     WHERE name = $1 RETURNING id",
+                                 WHERE name = $1 RETURNING id",
                             )
                             .text(name.as_str())
                             .bool(require)
@@ -828,11 +828,14 @@ impl<B> Store for SqlStore<B> {
                     )
                     .await?;
                     let previous = tx
-            .fetch_optional(
-                query("SELECT id FROM operations WHERE device_id = $1 AND status = 'pending'")
-                    .int(device_id),
-            )
-            .await?;
+                        .fetch_optional(
+                            query(
+                                "SELECT id FROM operations \
+                                 WHERE device_id = $1 AND status = 'pending'",
+                            )
+                            .int(device_id),
+                        )
+                        .await?;
                     let mut superseded = None;
                     if let Some(row) = previous {
                         let old_id = row.int("id")?;
@@ -847,8 +850,8 @@ impl<B> Store for SqlStore<B> {
                         .fetch_optional(
                             query(
                                 "INSERT INTO operations (device_id, kind, auth_mode, auth_string, \
-                     key_spec, completes_by, status, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7) RETURNING id",
+                                 key_spec, completes_by, status, created_at, updated_at) \
+                                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7) RETURNING id",
                             )
                             .int(device_id)
                             .text(op.kind.as_str())
@@ -926,14 +929,15 @@ impl<B> Store for SqlStore<B> {
                 Box::pin(async move {
                     let name: &DeviceName = &name;
                     let pending = tx
-            .fetch_optional(
-                query(
-                    "SELECT o.id FROM operations o JOIN devices d ON d.id = o.device_id \
-                     WHERE d.name = $1 AND o.status = 'pending'",
-                )
-                .text(name.as_str()),
-            )
-            .await?;
+                        .fetch_optional(
+                            query(
+                                "SELECT o.id FROM operations o \
+                                 JOIN devices d ON d.id = o.device_id \
+                                 WHERE d.name = $1 AND o.status = 'pending'",
+                            )
+                            .text(name.as_str()),
+                        )
+                        .await?;
                     let Some(row) = pending else {
                         return Ok(None);
                     };
@@ -1028,7 +1032,7 @@ impl<B> Store for SqlStore<B> {
                         .fetch_all(
                             query(
                                 "SELECT id, completes_by FROM operations \
-                     WHERE status = 'pending' AND completes_by <= $1 ORDER BY id",
+                                 WHERE status = 'pending' AND completes_by <= $1 ORDER BY id",
                             )
                             .time(now),
                         )
@@ -1107,11 +1111,11 @@ impl<B> Store for SqlStore<B> {
                         .fetch_optional(
                             query(format!(
                                 "UPDATE operations SET claimed_by = $2, claim_expires_at = $3, \
-                     updated_at = $4, keygen_attempts = keygen_attempts + $6 \
-                     WHERE id = $1 AND status = 'pending' AND (claimed_by IS NULL \
-                     OR claimed_by = $2 OR claim_expires_at IS NULL OR claim_expires_at <= $4 \
-                     OR claimed_by = $5) \
-                     {RETURNING_DEVICE}, keygen_attempts",
+                                 updated_at = $4, keygen_attempts = keygen_attempts + $6 \
+                                 WHERE id = $1 AND status = 'pending' AND (claimed_by IS NULL \
+                                 OR claimed_by = $2 OR claim_expires_at IS NULL OR claim_expires_at <= $4 \
+                                 OR claimed_by = $5) \
+                                 {RETURNING_DEVICE}, keygen_attempts",
                             ))
                             .int(op_id)
                             .text(claimant)
@@ -1194,8 +1198,8 @@ impl<B> Store for SqlStore<B> {
                         .fetch_optional(
                             query(format!(
                                 "UPDATE operations SET keygen_attempts = keygen_attempts + 1, \
-                     updated_at = $2 WHERE id = $1 AND status = 'pending' \
-                     {RETURNING_DEVICE}, keygen_attempts",
+                                 updated_at = $2 WHERE id = $1 AND status = 'pending' \
+                                 {RETURNING_DEVICE}, keygen_attempts",
                             ))
                             .int(op_id)
                             .time(now),
@@ -1247,7 +1251,7 @@ impl<B> Store for SqlStore<B> {
                         .fetch_optional(
                             query(format!(
                                 "UPDATE operations SET updated_at = $2 \
-                     WHERE id = $1 AND status = 'pending' {RETURNING_DEVICE}",
+                                 WHERE id = $1 AND status = 'pending' {RETURNING_DEVICE}",
                             ))
                             .int(op_id)
                             .time(now),
@@ -1289,7 +1293,7 @@ impl<B> Store for SqlStore<B> {
                         .fetch_optional(
                             query(
                                 "SELECT id FROM certificates WHERE id = $1 AND operation_id = $2 \
-                     AND state = 'awaiting_confirmation'",
+                                 AND state = 'awaiting_confirmation'",
                             )
                             .int(cert_id)
                             .int(op_id),
@@ -1305,7 +1309,7 @@ impl<B> Store for SqlStore<B> {
                         .fetch_all(
                             query(
                                 "UPDATE certificates SET state = 'superseded', updated_at = $2 \
-                     WHERE device_id = $1 AND state = 'installed' RETURNING id",
+                                 WHERE device_id = $1 AND state = 'installed' RETURNING id",
                             )
                             .int(ended.device_id)
                             .time(now),
@@ -1319,11 +1323,14 @@ impl<B> Store for SqlStore<B> {
                         events.push(Ev::new(name, Some(op_id), "certificate_superseded", detail));
                     }
                     tx.execute(
-            query("UPDATE certificates SET state = 'installed', updated_at = $2 WHERE id = $1")
-                .int(cert_id)
-                .time(now),
-        )
-        .await?;
+                        query(
+                            "UPDATE certificates SET state = 'installed', updated_at = $2 \
+                             WHERE id = $1",
+                        )
+                        .int(cert_id)
+                        .time(now),
+                    )
+                    .await?;
                     let detail = format!("certificate {cert_id} confirmed stored by the phone");
                     events.push(Ev::new(name, Some(op_id), "certificate_installed", detail));
                     events.push(Ev::new(
@@ -1389,7 +1396,7 @@ impl<B> Store for SqlStore<B> {
                         .fetch_all(
                             query(
                                 "UPDATE certificates SET state = 'deleted', updated_at = $2 \
-                     WHERE device_id = $1 AND state = 'installed' RETURNING id",
+                                 WHERE device_id = $1 AND state = 'installed' RETURNING id",
                             )
                             .int(ended.device_id)
                             .time(now),
@@ -1488,12 +1495,12 @@ impl<B> Store for SqlStore<B> {
                         .fetch_optional(
                             query(
                                 "UPDATE devices SET \
-                     failed_auth_count = CASE WHEN failed_auth_count + 1 >= $2 THEN 0 \
-                         ELSE failed_auth_count + 1 END, \
-                     locked_until = CASE WHEN failed_auth_count + 1 >= $2 THEN $3 \
-                         ELSE locked_until END, \
-                     updated_at = $4 \
-                     WHERE name = $1 RETURNING failed_auth_count, locked_until",
+                                 failed_auth_count = CASE WHEN failed_auth_count + 1 >= $2 THEN 0 \
+                                 ELSE failed_auth_count + 1 END, \
+                                 locked_until = CASE WHEN failed_auth_count + 1 >= $2 THEN $3 \
+                                 ELSE locked_until END, \
+                                 updated_at = $4 \
+                                 WHERE name = $1 RETURNING failed_auth_count, locked_until",
                             )
                             .text(name.as_str())
                             .int(i64::from(policy.max_failures))
@@ -1580,7 +1587,7 @@ impl<B> Store for SqlStore<B> {
                         .fetch_optional(
                             query(
                                 "UPDATE devices SET failed_auth_count = 0, updated_at = $2 \
-                     WHERE name = $1 AND failed_auth_count > 0 RETURNING id",
+                                 WHERE name = $1 AND failed_auth_count > 0 RETURNING id",
                             )
                             .text(name.as_str())
                             .time(now),
@@ -1611,7 +1618,7 @@ impl<B> Store for SqlStore<B> {
                         .fetch_optional(
                             query(
                                 "UPDATE devices SET failed_auth_count = 0, locked_until = NULL, \
-                     updated_at = $2 WHERE name = $1 RETURNING id",
+                                 updated_at = $2 WHERE name = $1 RETURNING id",
                             )
                             .text(name.as_str())
                             .time(now),
@@ -1638,27 +1645,27 @@ impl<B> Store for SqlStore<B> {
             .transaction(Durability::Relaxed, move |tx| {
                 Box::pin(async move {
                     tx.execute(
-            query(
-                "INSERT INTO attempts (device_name, operation_id, session_id, source_addr, \
-                 started_at, ended_at, outcome, detail) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .text(attempt.device_name.as_str())
-            .opt_int(attempt.operation_id)
-            .int(i64::from(attempt.session_id))
-            .text(&attempt.source_addr)
-            .time(attempt.started_at)
-            .time(attempt.ended_at)
-            .text(&attempt.outcome)
-            .text(&attempt.detail),
-        )
-        .await?;
+                        query(
+                            "INSERT INTO attempts (device_name, operation_id, session_id, \
+                             source_addr, started_at, ended_at, outcome, detail) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                        )
+                        .text(attempt.device_name.as_str())
+                        .opt_int(attempt.operation_id)
+                        .int(i64::from(attempt.session_id))
+                        .text(&attempt.source_addr)
+                        .time(attempt.started_at)
+                        .time(attempt.ended_at)
+                        .text(&attempt.outcome)
+                        .text(&attempt.detail),
+                    )
+                    .await?;
                     // Nodes may report out of order; the newest attempt wins.
                     tx.execute(
                         query(
                             "UPDATE devices SET last_attempt_at = $2, last_attempt_source = $3, \
-                 last_attempt_outcome = $4 WHERE name = $1 \
-                 AND (last_attempt_at IS NULL OR last_attempt_at <= $2)",
+                             last_attempt_outcome = $4 WHERE name = $1 \
+                             AND (last_attempt_at IS NULL OR last_attempt_at <= $2)",
                         )
                         .text(attempt.device_name.as_str())
                         .time(attempt.started_at)
@@ -1777,7 +1784,7 @@ impl<B> Store for SqlStore<B> {
                         .fetch_optional(
                             query(
                                 "INSERT INTO api_tokens (name, token_sha256, scope, created_at) \
-                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING id",
+                                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING id",
                             )
                             .text(&token.name)
                             .text(&token.token_sha256)
@@ -1808,8 +1815,8 @@ impl<B> Store for SqlStore<B> {
                         .fetch_optional(
                             query(
                                 "INSERT INTO api_tokens (name, token_sha256, scope, created_at) \
-                     SELECT $1, $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM api_tokens) \
-                     ON CONFLICT DO NOTHING RETURNING id",
+                                 SELECT $1, $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM api_tokens) \
+                                 ON CONFLICT DO NOTHING RETURNING id",
                             )
                             .text(&token.name)
                             .text(&token.token_sha256)
@@ -1852,7 +1859,7 @@ impl<B> Store for SqlStore<B> {
                         .fetch_optional(
                             query(
                                 "DELETE FROM api_tokens WHERE name = $1 \
-                     RETURNING name, token_sha256, scope, created_at",
+                                 RETURNING name, token_sha256, scope, created_at",
                             )
                             .text(name),
                         )
