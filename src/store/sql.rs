@@ -76,20 +76,20 @@ impl<B> fmt::Debug for SqlStore<B> {
 // ---- columns and row conversion ----
 
 const DEVICE_SELECT: &str = "SELECT name, require_sudi, created_at, failed_auth_count, \
-                             locked_until, last_attempt_at, last_attempt_source, last_attempt_outcome FROM devices";
+     locked_until, last_attempt_at, last_attempt_source, last_attempt_outcome FROM devices";
 
 const OPERATION_SELECT: &str = "SELECT o.id, d.name AS device_name, o.kind, o.auth_mode, \
-                                o.auth_string, o.key_spec, o.completes_by, o.status, o.cause, o.keygen_attempts, \
-                                o.created_at, o.updated_at, o.claimed_by, o.claim_expires_at \
-                                FROM operations o JOIN devices d ON d.id = o.device_id";
+     o.auth_string, o.key_spec, o.completes_by, o.status, o.cause, o.keygen_attempts, \
+     o.created_at, o.updated_at, o.claimed_by, o.claim_expires_at \
+     FROM operations o JOIN devices d ON d.id = o.device_id";
 
 const CERTIFICATE_SELECT: &str = "SELECT c.id, d.name AS device_name, c.operation_id, \
-                                  c.serial_hex, c.subject, c.issuer, c.not_before, c.not_after, c.fingerprint_sha256, \
-                                  c.pem, c.state, c.created_at, c.updated_at \
-                                  FROM certificates c JOIN devices d ON d.id = c.device_id";
+     c.serial_hex, c.subject, c.issuer, c.not_before, c.not_after, c.fingerprint_sha256, \
+     c.pem, c.state, c.created_at, c.updated_at \
+     FROM certificates c JOIN devices d ON d.id = c.device_id";
 
 const ATTEMPT_SELECT: &str = "SELECT device_name, operation_id, session_id, source_addr, \
-                              started_at, ended_at, outcome, detail FROM attempts";
+     started_at, ended_at, outcome, detail FROM attempts";
 
 const EVENT_SELECT: &str =
     "SELECT id, at, device_name, operation_id, kind, source_addr, detail FROM events";
@@ -301,7 +301,7 @@ async fn ensure_device_in(tx: &mut Tx<'_>, name: &DeviceName, now: Timestamp) ->
 /// `RETURNING` of an update of `operations`: the device's id and name, without another
 /// statement (each one is a round trip to the database, on SQLite a thread handoff).
 const RETURNING_DEVICE: &str = "RETURNING device_id, \
-                                (SELECT name FROM devices WHERE devices.id = operations.device_id) AS device_name";
+     (SELECT name FROM devices WHERE devices.id = operations.device_id) AS device_name";
 
 /// The device an operation ended by [`end_operation`] belongs to.
 struct Ended {
@@ -651,21 +651,21 @@ async fn schedule_chunk(tx: &mut Tx<'_>, ops: &[NewOperation], now: Timestamp) -
 // ---- listings ----
 
 const SUMMARY_SELECT: &str = "SELECT d.name, d.require_sudi, d.created_at, \
-                              d.failed_auth_count, d.locked_until, d.last_attempt_at, d.last_attempt_source, \
-                              d.last_attempt_outcome, \
-                              o.id AS op_id, o.kind AS op_kind, o.auth_mode AS op_auth_mode, o.key_spec AS op_key_spec, \
-                              o.completes_by AS op_completes_by, o.status AS op_status, o.cause AS op_cause, \
-                              o.keygen_attempts AS op_keygen_attempts, o.created_at AS op_created_at, \
-                              o.updated_at AS op_updated_at, o.claimed_by AS op_claimed_by, \
-                              o.claim_expires_at AS op_claim_expires_at, \
-                              c.serial_hex AS lsc_serial_hex, c.subject AS lsc_subject, \
-                              c.not_before AS lsc_not_before, c.not_after AS lsc_not_after, \
-                              c.fingerprint_sha256 AS lsc_fingerprint_sha256 \
-                              FROM devices d \
-                              LEFT JOIN operations o ON o.id = \
-                              (SELECT MAX(id) FROM operations latest WHERE latest.device_id = d.id) \
-                              LEFT JOIN certificates c ON c.device_id = d.id AND c.state = 'installed' \
-                              WHERE 1 = 1";
+     d.failed_auth_count, d.locked_until, d.last_attempt_at, d.last_attempt_source, \
+     d.last_attempt_outcome, \
+     o.id AS op_id, o.kind AS op_kind, o.auth_mode AS op_auth_mode, o.key_spec AS op_key_spec, \
+     o.completes_by AS op_completes_by, o.status AS op_status, o.cause AS op_cause, \
+     o.keygen_attempts AS op_keygen_attempts, o.created_at AS op_created_at, \
+     o.updated_at AS op_updated_at, o.claimed_by AS op_claimed_by, \
+     o.claim_expires_at AS op_claim_expires_at, \
+     c.serial_hex AS lsc_serial_hex, c.subject AS lsc_subject, \
+     c.not_before AS lsc_not_before, c.not_after AS lsc_not_after, \
+     c.fingerprint_sha256 AS lsc_fingerprint_sha256 \
+     FROM devices d \
+     LEFT JOIN operations o ON o.id = \
+         (SELECT MAX(id) FROM operations latest WHERE latest.device_id = d.id) \
+     LEFT JOIN certificates c ON c.device_id = d.id AND c.state = 'installed' \
+     WHERE 1 = 1";
 
 fn summary_from_row(row: &Row) -> Result<DeviceSummary> {
     let device = device_from_row(row)?;
@@ -1113,7 +1113,8 @@ impl<B> Store for SqlStore<B> {
                                 "UPDATE operations SET claimed_by = $2, claim_expires_at = $3, \
                                  updated_at = $4, keygen_attempts = keygen_attempts + $6 \
                                  WHERE id = $1 AND status = 'pending' AND (claimed_by IS NULL \
-                                 OR claimed_by = $2 OR claim_expires_at IS NULL OR claim_expires_at <= $4 \
+                                 OR claimed_by = $2 OR claim_expires_at IS NULL \
+                                 OR claim_expires_at <= $4 \
                                  OR claimed_by = $5) \
                                  {RETURNING_DEVICE}, keygen_attempts",
                             ))
@@ -1245,8 +1246,9 @@ impl<B> Store for SqlStore<B> {
         self.pool
             .transaction(Durability::Full, move |tx| {
                 Box::pin(async move {
-                    // The conditional update both checks the operation is pending and, on PostgreSQL,
-                    // locks its row until commit, so certificates of one operation are recorded in turn.
+                    // The conditional update both checks the operation is pending and, on
+                    // PostgreSQL, locks its row until commit, so certificates of one operation are
+                    // recorded in turn.
                     let row = tx
                         .fetch_optional(
                             query(format!(
@@ -1488,9 +1490,9 @@ impl<B> Store for SqlStore<B> {
                     let name: &DeviceName = &name;
                     let cause: &str = &cause;
                     let source_addr: &str = &source_addr;
-                    // One statement decides, from the row as it is when the statement runs, whether
-                    // this failure is the one that locks: concurrent failures on several nodes each see
-                    // the previous one's increment.
+                    // One statement decides, from the row as it is when the statement runs,
+                    // whether this failure is the one that locks: concurrent failures on several
+                    // nodes each see the previous one's increment.
                     let row = tx
                         .fetch_optional(
                             query(
