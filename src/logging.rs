@@ -1,5 +1,6 @@
 //! The log subscriber of `capf serve`, with a filter SIGHUP can replace.
 
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, reload, EnvFilter, Layer, Registry};
@@ -29,11 +30,26 @@ fn filter(directives: &str) -> Result<EnvFilter, LogError> {
     })
 }
 
+/// Keeps the log-writing thread running; dropping it writes out what is queued.
+#[must_use = "log lines queued when this is dropped are written out; keep it until exit"]
+pub struct LogFlush(#[allow(dead_code)] WorkerGuard);
+
 /// Installs the process's logger on stderr: `format`, lines passing `directives`.
-pub fn init(format: LogFormat, directives: &str) -> Result<LogControl, LogError> {
+///
+/// Lines are formatted where they are logged and written by a thread of their own, in
+/// batches: a session's task never waits on stderr. If that thread falls more than
+/// `QUEUED_LINES` behind (stderr blocked), further lines are dropped rather than stall
+/// phones; the audit trail is in the database, not the log.
+pub fn init(format: LogFormat, directives: &str) -> Result<(LogControl, LogFlush), LogError> {
+    const QUEUED_LINES: usize = 128 * 1024;
     let (filter, handle) = reload::Layer::new(filter(directives)?);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let output = fmt::layer().with_ansi(ansi).with_writer(std::io::stderr);
+    let (writer, guard) = NonBlockingBuilder::default()
+        .buffered_lines_limit(QUEUED_LINES)
+        .lossy(true)
+        .thread_name("capf-log")
+        .finish(std::io::stderr());
+    let output = fmt::layer().with_ansi(ansi).with_writer(writer);
     // Boxed: the text and JSON layers are different types.
     let output = match format {
         LogFormat::Text => output.boxed(),
@@ -44,7 +60,7 @@ pub fn init(format: LogFormat, directives: &str) -> Result<LogControl, LogError>
         .with(output)
         .try_init()
         .map_err(|e| LogError::Install(e.to_string()))?;
-    Ok(LogControl { handle })
+    Ok((LogControl { handle }, LogFlush(guard)))
 }
 
 impl LogControl {

@@ -129,13 +129,14 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let log = match capf::logging::init(settings.log_format, &settings.live.log_filter) {
-                Ok(log) => log,
-                Err(e) => {
-                    eprintln!("capf: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
+            let (log, _flush) =
+                match capf::logging::init(settings.log_format, &settings.live.log_filter) {
+                    Ok(log) => log,
+                    Err(e) => {
+                        eprintln!("capf: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
             match runtime.block_on(capf::app::serve(*args, settings, log)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
