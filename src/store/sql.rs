@@ -888,7 +888,7 @@ impl<B> Store for SqlStore<B> {
     async fn schedule_many(&self, ops: &[NewOperation], now: Timestamp) -> Result<Vec<i64>> {
         let ops = ops.to_vec();
         self.pool
-            .transaction(Durability::Full, move |tx| {
+            .bulk_transaction(Durability::Full, move |tx| {
                 Box::pin(async move {
                     let ops: &[NewOperation] = &ops;
                     let mut ids = Vec::with_capacity(ops.len());
@@ -2098,6 +2098,24 @@ impl Pool {
         T: Send + 'static,
         F: for<'t, 'c> FnOnce(&'t mut Tx<'c>) -> BoxFuture<'t, Result<T>> + Send + 'static,
     {
+        self.run_transaction(durability, false, body).await
+    }
+
+    /// [`Pool::transaction`] for a transaction of thousands of statements (a bulk import):
+    /// SQLite's writer runs it on its own rather than grouped with sessions' writes.
+    async fn bulk_transaction<T, F>(&self, durability: Durability, body: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'t, 'c> FnOnce(&'t mut Tx<'c>) -> BoxFuture<'t, Result<T>> + Send + 'static,
+    {
+        self.run_transaction(durability, true, body).await
+    }
+
+    async fn run_transaction<T, F>(&self, durability: Durability, alone: bool, body: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'t, 'c> FnOnce(&'t mut Tx<'c>) -> BoxFuture<'t, Result<T>> + Send + 'static,
+    {
         match self {
             Pool::Sqlite(engine) => {
                 let (reply, answer) = tokio::sync::oneshot::channel();
@@ -2107,6 +2125,7 @@ impl Pool {
                 };
                 engine.write(Box::new(SqliteWrite {
                     sync,
+                    alone,
                     body: Some(body),
                     result: None,
                     reply,
@@ -2157,6 +2176,7 @@ impl Pool {
 /// A transaction body queued for the SQLite writer, and where its answer goes.
 struct SqliteWrite<T, F> {
     sync: SyncMode,
+    alone: bool,
     body: Option<F>,
     result: Option<Result<T>>,
     reply: tokio::sync::oneshot::Sender<Result<T>>,
@@ -2169,6 +2189,10 @@ where
 {
     fn sync(&self) -> SyncMode {
         self.sync
+    }
+
+    fn alone(&self) -> bool {
+        self.alone
     }
 
     fn run(&mut self, conn: &mut rusqlite::Connection) -> bool {
