@@ -35,6 +35,20 @@ pub async fn schedule(
         .unwrap()
 }
 
+/// Schedules an install through the store (see [`schedule`]); returns its id.
+#[allow(dead_code)]
+pub async fn schedule_install(
+    store: &dyn Store,
+    device: &str,
+    mode: AuthMode,
+    auth: Option<&str>,
+    key: KeySpec,
+) -> i64 {
+    schedule(store, device, OperationKind::Install, mode, auth, key)
+        .await
+        .id
+}
+
 /// The status of an operation, which must exist.
 #[allow(dead_code)]
 pub async fn status(store: &dyn Store, id: i64) -> capf::store::OperationStatus {
