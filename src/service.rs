@@ -5,13 +5,14 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tracing::{info, warn};
 
 use crate::auth::{
-    self, AuthPolicy, CertAuthRequest, CertKind, Precedence, SudiBlock, TrustAnchors,
+    self, AuthError, AuthPolicy, CertAuthRequest, CertKind, Precedence, SudiBlock, TrustAnchors,
+    Verified,
 };
 use crate::ca::lsc::Issuer;
 use crate::ca::pubkey::check_public_key;
@@ -20,6 +21,7 @@ use crate::config::{LiveConfig, LiveSettings, Settings};
 use crate::device::DeviceName;
 use crate::keyspec::KeySpec;
 use crate::metrics::Metrics;
+use crate::proto::AuthResponse;
 use crate::session::{AuthAttempt, AuthDecision, AuthProof, IssueFailure, Outcome, Plan};
 use crate::store::{
     Attempt, AuthMode, CertState, FailureCause, NewCertificate, Operation, OperationKind, Store,
@@ -97,6 +99,47 @@ impl SessionContext {
 /// Runs CPU-heavy work off the async workers.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
     tokio::task::spawn_blocking(f).await.ok()
+}
+
+/// Verifies the certificate authentication an AUTH_RESPONSE carries for `device`, on the
+/// connection of `session_id`: the leaf and any further certificates of CERTIFICATE,
+/// SIGNED_DATA, SHA2_SIGNED_DATA and SUDI_DATA, as a [`CertAuthRequest`] for
+/// [`auth::verify_certificate_auth`]. `None` when the response lacks the certificate or
+/// either signature.
+pub fn verify_auth_response(
+    response: &AuthResponse,
+    device: &str,
+    session_id: u32,
+    anchors: &TrustAnchors,
+    policy: &AuthPolicy,
+    now: DateTime<Utc>,
+) -> Option<Result<Verified, AuthError>> {
+    let (Some(cert), Some(signed), Some(sha2)) = (
+        response.certificate.as_ref(),
+        response.signed_data.as_deref(),
+        response.sha2_signed_data.as_ref(),
+    ) else {
+        return None;
+    };
+    let extra: Vec<Vec<u8>> = cert.entries.iter().skip(1).map(|e| e.der.clone()).collect();
+    let request = CertAuthRequest {
+        device_name: device,
+        certificate: &cert.first().der,
+        extra_chain: &extra,
+        signed_data: signed,
+        sha2_hash_id: sha2.hash_id,
+        sha2_signature: &sha2.signature,
+        sudi: response.sudi.as_ref().map(|s| SudiBlock {
+            certificate: &s.certificate,
+            sha1_signature: &s.sha1_signature,
+            sha2_hash_id: s.sha2_hash_id,
+            sha2_signature: &s.sha2_signature,
+        }),
+        session_id,
+    };
+    Some(auth::verify_certificate_auth(
+        &request, anchors, policy, now,
+    ))
 }
 
 /// How often a node renews the claims of its live sessions: a third of the lease
@@ -335,35 +378,19 @@ impl Service {
         let device = name.as_str().to_string();
         let session_id = ctx.session_id;
         let verified = blocking(move || {
-            let (Some(cert), Some(signed), Some(sha2)) = (
-                response.certificate.as_ref(),
-                response.signed_data.as_deref(),
-                response.sha2_signed_data.as_ref(),
-            ) else {
-                return Err(None);
-            };
-            let extra: Vec<Vec<u8>> = cert.entries.iter().skip(1).map(|e| e.der.clone()).collect();
-            let request = CertAuthRequest {
-                device_name: &device,
-                certificate: &cert.first().der,
-                extra_chain: &extra,
-                signed_data: signed,
-                sha2_hash_id: sha2.hash_id,
-                sha2_signature: &sha2.signature,
-                sudi: response.sudi.as_ref().map(|s| SudiBlock {
-                    certificate: &s.certificate,
-                    sha1_signature: &s.sha1_signature,
-                    sha2_hash_id: s.sha2_hash_id,
-                    sha2_signature: &s.sha2_signature,
-                }),
+            verify_auth_response(
+                &response,
+                &device,
                 session_id,
-            };
-            auth::verify_certificate_auth(&request, &anchors, &policy, Utc::now()).map_err(Some)
+                &anchors,
+                &policy,
+                Utc::now(),
+            )
         })
         .await;
         let verified = match verified {
-            Some(Ok(v)) => v,
-            Some(Err(Some(e))) => {
+            Some(Some(Ok(v))) => v,
+            Some(Some(Err(e))) => {
                 warn!(cause = e.cause(), "certificate authentication failed");
                 return Ok(Err(match e.cert_kind() {
                     Some(CertKind::Lsc) => FailureCause::InvalidLsc,
@@ -372,7 +399,7 @@ impl Service {
                 }));
             }
             // No certificate or signatures at all.
-            Some(Err(None)) | None => return Ok(Err(FailureCause::InvalidCredentials)),
+            Some(None) | None => return Ok(Err(FailureCause::InvalidCredentials)),
         };
         if verified.kind == CertKind::Lsc {
             // A valid LSC is not enough: it must be one capf issued to this device and did

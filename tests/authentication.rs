@@ -4,22 +4,11 @@ mod common;
 
 use capf::device::DeviceName;
 use capf::keyspec::{Curve, KeySpec};
-use capf::store::{AuthMode, OperationKind, OperationStatus, Store};
+use capf::store::{AuthMode, OperationStatus};
 use chrono::Utc;
 use common::db::{engines, TestDb};
+use common::schedule_install;
 use common::server::TestServer;
-
-async fn schedule(
-    store: &dyn Store,
-    device: &str,
-    mode: AuthMode,
-    auth: Option<&str>,
-    key: KeySpec,
-) -> i64 {
-    common::schedule(store, device, OperationKind::Install, mode, auth, key)
-        .await
-        .id
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn lsc_precedence_re_enrollment_and_foreign_lsc() {
@@ -30,7 +19,7 @@ async fn lsc_precedence_re_enrollment_and_foreign_lsc() {
         let store = server.store().await;
         let (a, b) = ("SEP00112233AABB", "SEP0011223344CC");
         for device in [a, b] {
-            schedule(
+            schedule_install(
                 &*store,
                 device,
                 AuthMode::Null,
@@ -45,7 +34,7 @@ async fn lsc_precedence_re_enrollment_and_foreign_lsc() {
         let lsc_a = dir.path().join(format!("{a}.pem"));
 
         // Re-enrollment authenticated by the device's own LSC.
-        let op = schedule(&*store, a, AuthMode::Lsc, None, KeySpec::Ec(Curve::P384)).await;
+        let op = schedule_install(&*store, a, AuthMode::Lsc, None, KeySpec::Ec(Curve::P384)).await;
         let renewed = dir.path().join("renewed.pem");
         let (code, text) = server.phone(
             a,
@@ -61,13 +50,13 @@ async fn lsc_precedence_re_enrollment_and_foreign_lsc() {
         assert_eq!(common::status(&*store, op).await, OperationStatus::Success);
 
         // Device B presenting A's valid LSC (signed correctly with A's key) is refused.
-        let op = schedule(&*store, b, AuthMode::Lsc, None, KeySpec::Ec(Curve::P256)).await;
+        let op = schedule_install(&*store, b, AuthMode::Lsc, None, KeySpec::Ec(Curve::P256)).await;
         let (code, text) = server.phone(b, &["--lsc", renewed.to_str().unwrap(), "--cert-auth"]);
         assert_eq!(code, 2, "{text}");
         assert_eq!(common::status(&*store, op).await, OperationStatus::Pending);
 
         // A's superseded LSC no longer authenticates A.
-        let op = schedule(&*store, a, AuthMode::Lsc, None, KeySpec::Ec(Curve::P256)).await;
+        let op = schedule_install(&*store, a, AuthMode::Lsc, None, KeySpec::Ec(Curve::P256)).await;
         let (code, text) = server.phone(a, &["--lsc", lsc_a.to_str().unwrap(), "--cert-auth"]);
         assert_eq!(code, 2, "{text}");
         assert_eq!(common::status(&*store, op).await, OperationStatus::Pending);
@@ -85,7 +74,7 @@ async fn ten_wrong_strings_lock_the_device_across_a_restart() {
         let store = server.store().await;
         let device = "SEP001122334455";
         let name = DeviceName::from_admin(device).unwrap();
-        let op = schedule(
+        let op = schedule_install(
             &*store,
             device,
             AuthMode::String,
@@ -157,7 +146,7 @@ async fn mic_authentication_with_sudi_and_trust_reload() {
         let store = server.store().await;
         let device = "SEP001122334455";
         let name = DeviceName::from_admin(device).unwrap();
-        let op = schedule(&*store, device, AuthMode::Mic, None, KeySpec::Rsa(2048)).await;
+        let op = schedule_install(&*store, device, AuthMode::Mic, None, KeySpec::Rsa(2048)).await;
         let mic = vector_cert("mic.pem");
         let sudi = vector_cert("sudi.pem");
         let args = [
@@ -204,7 +193,7 @@ async fn mic_authentication_with_sudi_and_trust_reload() {
             .set_require_sudi(&name, true, Utc::now())
             .await
             .unwrap();
-        let op = schedule(&*store, device, AuthMode::Mic, None, KeySpec::Rsa(2048)).await;
+        let op = schedule_install(&*store, device, AuthMode::Mic, None, KeySpec::Rsa(2048)).await;
         let (code, text) = server.phone(device, &["--lsc", mic.as_str(), "--cert-auth"]);
         assert_eq!(code, 2, "{text}");
         let (code, text) = server.phone(device, &args);
@@ -212,7 +201,7 @@ async fn mic_authentication_with_sudi_and_trust_reload() {
         assert_eq!(common::status(&*store, op).await, OperationStatus::Success);
 
         // MIC precedence refuses the LSC the device now has.
-        let op = schedule(&*store, device, AuthMode::Mic, None, KeySpec::Rsa(2048)).await;
+        let op = schedule_install(&*store, device, AuthMode::Mic, None, KeySpec::Rsa(2048)).await;
         let lsc = dir.path().join(format!("{device}.pem"));
         let (code, text) = server.phone(
             device,

@@ -8,12 +8,10 @@ mod vectors;
 
 use std::time::Duration;
 
-use capf::device::DeviceName;
 use capf::keyspec::KeySpec;
 use capf::phone::{connect, read_certificate, read_frame, PhoneError};
 use capf::proto::{reason, Message};
-use capf::store::{AuthMode, NewOperation, OperationKind, OperationStatus};
-use chrono::Utc;
+use capf::store::{AuthMode, OperationKind, OperationStatus};
 use common::db::{engines, TestDb};
 use common::server::TestServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -68,20 +66,15 @@ async fn malformed_frames_over_live_connections() {
 
         // An enrollment that runs while the garbage flies; the phone pauses in key generation.
         let device = "SEP0000000000AA";
-        let op = store
-            .schedule(
-                NewOperation {
-                    device_name: DeviceName::from_admin(device).unwrap(),
-                    kind: OperationKind::Install,
-                    auth_mode: AuthMode::Null,
-                    auth_string: None,
-                    key: KeySpec::Rsa(3072),
-                    completes_by: Utc::now() + chrono::Duration::hours(1),
-                },
-                Utc::now(),
-            )
-            .await
-            .unwrap();
+        let op = common::schedule(
+            &*store,
+            device,
+            OperationKind::Install,
+            AuthMode::Null,
+            None,
+            KeySpec::Rsa(3072),
+        )
+        .await;
         let phone = {
             let bin = common::server::BIN.to_string();
             let addr = server.addr.clone();
@@ -168,20 +161,15 @@ async fn a_connection_flood_from_one_address_does_not_stop_another() {
     );
     let store = server.store().await;
     let device = "SEP0000000000BB";
-    let op = store
-        .schedule(
-            NewOperation {
-                device_name: DeviceName::from_admin(device).unwrap(),
-                kind: OperationKind::Install,
-                auth_mode: AuthMode::Null,
-                auth_string: None,
-                key: KeySpec::Ec(capf::keyspec::Curve::P256),
-                completes_by: Utc::now() + chrono::Duration::hours(1),
-            },
-            Utc::now(),
-        )
-        .await
-        .unwrap();
+    let op = common::schedule(
+        &*store,
+        device,
+        OperationKind::Install,
+        AuthMode::Null,
+        None,
+        KeySpec::Ec(capf::keyspec::Curve::P256),
+    )
+    .await;
 
     // 200 connections from 127.0.0.1 as fast as possible: beyond the burst they are closed
     // before any TLS work.

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,7 +13,8 @@ use capf::device::DeviceName;
 use capf::store::{CertState, OperationStatus};
 use common::api::{admin_token, Api};
 use common::db::{engines, Engine, TestDb};
-use common::server::{TestServer, BIN};
+use common::server::TestServer;
+use common::wait_until_claimed;
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -21,23 +22,6 @@ fn postgres() -> Option<Engine> {
     engines()
         .into_iter()
         .find(|e| matches!(e, Engine::Postgres(_)))
-}
-
-/// Runs `capf phone` in the background against `server`.
-fn spawn_phone(server: &TestServer, device: &str, args: &[&str]) -> Child {
-    Command::new(BIN)
-        .arg("phone")
-        .args(["--host", &server.addr])
-        .arg("--capf-cert")
-        .arg(server.capf_pem())
-        .args(["--timeout", "20"])
-        .args(args)
-        .arg(device)
-        .current_dir(&server.dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn capf phone")
 }
 
 fn finish(child: Child) -> (i32, String) {
@@ -100,19 +84,8 @@ async fn same_phone_on_two_nodes_gets_one_certificate() {
     let name = DeviceName::from_admin(device).unwrap();
     let path = format!("/api/v1/devices/{device}/operation");
     assert_eq!(api_a.put(&path, op.clone()).await.0, 200);
-    let slow = spawn_phone(&a, device, &["--keygen-delay-ms", "3000"]);
-    wait_until("node A's claim", || {
-        let store = Arc::clone(&store);
-        let name = name.clone();
-        async move {
-            store
-                .latest_operation(&name)
-                .await
-                .unwrap()
-                .is_some_and(|o| o.claimed_by.is_some())
-        }
-    })
-    .await;
+    let slow = a.slow_phone(device, 3000);
+    wait_until_claimed(&*store, &name).await;
     let (code, text) = b.phone(device, &[]);
     assert_eq!(
         code, 2,
@@ -149,8 +122,8 @@ async fn same_phone_on_two_nodes_gets_one_certificate() {
         let name = DeviceName::from_admin(&device).unwrap();
         let path = format!("/api/v1/devices/{device}/operation");
         assert_eq!(api_a.put(&path, op.clone()).await.0, 200);
-        let one = spawn_phone(&a, &device, &[]);
-        let two = spawn_phone(&b, &device, &[]);
+        let one = a.spawn_phone(&device, &[]);
+        let two = b.spawn_phone(&device, &[]);
         let (r1, r2) = (finish(one), finish(two));
         let issued = store.certificates(&name).await.unwrap();
         assert_eq!(issued.len(), 1, "round {round}: {issued:?}\n{r1:?}\n{r2:?}");
@@ -319,19 +292,8 @@ async fn database_outage(outage: Outage) {
     assert_eq!(api.put(&path, op).await.0, 200);
 
     // A session in key generation when the database goes: it ends with END_SESSION 7.
-    let in_flight = spawn_phone(&server, device, &["--keygen-delay-ms", "2000"]);
-    wait_until("the claim", || {
-        let store = Arc::clone(&store);
-        let name = name.clone();
-        async move {
-            store
-                .latest_operation(&name)
-                .await
-                .unwrap()
-                .is_some_and(|o| o.claimed_by.is_some())
-        }
-    })
-    .await;
+    let in_flight = server.slow_phone(device, 2000);
+    wait_until_claimed(&*store, &name).await;
     match outage {
         Outage::Restart => relay.cut(),
         Outage::Partition => relay.stall(),

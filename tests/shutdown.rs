@@ -3,15 +3,15 @@
 
 mod common;
 
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use capf::device::DeviceName;
 use capf::keyspec::{Curve, KeySpec};
 use capf::store::{AuthMode, OperationKind, OperationStatus, Store};
-use common::schedule;
-use common::server::{TestServer, BIN};
+use common::server::TestServer;
+use common::{schedule, wait_until_claimed};
 
 fn sigterm(server: &TestServer) {
     let pid = server.child.id().to_string();
@@ -34,27 +34,6 @@ fn exit_within(server: &mut TestServer, limit: Duration) -> (ExitStatus, Duratio
     }
 }
 
-/// A phone that takes `delay_ms` to generate its key, in the background.
-fn slow_phone(server: &TestServer, device: &str, delay_ms: u64) -> Child {
-    Command::new(BIN)
-        .arg("phone")
-        .args(["--host", &server.addr])
-        .arg("--capf-cert")
-        .arg(server.capf_pem())
-        .args([
-            "--timeout",
-            "20",
-            "--keygen-delay-ms",
-            &delay_ms.to_string(),
-        ])
-        .arg(device)
-        .current_dir(&server.dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn capf phone")
-}
-
 async fn scheduled(server: &TestServer, device: &str) -> (Arc<dyn Store>, DeviceName) {
     let store = server.store().await;
     schedule(
@@ -69,22 +48,6 @@ async fn scheduled(server: &TestServer, device: &str) -> (Arc<dyn Store>, Device
     (store, DeviceName::from_admin(device).unwrap())
 }
 
-/// Until the phone's session holds its operation (it is in key generation).
-async fn in_flight(store: &Arc<dyn Store>, name: &DeviceName) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let op = store.latest_operation(name).await.unwrap().unwrap();
-        if op.claimed_by.is_some() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the phone never got its operation"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn sqlite_url(dir: &std::path::Path) -> String {
     format!("sqlite://{}", dir.join("data").join("capf.db").display())
 }
@@ -95,8 +58,8 @@ async fn sigterm_drains_the_session_in_flight_and_exits_0() {
     let mut server = TestServer::start(dir.path(), &sqlite_url(dir.path()), &[]);
     let device = "SEP0000000D0001";
     let (store, name) = scheduled(&server, device).await;
-    let phone = slow_phone(&server, device, 1500);
-    in_flight(&store, &name).await;
+    let phone = server.slow_phone(device, 1500);
+    wait_until_claimed(&*store, &name).await;
 
     sigterm(&server);
     // No new connections once the signal is handled.
@@ -132,8 +95,8 @@ async fn drain_deadline_and_second_sigterm_end_sessions_without_losing_them() {
     let mut server = TestServer::start(dir.path(), &url, &["--drain-timeout", "1"]);
     let device = "SEP0000000D0002";
     let (store, name) = scheduled(&server, device).await;
-    let phone = slow_phone(&server, device, 8000);
-    in_flight(&store, &name).await;
+    let phone = server.slow_phone(device, 8000);
+    wait_until_claimed(&*store, &name).await;
     sigterm(&server);
     let (status, took) = exit_within(&mut server, Duration::from_secs(6));
     assert_eq!(status.code(), Some(0));
@@ -152,9 +115,9 @@ async fn drain_deadline_and_second_sigterm_end_sessions_without_losing_them() {
     // A second SIGTERM: at once, though the drain deadline is long.
     let mut server = TestServer::start(dir.path(), &url, &["--drain-timeout", "60"]);
     let store = server.store().await;
-    let phone = slow_phone(&server, device, 8000);
+    let phone = server.slow_phone(device, 8000);
     // The operation is still pending: the first session's end lost nothing.
-    in_flight(&store, &name).await;
+    wait_until_claimed(&*store, &name).await;
     sigterm(&server);
     std::thread::sleep(Duration::from_millis(300));
     sigterm(&server);

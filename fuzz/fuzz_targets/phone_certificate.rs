@@ -17,13 +17,12 @@
 
 use std::sync::OnceLock;
 
-use capf::auth::{
-    verify_certificate_auth, AuthPolicy, CertAuthRequest, Precedence, SudiBlock, TrustAnchors,
-};
+use capf::auth::{verify_certificate_auth, AuthPolicy, CertAuthRequest, Precedence, TrustAnchors};
 use capf::ca::identity::{CapfIdentity, CapfKeyAlgorithm, IdentityOptions};
 use capf::ca::{check_public_key, describe_public_key, Issuer};
 use capf::keyspec::{Curve, KeySpec};
 use capf::proto::Message;
+use capf::service::verify_auth_response;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use libfuzzer_sys::arbitrary::Unstructured;
 use libfuzzer_sys::fuzz_target;
@@ -88,36 +87,25 @@ fn policy(mode: u8) -> AuthPolicy {
     }
 }
 
-/// Mode 0: the request `Service::check_credentials` builds from an AUTH_RESPONSE.
+/// Mode 0: an AUTH_RESPONSE verified the way `Service::check_credentials` does it.
 fn auth_response(mode: u8, frame: &[u8]) {
     let Ok((session_id, Message::AuthResponse(response))) = Message::decode(frame) else {
         return;
     };
-    let (Some(device), Some(cert), Some(signed), Some(sha2)) = (
-        response.device_name.as_deref(),
-        response.certificate.as_ref(),
-        response.signed_data.as_deref(),
-        response.sha2_signed_data.as_ref(),
+    let Some(device) = response.device_name.as_deref() else {
+        return;
+    };
+    let Some(verified) = verify_auth_response(
+        &response,
+        device,
+        session_id,
+        fixed_anchors(),
+        &policy(mode),
+        now(),
     ) else {
         return;
     };
-    let extra: Vec<Vec<u8>> = cert.entries.iter().skip(1).map(|e| e.der.clone()).collect();
-    let request = CertAuthRequest {
-        device_name: device,
-        certificate: &cert.first().der,
-        extra_chain: &extra,
-        signed_data: signed,
-        sha2_hash_id: sha2.hash_id,
-        sha2_signature: &sha2.signature,
-        sudi: response.sudi.as_ref().map(|s| SudiBlock {
-            certificate: &s.certificate,
-            sha1_signature: &s.sha1_signature,
-            sha2_hash_id: s.sha2_hash_id,
-            sha2_signature: &s.sha2_signature,
-        }),
-        session_id,
-    };
-    match verify_certificate_auth(&request, fixed_anchors(), &policy(mode), now()) {
+    match verified {
         Ok(verified) => {
             assert_eq!(verified.fingerprint_sha256.len(), 64);
             let _ = (verified.kind.as_str(), verified.subject, verified.serial_hex);

@@ -4,6 +4,8 @@ pub mod server;
 
 use capf::device::DeviceName;
 use capf::keyspec::KeySpec;
+use std::time::{Duration, Instant};
+
 use capf::store::{AuthMode, AuthString, NewOperation, Operation, OperationKind, Store};
 use chrono::Utc;
 
@@ -33,6 +35,20 @@ pub async fn schedule(
         .unwrap()
 }
 
+/// Schedules an install through the store (see [`schedule`]); returns its id.
+#[allow(dead_code)]
+pub async fn schedule_install(
+    store: &dyn Store,
+    device: &str,
+    mode: AuthMode,
+    auth: Option<&str>,
+    key: KeySpec,
+) -> i64 {
+    schedule(store, device, OperationKind::Install, mode, auth, key)
+        .await
+        .id
+}
+
 /// The status of an operation, which must exist.
 #[allow(dead_code)]
 pub async fn status(store: &dyn Store, id: i64) -> capf::store::OperationStatus {
@@ -42,4 +58,25 @@ pub async fn status(store: &dyn Store, id: i64) -> capf::store::OperationStatus 
         .expect("read operation")
         .expect("operation exists")
         .status
+}
+
+/// Waits (up to 20 s) until a session has claimed the device's latest operation, e.g. while
+/// a [`server::TestServer::slow_phone`] is in key generation.
+#[allow(dead_code)]
+pub async fn wait_until_claimed(store: &dyn Store, device: &DeviceName) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let op = store
+            .latest_operation(device)
+            .await
+            .expect("read operation");
+        if op.is_some_and(|o| o.claimed_by.is_some()) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no session claimed the operation of {device:?} within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -136,9 +136,10 @@ impl TestServer {
         self.metrics = addrs.metrics;
     }
 
-    /// Runs `capf phone` against this server; returns (exit code, stdout + stderr).
-    pub fn phone(&self, device: &str, args: &[&str]) -> (i32, String) {
-        let out = Command::new(BIN)
+    /// A `capf phone` command against this server, run in its directory.
+    fn phone_command(&self, device: &str, args: &[&str]) -> Command {
+        let mut command = Command::new(BIN);
+        command
             .arg("phone")
             .args(["--host", &self.addr])
             .arg("--capf-cert")
@@ -146,7 +147,14 @@ impl TestServer {
             .args(["--timeout", "20"])
             .args(args)
             .arg(device)
-            .current_dir(&self.dir)
+            .current_dir(&self.dir);
+        command
+    }
+
+    /// Runs `capf phone` against this server; returns (exit code, stdout + stderr).
+    pub fn phone(&self, device: &str, args: &[&str]) -> (i32, String) {
+        let out = self
+            .phone_command(device, args)
             .output()
             .expect("run capf phone");
         let text = format!(
@@ -155,6 +163,21 @@ impl TestServer {
             String::from_utf8_lossy(&out.stderr)
         );
         (out.status.code().unwrap_or(-1), text)
+    }
+
+    /// Starts `capf phone` against this server in the background, its output piped.
+    pub fn spawn_phone(&self, device: &str, args: &[&str]) -> Child {
+        self.phone_command(device, args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn capf phone")
+    }
+
+    /// Starts, in the background, a `capf phone` that takes `delay_ms` to generate its key,
+    /// so its session holds the operation meanwhile.
+    pub fn slow_phone(&self, device: &str, delay_ms: u64) -> Child {
+        self.spawn_phone(device, &["--keygen-delay-ms", &delay_ms.to_string()])
     }
 }
 
