@@ -26,22 +26,20 @@ fn wrong_strings(server: &TestServer, device: &str, count: u32) {
     }
 }
 
-fn count(log: &str, needle: &str) -> usize {
-    log.lines().filter(|l| l.contains(needle)).count()
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn lockout_threshold_and_log_filter_change_on_sighup() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_with_config(
-        dir.path(),
-        &sqlite_url(dir.path()),
-        &[],
-        "lockout_failures = 10\n",
-    );
+/// A server whose config file allows 10 failures, and a pending install for `device` with
+/// the authentication string 123456.
+async fn string_install_with_lockout_10(
+    dir: &std::path::Path,
+    device: &str,
+) -> (
+    TestServer,
+    std::sync::Arc<dyn capf::store::Store>,
+    DeviceName,
+    capf::store::Operation,
+) {
+    let server =
+        TestServer::start_with_config(dir, &sqlite_url(dir), &[], "lockout_failures = 10\n");
     let store = server.store().await;
-    let device = "SEP0000000E0001";
-    let name = DeviceName::from_admin(device).unwrap();
     let op = schedule(
         &*store,
         device,
@@ -51,6 +49,18 @@ async fn lockout_threshold_and_log_filter_change_on_sighup() {
         KeySpec::Ec(Curve::P256),
     )
     .await;
+    (server, store, DeviceName::from_admin(device).unwrap(), op)
+}
+
+fn count(log: &str, needle: &str) -> usize {
+    log.lines().filter(|l| l.contains(needle)).count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lockout_threshold_and_log_filter_change_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = "SEP0000000E0001";
+    let (server, store, name, op) = string_install_with_lockout_10(dir.path(), device).await;
 
     // Ten allowed: two wrong strings do not lock.
     wrong_strings(&server, device, 2);
@@ -203,24 +213,8 @@ async fn flood_control_and_session_caps_change_on_sighup() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_invalid_config_is_refused_whole_and_the_server_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_with_config(
-        dir.path(),
-        &sqlite_url(dir.path()),
-        &[],
-        "lockout_failures = 10\n",
-    );
-    let store = server.store().await;
     let device = "SEP0000000E0003";
-    let name = DeviceName::from_admin(device).unwrap();
-    let op = schedule(
-        &*store,
-        device,
-        OperationKind::Install,
-        AuthMode::String,
-        Some("123456"),
-        KeySpec::Ec(Curve::P256),
-    )
-    .await;
+    let (server, store, name, op) = string_install_with_lockout_10(dir.path(), device).await;
 
     // A valid lockout next to an invalid validity: neither is applied.
     let refused = server.reload("lockout_failures = 2\nlsc_validity_days = 5000\n");
