@@ -441,22 +441,21 @@ mod tests {
         (dir, path)
     }
 
-    #[test]
-    fn a_batch_commits_its_good_jobs_and_undoes_the_failed_ones() {
-        let (_dir, path) = setup();
-        let engine = Engine::start(&path, 1).unwrap();
+    /// Queues one job per `(value, fails, alone)` while the first holds the writer for 200 ms,
+    /// so the rest queue up behind it; returns each value with whether its write succeeded.
+    fn run_jobs(path: &Path, jobs: &[(i64, bool, bool)]) -> Vec<(i64, bool)> {
+        let engine = Engine::start(path, 1).unwrap();
         let (reply, answers) = std::sync::mpsc::channel();
-        // The first job holds the writer while the others queue: they form one batch.
-        for value in 0..12 {
+        for (i, &(value, fail, alone)) in jobs.iter().enumerate() {
             engine.write(Box::new(Insert {
                 value,
-                fail: value % 3 == 2,
-                pause: if value == 0 {
+                fail,
+                pause: if i == 0 {
                     Duration::from_millis(200)
                 } else {
                     Duration::ZERO
                 },
-                alone: false,
+                alone,
                 reply: Some(reply.clone()),
                 ran: None,
             }));
@@ -464,18 +463,17 @@ mod tests {
         drop(reply);
         let mut outcomes: Vec<(i64, bool)> = answers.iter().map(|(v, r)| (v, r.is_ok())).collect();
         outcomes.sort();
-        let expected: Vec<(i64, bool)> = (0..12).map(|v| (v, v % 3 != 2)).collect();
-        assert_eq!(outcomes, expected);
+        outcomes
+    }
 
-        let conn = Connection::open(&path).unwrap();
-        let mut stmt = conn.prepare("SELECT v FROM t ORDER BY v").unwrap();
-        let stored: Vec<i64> = stmt
-            .query_map([], |row| row.get(0))
-            .unwrap()
-            .collect::<std::result::Result<_, _>>()
-            .unwrap();
+    #[test]
+    fn a_batch_commits_its_good_jobs_and_undoes_the_failed_ones() {
+        let (_dir, path) = setup();
+        let jobs: Vec<_> = (0..12).map(|v| (v, v % 3 == 2, false)).collect();
+        let expected: Vec<(i64, bool)> = (0..12).map(|v| (v, v % 3 != 2)).collect();
+        assert_eq!(run_jobs(&path, &jobs), expected);
         let committed: Vec<i64> = (0..12).filter(|v| v % 3 != 2).collect();
-        assert_eq!(stored, committed);
+        assert_eq!(stored(&path), committed);
     }
 
     #[tokio::test]
@@ -536,28 +534,12 @@ mod tests {
     #[test]
     fn bulk_jobs_run_alone_and_a_failed_one_leaves_nothing() {
         let (_dir, path) = setup();
-        let engine = Engine::start(&path, 1).unwrap();
-        let (reply, answers) = std::sync::mpsc::channel();
-        // 0 holds the writer; 1 and 3 are bulk jobs (3 fails) queued among ordinary ones.
-        for value in 0..6 {
-            engine.write(Box::new(Insert {
-                value,
-                fail: value == 3 || value == 5,
-                pause: if value == 0 {
-                    Duration::from_millis(200)
-                } else {
-                    Duration::ZERO
-                },
-                alone: value == 1 || value == 3,
-                reply: Some(reply.clone()),
-                ran: None,
-            }));
-        }
-        drop(reply);
-        let mut outcomes: Vec<(i64, bool)> = answers.iter().map(|(v, r)| (v, r.is_ok())).collect();
-        outcomes.sort();
+        // 1 and 3 are bulk jobs (3 fails) queued among ordinary ones; 5 fails in a batch.
+        let jobs: Vec<_> = (0..6)
+            .map(|v| (v, v == 3 || v == 5, v == 1 || v == 3))
+            .collect();
         assert_eq!(
-            outcomes,
+            run_jobs(&path, &jobs),
             [
                 (0, true),
                 (1, true),
