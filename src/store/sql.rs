@@ -309,6 +309,13 @@ struct Ended {
     device_name: String,
 }
 
+/// Ends a pending operation as succeeded; `NotFound` when it is no longer pending.
+async fn end_successfully(tx: &mut Tx<'_>, op_id: i64, now: Timestamp) -> Result<Ended> {
+    end_operation(tx, op_id, OperationStatus::Success, None, now)
+        .await?
+        .ok_or_else(|| not_pending(op_id))
+}
+
 /// Moves a pending operation to a final status: the authentication string is no longer
 /// needed and is erased, the claim is released, and (unless it succeeded) a certificate
 /// still awaiting confirmation is abandoned. Returns `None`, changing nothing, when the
@@ -1285,9 +1292,7 @@ impl<B> Store for SqlStore<B> {
         self.pool
             .transaction(Durability::Full, move |tx| {
                 Box::pin(async move {
-                    let ended = end_operation(tx, op_id, OperationStatus::Success, None, now)
-                        .await?
-                        .ok_or_else(|| not_pending(op_id))?;
+                    let ended = end_successfully(tx, op_id, now).await?;
                     let name = ended.device_name.as_str();
                     // Checked before anything else changes; returning early drops the transaction,
                     // which rolls back the status change above.
@@ -1357,9 +1362,7 @@ impl<B> Store for SqlStore<B> {
         self.pool
             .transaction(Durability::Full, move |tx| {
                 Box::pin(async move {
-                    let ended = end_operation(tx, op_id, OperationStatus::Success, None, now)
-                        .await?
-                        .ok_or_else(|| not_pending(op_id))?;
+                    let ended = end_successfully(tx, op_id, now).await?;
                     let name = ended.device_name.as_str();
                     let detail = match &cert {
                         Some(cert) => {
@@ -1390,9 +1393,7 @@ impl<B> Store for SqlStore<B> {
         self.pool
             .transaction(Durability::Full, move |tx| {
                 Box::pin(async move {
-                    let ended = end_operation(tx, op_id, OperationStatus::Success, None, now)
-                        .await?
-                        .ok_or_else(|| not_pending(op_id))?;
+                    let ended = end_successfully(tx, op_id, now).await?;
                     let name = ended.device_name.as_str();
                     let deleted = tx
                         .fetch_all(
