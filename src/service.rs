@@ -24,10 +24,28 @@ use crate::metrics::Metrics;
 use crate::proto::AuthResponse;
 use crate::session::{AuthAttempt, AuthDecision, AuthProof, IssueFailure, Outcome, Plan};
 use crate::store::{
-    Attempt, AuthMode, CertState, FailureCause, NewCertificate, Operation, OperationKind, Store,
-    StoreError, Timestamp,
+    Attempt, AuthAdmission, AuthMode, AuthTicket, CertState, FailureCause, NewCertificate,
+    Operation, OperationKind, Store, StoreError, Timestamp,
 };
 
+/// Why a phone's credentials were refused: the cause the operation's status shows, and the
+/// finer reason the audit trail keeps (never anything the phone submitted).
+#[derive(Clone, Copy, Debug)]
+struct CredentialFailure {
+    cause: FailureCause,
+    reason: &'static str,
+}
+
+impl CredentialFailure {
+    fn new(cause: FailureCause, reason: &'static str) -> Self {
+        CredentialFailure { cause, reason }
+    }
+
+    /// The cause as recorded in the `auth_failed` event: `invalid_lsc (bad SHA-1 signature)`.
+    fn audit(&self) -> String {
+        format!("{} ({})", self.cause.as_str(), self.reason)
+    }
+}
 /// Shared by every connection.
 #[derive(Debug)]
 pub struct Service {
@@ -295,27 +313,50 @@ impl Service {
         let Some(op) = self.store.pending_operation(name, now).await? else {
             return Ok(AuthDecision::NoOperation);
         };
-        if let Err(cause) = self
+        // Every check of a secret or certificate is admitted, and counted, by the store first:
+        // the lock holds against guesses sent in parallel, from one node or several.
+        let ticket = if op.auth_mode == AuthMode::Null {
+            None
+        } else {
+            match self
+                .store
+                .admit_auth_attempt(name, &ctx.source(), now, ctx.live.lockout)
+                .await?
+            {
+                AuthAdmission::Admitted(ticket) => Some(ticket),
+                AuthAdmission::Locked => {
+                    ctx.detail = Some("device locked".into());
+                    warn!(device = %name, "device locked: attempt refused");
+                    return Ok(AuthDecision::Refused);
+                }
+            }
+        };
+        if let Err(failure) = self
             .check_credentials(ctx, &op, attempt, device.require_sudi)
             .await?
         {
-            let state = self
-                .store
-                .record_auth_failure(name, cause.as_str(), &ctx.source(), now, ctx.live.lockout)
+            let cause = failure.cause;
+            let ticket = ticket.unwrap_or(AuthTicket {
+                failures: 0,
+                locks_until: None,
+            });
+            self.store
+                .record_auth_failure(name, &ticket, &failure.audit(), &ctx.source(), now)
                 .await?;
             // The status reads "<op> Failed: <cause>" while the operation stays pending.
             self.store.note_attempt_failure(op.id, cause, now).await?;
             ctx.detail = Some(cause.as_str().to_string());
-            // It was not locked before this attempt (see above): this failure locked it.
-            if state.is_locked(now) {
+            if ticket.locks_until.is_some() {
                 self.metrics.locked_out();
             }
-            warn!(device = %name, cause = cause.as_str(), failures = state.failed_auth_count,
-                  locked = state.is_locked(now), "authentication failed");
+            warn!(device = %name, cause = cause.as_str(), failures = ticket.failures,
+                  locked = ticket.locks_until.is_some(), "authentication failed");
             return Ok(AuthDecision::Refused);
         }
-        if device.failed_auth_count > 0 {
-            self.store.record_auth_success(name, now).await?;
+        if ticket.is_some() || device.failed_auth_count > 0 {
+            self.store
+                .record_auth_success(name, ticket.as_ref(), now)
+                .await?;
         }
         self.retry_releases().await;
         // Marked live before claiming, so no other session of ours takes it over meanwhile.
@@ -344,14 +385,14 @@ impl Service {
         Ok(AuthDecision::Proceed(plan, AuthProof::authenticated()))
     }
 
-    /// `Ok(Err(cause))` when the phone's credentials are wrong; `Err` when the store failed.
+    /// `Ok(Err(failure))` when the phone's credentials are wrong; `Err` when the store failed.
     async fn check_credentials(
         &self,
         ctx: &SessionContext,
         op: &Operation,
         attempt: &AuthAttempt,
         require_sudi: bool,
-    ) -> Result<Result<(), FailureCause>, StoreError> {
+    ) -> Result<Result<(), CredentialFailure>, StoreError> {
         let precedence = match op.auth_mode {
             AuthMode::Null => return Ok(Ok(())),
             AuthMode::String => {
@@ -359,7 +400,10 @@ impl Service {
                 let given = attempt.response.password.as_deref().map(str::as_bytes);
                 return Ok(match (expected, given) {
                     (Some(expected), Some(given)) if constant_time_eq(expected, given) => Ok(()),
-                    _ => Err(FailureCause::InvalidAuthString),
+                    _ => Err(CredentialFailure::new(
+                        FailureCause::InvalidAuthString,
+                        "wrong or missing string",
+                    )),
                 });
             }
             AuthMode::Lsc => Precedence::Lsc,
@@ -392,14 +436,26 @@ impl Service {
             Some(Some(Ok(v))) => v,
             Some(Some(Err(e))) => {
                 warn!(cause = e.cause(), "certificate authentication failed");
-                return Ok(Err(match e.cert_kind() {
+                let cause = match e.cert_kind() {
                     Some(CertKind::Lsc) => FailureCause::InvalidLsc,
                     Some(CertKind::Mic) => FailureCause::InvalidMic,
                     None => FailureCause::InvalidCredentials,
-                }));
+                };
+                return Ok(Err(CredentialFailure::new(cause, e.cause())));
             }
             // No certificate or signatures at all.
-            Some(None) | None => return Ok(Err(FailureCause::InvalidCredentials)),
+            Some(None) => {
+                return Ok(Err(CredentialFailure::new(
+                    FailureCause::InvalidCredentials,
+                    "no certificate or signatures",
+                )))
+            }
+            None => {
+                return Ok(Err(CredentialFailure::new(
+                    FailureCause::InvalidCredentials,
+                    "verification did not complete",
+                )))
+            }
         };
         if verified.kind == CertKind::Lsc {
             // A valid LSC is not enough: it must be one capf issued to this device and did
@@ -415,7 +471,10 @@ impl Service {
             });
             if !on_record {
                 warn!(serial = %verified.serial_hex, "LSC is not on record for this device");
-                return Ok(Err(FailureCause::InvalidLsc));
+                return Ok(Err(CredentialFailure::new(
+                    FailureCause::InvalidLsc,
+                    "LSC not on record for this device",
+                )));
             }
         }
         info!(

@@ -132,6 +132,57 @@ async fn ten_wrong_strings_lock_the_device_across_a_restart() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn guesses_sent_at_once_are_checked_at_most_the_lockout_number() {
+    for engine in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = TestDb::create(&engine, dir.path()).await;
+        let server = TestServer::start(dir.path(), &db.url, &["--lockout-failures", "3"]);
+        let store = server.store().await;
+        let device = "SEP0011223344DD";
+        let op = schedule_install(
+            &*store,
+            device,
+            AuthMode::String,
+            Some("123456"),
+            KeySpec::Ec(Curve::P256),
+        )
+        .await;
+        // Twelve wrong guesses at once.
+        let guesses: Vec<String> = (0..12).map(|i| format!("{:06}", 300000 + i)).collect();
+        let phones: Vec<_> = guesses
+            .iter()
+            .map(|g| server.spawn_phone(device, &["--auth-string", g]))
+            .collect();
+        for phone in phones {
+            let out = phone.wait_with_output().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{text}");
+            assert!(text.contains("reason 7"), "{text}");
+        }
+        let events = store
+            .events(capf::store::EventFilter {
+                device_name: Some(device.into()),
+                limit: 0,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let kinds = |kind: &str| events.iter().filter(|e| e.kind == kind).count();
+        let succeeded = common::status(&*store, op).await == OperationStatus::Success;
+        // At most three secrets were ever compared; every other phone was turned away unchecked.
+        assert_eq!(
+            kinds("auth_failed") + usize::from(succeeded),
+            3,
+            "{events:#?}"
+        );
+        assert_eq!(kinds("auth_refused_locked"), 9, "{events:#?}");
+        assert!(events.iter().all(|e| !e.detail.contains("123456")));
+        drop(server);
+        db.drop_db().await;
+    }
+}
+
 fn vector_cert(name: &str) -> String {
     format!("{}/tests/vectors/certs/{name}", env!("CARGO_MANIFEST_DIR"))
 }

@@ -12,9 +12,10 @@ use std::time::Duration;
 use capf::device::DeviceName;
 use capf::keyspec::{Curve, KeySpec};
 use capf::store::{
-    ApiToken, Attempt, AuthMode, AuthString, CertState, DatabaseUrl, DeviceFilter, EventFilter,
-    FailureCause, LockState, LockoutPolicy, NewCertificate, NewOperation, OperationKind,
-    OperationStatus, StatusFilter, Store, StoreError, Timestamp, TokenScope,
+    ApiToken, Attempt, AuthAdmission, AuthMode, AuthString, AuthTicket, CertState, DatabaseUrl,
+    DeviceFilter, EventFilter, FailureCause, LockState, LockoutPolicy, NewCertificate,
+    NewOperation, OperationKind, OperationStatus, StatusFilter, Store, StoreError, Timestamp,
+    TokenScope,
 };
 use chrono::{TimeDelta, TimeZone, Utc};
 use sqlx::Connection;
@@ -395,16 +396,7 @@ async fn no_event_contains_the_auth_string(store: Arc<dyn Store>) {
 
     // Failure, supersede, cancel and time-out paths.
     let op = store.schedule(install(&b, t(3600)), t(5)).await.unwrap();
-    store
-        .record_auth_failure(
-            &b,
-            "invalid_auth_string",
-            "192.0.2.7:50000",
-            t(6),
-            LockoutPolicy::default(),
-        )
-        .await
-        .unwrap();
+    fail_once(&store, &b, "invalid_auth_string", "192.0.2.7:50000", t(6)).await;
     store
         .fail_operation(op.id, FailureCause::InvalidAuthString, t(7))
         .await
@@ -999,6 +991,33 @@ async fn delete_flow(store: Arc<dyn Store>) {
     );
 }
 
+/// One admitted check that fails, recorded as the service records it.
+async fn fail_once(
+    store: &Arc<dyn Store>,
+    d: &DeviceName,
+    cause: &str,
+    addr: &str,
+    now: Timestamp,
+) {
+    let ticket = admitted(
+        store
+            .admit_auth_attempt(d, addr, now, LockoutPolicy::default())
+            .await
+            .unwrap(),
+    );
+    store
+        .record_auth_failure(d, &ticket, cause, addr, now)
+        .await
+        .unwrap();
+}
+
+fn admitted(admission: AuthAdmission) -> AuthTicket {
+    match admission {
+        AuthAdmission::Admitted(ticket) => ticket,
+        AuthAdmission::Locked => panic!("admission refused: device locked"),
+    }
+}
+
 async fn lockout(store: Arc<dyn Store>) {
     let policy = LockoutPolicy {
         max_failures: 3,
@@ -1009,43 +1028,50 @@ async fn lockout(store: Arc<dyn Store>) {
         locked_until: None,
     };
     let addr = "198.51.100.5:40001";
+    let ticket = |failures, locks_until| AuthTicket {
+        failures,
+        locks_until,
+    };
 
-    // Unknown devices are recorded but neither counted nor created.
+    // Unknown devices have nothing to protect: not admitted, not created.
     let ghost = dev("SEP0000DEADBEEF");
     assert_eq!(store.lock_state(&ghost).await.unwrap(), zero);
-    assert_eq!(
-        store
-            .record_auth_failure(&ghost, "invalid_mic", addr, t(0), policy)
-            .await
-            .unwrap(),
-        zero
-    );
+    assert!(is_not_found(
+        store.admit_auth_attempt(&ghost, addr, t(0), policy).await
+    ));
     assert_eq!(store.device(&ghost).await.unwrap(), None);
-    let ghost_events = all_events(&store, Some(&ghost)).await;
-    assert_eq!(ghost_events.len(), 1);
-    assert_eq!(ghost_events[0].kind, "auth_failed");
-    assert_eq!(ghost_events[0].source_addr.as_deref(), Some(addr));
 
     let d = dev("SEP001122334455");
     store.ensure_device(&d, t(0)).await.unwrap();
-    let fail = |now| store.record_auth_failure(&d, "invalid_auth_string", addr, now, policy);
-    assert_eq!(fail(t(1)).await.unwrap().failed_auth_count, 1);
-    let second = fail(t(2)).await.unwrap();
-    assert_eq!(second.failed_auth_count, 2);
-    assert!(!second.is_locked(t(2)));
+    let admit = |now| store.admit_auth_attempt(&d, addr, now, policy);
+    let fail =
+        |ticket, now| store.record_auth_failure(&d, ticket, "invalid_auth_string", addr, now);
 
-    // Exactly at max_failures: locked, and the count starts again.
-    let locked = fail(t(3)).await.unwrap();
-    assert_eq!(
-        locked,
-        LockState {
-            failed_auth_count: 0,
-            locked_until: Some(t(63)),
-        }
-    );
-    assert!(locked.is_locked(t(62)));
-    assert!(!locked.is_locked(t(63)));
+    // The count is taken at admission, before the check; a failure only audits.
+    let first = admitted(admit(t(1)).await.unwrap());
+    assert_eq!(first, ticket(1, None));
+    assert_eq!(store.lock_state(&d).await.unwrap().failed_auth_count, 1);
+    fail(&first, t(1)).await.unwrap();
+    assert_eq!(store.lock_state(&d).await.unwrap().failed_auth_count, 1);
+    let second = admitted(admit(t(2)).await.unwrap());
+    assert_eq!(second, ticket(2, None));
+    fail(&second, t(2)).await.unwrap();
+
+    // The admission that reaches max_failures locks at once, before its check completes,
+    // so a guess racing it is refused unchecked (and audited).
+    let third = admitted(admit(t(3)).await.unwrap());
+    assert_eq!(third, ticket(3, Some(t(63))));
+    let locked = LockState {
+        failed_auth_count: 3,
+        locked_until: Some(t(63)),
+    };
     assert_eq!(store.lock_state(&d).await.unwrap(), locked);
+    assert!(locked.is_locked(t(62)) && !locked.is_locked(t(63)));
+    assert_eq!(admit(t(3)).await.unwrap(), AuthAdmission::Locked);
+    let last = all_events(&store, Some(&d)).await.pop().unwrap();
+    assert_eq!(last.kind, "auth_refused_locked");
+    assert_eq!(last.source_addr.as_deref(), Some(addr));
+    fail(&third, t(3)).await.unwrap();
     assert_eq!(
         store.device(&d).await.unwrap().unwrap().locked_until,
         Some(t(63))
@@ -1064,32 +1090,80 @@ async fn lockout(store: Arc<dyn Store>) {
         .collect();
     assert_eq!(lock_events.len(), 1);
     assert_eq!(lock_events[0].at, t(3));
+    assert_eq!(lock_events[0].source_addr.as_deref(), Some(addr));
 
     store.record_locked_attempt(&d, addr, t(4)).await.unwrap();
     let last = all_events(&store, Some(&d)).await.pop().unwrap();
     assert_eq!(last.kind, "auth_refused_locked");
     assert_eq!(last.source_addr.as_deref(), Some(addr));
+    assert_eq!(admit(t(62)).await.unwrap(), AuthAdmission::Locked);
 
-    let after_lock = fail(t(5)).await.unwrap();
-    assert_eq!(after_lock.failed_auth_count, 1);
-    assert_eq!(after_lock.locked_until, Some(t(63)));
+    // When the window has run out the count starts again.
+    let after_lock = admitted(admit(t(63)).await.unwrap());
+    assert_eq!(after_lock, ticket(1, None));
+    assert_eq!(
+        store.lock_state(&d).await.unwrap(),
+        LockState {
+            failed_auth_count: 1,
+            locked_until: None,
+        }
+    );
+    fail(&after_lock, t(63)).await.unwrap();
 
-    store.unlock(&d, t(6)).await.unwrap();
+    store.unlock(&d, t(64)).await.unwrap();
     assert_eq!(store.lock_state(&d).await.unwrap(), zero);
     assert_eq!(
         all_events(&store, Some(&d)).await.pop().unwrap().kind,
         "device_unlocked"
     );
-    assert!(is_not_found(store.unlock(&ghost, t(6)).await));
+    assert!(is_not_found(store.unlock(&ghost, t(64)).await));
 
-    assert_eq!(fail(t(7)).await.unwrap().failed_auth_count, 1);
-    store.record_auth_success(&d, t(8)).await.unwrap();
+    // Success resets the count.
+    let right = admitted(admit(t(65)).await.unwrap());
+    assert_eq!(right, ticket(1, None));
+    store
+        .record_auth_success(&d, Some(&right), t(65))
+        .await
+        .unwrap();
     assert_eq!(store.lock_state(&d).await.unwrap(), zero);
     let before = all_events(&store, Some(&d)).await;
     assert_eq!(before.last().unwrap().kind, "auth_failures_reset");
     // Already zero: nothing to record.
-    store.record_auth_success(&d, t(9)).await.unwrap();
+    store.record_auth_success(&d, None, t(66)).await.unwrap();
     assert_eq!(all_events(&store, Some(&d)).await.len(), before.len());
+
+    // The right secret with the attempt that locked: that attempt's own lock is lifted.
+    for now in [t(67), t(68)] {
+        let wrong = admitted(admit(now).await.unwrap());
+        store
+            .record_auth_failure(&d, &wrong, "invalid_auth_string", addr, now)
+            .await
+            .unwrap();
+    }
+    let right = admitted(admit(t(69)).await.unwrap());
+    assert_eq!(right, ticket(3, Some(t(129))));
+    store
+        .record_auth_success(&d, Some(&right), t(69))
+        .await
+        .unwrap();
+    assert_eq!(store.lock_state(&d).await.unwrap(), zero);
+
+    // A lock that another, concurrent attempt set stays when an earlier one succeeds.
+    let right = admitted(admit(t(70)).await.unwrap());
+    let racing = [admit(t(70)).await.unwrap(), admit(t(70)).await.unwrap()];
+    assert_eq!(admitted(racing[1]), ticket(3, Some(t(130))));
+    store
+        .record_auth_success(&d, Some(&right), t(70))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.lock_state(&d).await.unwrap(),
+        LockState {
+            failed_auth_count: 0,
+            locked_until: Some(t(130)),
+        }
+    );
+    assert_eq!(admit(t(71)).await.unwrap(), AuthAdmission::Locked);
 }
 
 async fn attempts(store: Arc<dyn Store>) {
@@ -1552,16 +1626,7 @@ async fn restart_keeps_everything(db: &TestDb) {
         let op = store.schedule(install(&d, t(3600)), t(0)).await.unwrap();
         let cert_id = store.record_issued(op.id, cert(1), t(1)).await.unwrap();
         store.confirm_install(op.id, cert_id, t(2)).await.unwrap();
-        store
-            .record_auth_failure(
-                &d,
-                "invalid_lsc",
-                "192.0.2.9:1",
-                t(3),
-                LockoutPolicy::default(),
-            )
-            .await
-            .unwrap();
+        fail_once(&store, &d, "invalid_lsc", "192.0.2.9:1", t(3)).await;
         store.set_require_sudi(&d, true, t(4)).await.unwrap();
         (op, cert_id, all_events(&store, None).await)
     };
@@ -1616,37 +1681,49 @@ async fn two_nodes_race(db: &TestDb) {
         1
     );
 
-    // Ten failures spread across both nodes lock the device exactly once.
+    // Thirty guesses sent at once, spread across both nodes: exactly ten are admitted to be
+    // checked, the tenth locks, the other twenty are refused unchecked.
     let victim = dev("SEP00112233AABB");
     nodes[1].ensure_device(&victim, t(0)).await.unwrap();
     let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..10 {
+    for i in 0..30 {
         let store = nodes[i % 2].clone();
         let victim = victim.clone();
         tasks.spawn(async move {
-            store
-                .record_auth_failure(
-                    &victim,
-                    "invalid_auth_string",
-                    "203.0.113.9:1000",
-                    t(2),
-                    LockoutPolicy::default(),
-                )
-                .await
+            let addr = "203.0.113.9:1000";
+            let policy = LockoutPolicy::default();
+            let admission = store
+                .admit_auth_attempt(&victim, addr, t(2), policy)
+                .await?;
+            if let AuthAdmission::Admitted(ticket) = admission {
+                store
+                    .record_auth_failure(&victim, &ticket, "invalid_auth_string", addr, t(2))
+                    .await?;
+            }
+            Ok::<_, StoreError>(admission)
         });
     }
     let mut counts = Vec::new();
+    let mut refused = 0;
     while let Some(result) = tasks.join_next().await {
-        counts.push(result.unwrap().unwrap().failed_auth_count);
+        match result.unwrap().unwrap() {
+            AuthAdmission::Admitted(ticket) => {
+                counts.push(ticket.failures);
+                assert_eq!(ticket.locks_until.is_some(), ticket.failures == 10);
+            }
+            AuthAdmission::Locked => refused += 1,
+        }
     }
     counts.sort_unstable();
-    assert_eq!(counts, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert_eq!(counts, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    assert_eq!(refused, 20);
     let state = nodes[0].lock_state(&victim).await.unwrap();
-    assert_eq!(state.failed_auth_count, 0);
+    assert_eq!(state.failed_auth_count, 10);
     assert_eq!(state.locked_until, Some(t(602)));
     let kinds = event_kinds(&nodes[0], &victim).await;
     assert_eq!(count(&kinds, "auth_failed"), 10);
     assert_eq!(count(&kinds, "device_locked"), 1);
+    assert_eq!(count(&kinds, "auth_refused_locked"), 20);
 
     // Administrators on both nodes scheduling at once: one operation stays pending.
     let busy = dev("CSFjsmith");
@@ -1698,15 +1775,16 @@ async fn two_nodes_race(db: &TestDb) {
         tasks.spawn(async move {
             let expired = store.expire_operations(t(20)).await?;
             store.count_keygen_attempt(op.id, t(20)).await?;
-            store
-                .record_auth_failure(
-                    &victim,
-                    "invalid_mic",
-                    "203.0.113.9:1",
-                    t(20),
-                    LockoutPolicy::default(),
-                )
-                .await?;
+            let addr = "203.0.113.9:1";
+            let policy = LockoutPolicy::default();
+            if let AuthAdmission::Admitted(ticket) = store
+                .admit_auth_attempt(&victim, addr, t(20), policy)
+                .await?
+            {
+                store
+                    .record_auth_failure(&victim, &ticket, "invalid_mic", addr, t(20))
+                    .await?;
+            }
             Ok::<u64, StoreError>(expired)
         });
     }

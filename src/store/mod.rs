@@ -294,6 +294,22 @@ pub struct LockState {
     pub locked_until: Option<Timestamp>,
 }
 
+/// A credential check admitted by [`Store::admit_auth_attempt`], already counted as a failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuthTicket {
+    /// Consecutive failures including this attempt, should it fail.
+    pub failures: u32,
+    /// Set when this admission reached the limit and locked the device.
+    pub locks_until: Option<Timestamp>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthAdmission {
+    Admitted(AuthTicket),
+    /// Locked: the secret must not be checked.
+    Locked,
+}
+
 impl LockState {
     pub fn is_locked(&self, now: Timestamp) -> bool {
         self.locked_until.is_some_and(|t| t > now)
@@ -509,18 +525,31 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Current failure count and lock of a device (zero and `None` if unknown).
     async fn lock_state(&self, name: &DeviceName) -> Result<LockState>;
-    /// Counts a failed authentication atomically (safe across nodes). When the count reaches
-    /// `policy.max_failures` the device is locked until `now + lock_duration` and the count
-    /// restarts at zero. Audit `auth_failed` with the cause and source address (and
-    /// `device_locked` when it locks). Returns the new state.
-    async fn record_auth_failure(
+    /// Admits one credential check, counting it as a failure before it happens, atomically
+    /// (safe across sessions and nodes): concurrent guesses cannot all slip in before the
+    /// failure that locks is recorded, so at most `policy.max_failures` secrets are ever checked
+    /// per lock window. The admission that brings the count to `max_failures` locks the device
+    /// until `now + lock_duration`; a lock that has expired starts the count again. A locked
+    /// device is not admitted: the attempt is audited (`auth_refused_locked`, with the source
+    /// address) and `Locked` returned. An unknown device is `NotFound`.
+    async fn admit_auth_attempt(
         &self,
         name: &DeviceName,
-        cause: &str,
         source_addr: &str,
         now: Timestamp,
         policy: LockoutPolicy,
-    ) -> Result<LockState>;
+    ) -> Result<AuthAdmission>;
+    /// The admitted check failed: audits `auth_failed` with the cause and source address (and
+    /// `device_locked` when this attempt's admission locked the device). The count was taken
+    /// at admission.
+    async fn record_auth_failure(
+        &self,
+        name: &DeviceName,
+        ticket: &AuthTicket,
+        cause: &str,
+        source_addr: &str,
+        now: Timestamp,
+    ) -> Result<()>;
     /// Records an attempt refused because the device is locked (audit `auth_refused_locked`).
     async fn record_locked_attempt(
         &self,
@@ -529,8 +558,15 @@ pub trait Store: Send + Sync + fmt::Debug {
         now: Timestamp,
     ) -> Result<()>;
     /// Resets the failure count after a successful authentication (no audit event when it
-    /// was already zero).
-    async fn record_auth_success(&self, name: &DeviceName, now: Timestamp) -> Result<()>;
+    /// was already zero). With the ticket of the check that succeeded, a lock that this very
+    /// admission set is lifted too (the right secret came with the tenth attempt); a lock set
+    /// by another attempt stays.
+    async fn record_auth_success(
+        &self,
+        name: &DeviceName,
+        ticket: Option<&AuthTicket>,
+        now: Timestamp,
+    ) -> Result<()>;
     /// Clears lock and count (audit `device_unlocked`).
     async fn unlock(&self, name: &DeviceName, now: Timestamp) -> Result<()>;
 

@@ -259,6 +259,17 @@ fn token_event<'a>(token: &'a ApiToken, kind: &'a str) -> Ev<'a> {
     }
 }
 
+/// An attempt refused, unchecked, because the device is locked.
+fn locked_attempt_event<'a>(name: &'a DeviceName, source_addr: &'a str) -> Ev<'a> {
+    Ev::new(
+        name.as_str(),
+        None,
+        "auth_refused_locked",
+        "device is locked after repeated authentication failures".into(),
+    )
+    .with_source(source_addr)
+}
+
 async fn write_event(tx: &mut Tx<'_>, at: Timestamp, ev: Ev<'_>) -> Result<()> {
     tx.execute(ev.query(at)).await.map(|_| ())
 }
@@ -1473,37 +1484,36 @@ impl<B> Store for SqlStore<B> {
         }
     }
 
-    async fn record_auth_failure(
+    async fn admit_auth_attempt(
         &self,
         name: &DeviceName,
-        cause: &str,
         source_addr: &str,
         now: Timestamp,
         policy: LockoutPolicy,
-    ) -> Result<LockState> {
+    ) -> Result<AuthAdmission> {
         let until = later(now, policy.lock_duration);
         let name = name.to_owned();
-        let cause = cause.to_owned();
         let source_addr = source_addr.to_owned();
         self.pool
             .transaction(Durability::Full, move |tx| {
                 Box::pin(async move {
                     let name: &DeviceName = &name;
-                    let cause: &str = &cause;
-                    let source_addr: &str = &source_addr;
-                    // One statement decides, from the row as it is when the statement runs,
-                    // whether this failure is the one that locks: concurrent failures on several
-                    // nodes each see the previous one's increment.
+                    // One statement decides from the row as it is when the statement runs,
+                    // so admissions on several nodes each see the previous one's count and
+                    // none gets past the one that locks. A lock that has run out (the WHERE
+                    // lets only those through) starts the count again.
                     let row = tx
                         .fetch_optional(
                             query(
                                 "UPDATE devices SET \
-                                 failed_auth_count = CASE WHEN failed_auth_count + 1 >= $2 THEN 0 \
+                                 failed_auth_count = CASE WHEN locked_until IS NOT NULL THEN 1 \
                                  ELSE failed_auth_count + 1 END, \
-                                 locked_until = CASE WHEN failed_auth_count + 1 >= $2 THEN $3 \
-                                 ELSE locked_until END, \
+                                 locked_until = CASE WHEN (CASE WHEN locked_until IS NOT NULL \
+                                 THEN 1 ELSE failed_auth_count + 1 END) >= $2 THEN $3 \
+                                 ELSE NULL END, \
                                  updated_at = $4 \
-                                 WHERE name = $1 RETURNING failed_auth_count, locked_until",
+                                 WHERE name = $1 AND (locked_until IS NULL OR locked_until <= $4) \
+                                 RETURNING failed_auth_count, locked_until",
                             )
                             .text(name.as_str())
                             .int(i64::from(policy.max_failures))
@@ -1511,51 +1521,59 @@ impl<B> Store for SqlStore<B> {
                             .time(now),
                         )
                         .await?;
-                    let Some(row) = row else {
-                        // A name capf does not know has nothing to protect: record, do not count.
-                        let detail = format!("cause={cause}; unknown device, not counted");
-                        let ev = Ev::new(name.as_str(), None, "auth_failed", detail)
-                            .with_source(source_addr);
-                        write_event(tx, now, ev).await?;
-                        return Ok(LockState {
-                            failed_auth_count: 0,
-                            locked_until: None,
-                        });
-                    };
-                    let state = LockState {
-                        failed_auth_count: to_u32(
-                            row.int("failed_auth_count")?,
-                            "failed_auth_count",
-                        )?,
-                        locked_until: row.opt_time("locked_until")?,
-                    };
-                    // The count only goes back to zero when this failure locked the device.
-                    let locked_now = state.failed_auth_count == 0;
-                    let detail = if locked_now {
-                        format!(
-                            "cause={cause}; consecutive failures reached {}",
-                            policy.max_failures
-                        )
-                    } else {
-                        format!(
-                            "cause={cause}; consecutive failures {}",
-                            state.failed_auth_count
-                        )
-                    };
-                    let ev = Ev::new(name.as_str(), None, "auth_failed", detail)
-                        .with_source(source_addr);
-                    write_event(tx, now, ev).await?;
-                    if locked_now {
-                        let detail = format!(
-                            "locked until {} after {} consecutive failed authentications",
-                            show_time(until),
-                            policy.max_failures
-                        );
-                        let ev = Ev::new(name.as_str(), None, "device_locked", detail)
-                            .with_source(source_addr);
-                        write_event(tx, now, ev).await?;
+                    if let Some(row) = row {
+                        return Ok(AuthAdmission::Admitted(AuthTicket {
+                            failures: to_u32(row.int("failed_auth_count")?, "failed_auth_count")?,
+                            locks_until: row.opt_time("locked_until")?,
+                        }));
                     }
-                    Ok(state)
+                    let known = tx
+                        .fetch_optional(
+                            query("SELECT id FROM devices WHERE name = $1").text(name.as_str()),
+                        )
+                        .await?;
+                    if known.is_none() {
+                        return Err(StoreError::NotFound(format!("device {name}")));
+                    }
+                    write_event(tx, now, locked_attempt_event(name, &source_addr)).await?;
+                    Ok(AuthAdmission::Locked)
+                })
+            })
+            .await
+    }
+
+    async fn record_auth_failure(
+        &self,
+        name: &DeviceName,
+        ticket: &AuthTicket,
+        cause: &str,
+        source_addr: &str,
+        now: Timestamp,
+    ) -> Result<()> {
+        let detail = format!("cause={cause}; consecutive failures {}", ticket.failures);
+        let Some(until) = ticket.locks_until else {
+            let failed =
+                Ev::new(name.as_str(), None, "auth_failed", detail).with_source(source_addr);
+            return self
+                .pool
+                .write(failed.query(now), Durability::Full)
+                .await
+                .map(|_| ());
+        };
+        let locked_detail = format!(
+            "locked until {} after {} consecutive failed authentications",
+            show_time(until),
+            ticket.failures
+        );
+        let name = name.as_str().to_owned();
+        let source_addr = source_addr.to_owned();
+        self.pool
+            .transaction(Durability::Full, move |tx| {
+                Box::pin(async move {
+                    let failed = Ev::new(&name, None, "auth_failed", detail);
+                    write_event(tx, now, failed.with_source(&source_addr)).await?;
+                    let locked = Ev::new(&name, None, "device_locked", locked_detail);
+                    write_event(tx, now, locked.with_source(&source_addr)).await
                 })
             })
             .await
@@ -1567,21 +1585,24 @@ impl<B> Store for SqlStore<B> {
         source_addr: &str,
         now: Timestamp,
     ) -> Result<()> {
-        let ev = Ev::new(
-            name.as_str(),
-            None,
-            "auth_refused_locked",
-            "device is locked after repeated authentication failures".into(),
-        )
-        .with_source(source_addr);
         self.pool
-            .write(ev.query(now), Durability::Relaxed)
+            .write(
+                locked_attempt_event(name, source_addr).query(now),
+                Durability::Relaxed,
+            )
             .await
             .map(|_| ())
     }
 
-    async fn record_auth_success(&self, name: &DeviceName, now: Timestamp) -> Result<()> {
+    async fn record_auth_success(
+        &self,
+        name: &DeviceName,
+        ticket: Option<&AuthTicket>,
+        now: Timestamp,
+    ) -> Result<()> {
         let name = name.to_owned();
+        // Only the lock this very admission set is lifted: its attempt brought the right secret.
+        let own_lock = ticket.and_then(|t| t.locks_until);
         self.pool
             .transaction(Durability::Relaxed, move |tx| {
                 Box::pin(async move {
@@ -1589,11 +1610,14 @@ impl<B> Store for SqlStore<B> {
                     let reset = tx
                         .fetch_optional(
                             query(
-                                "UPDATE devices SET failed_auth_count = 0, updated_at = $2 \
+                                "UPDATE devices SET failed_auth_count = 0, \
+                                 locked_until = CASE WHEN locked_until = $3 THEN NULL \
+                                 ELSE locked_until END, updated_at = $2 \
                                  WHERE name = $1 AND failed_auth_count > 0 RETURNING id",
                             )
                             .text(name.as_str())
-                            .time(now),
+                            .time(now)
+                            .opt_time(own_lock),
                         )
                         .await?;
                     if reset.is_some() {
@@ -1982,6 +2006,10 @@ impl Query {
 
     fn time(self, t: Timestamp) -> Self {
         self.int(to_millis(t))
+    }
+
+    fn opt_time(self, t: Option<Timestamp>) -> Self {
+        self.opt_int(t.map(to_millis))
     }
 
     fn push_sql(&mut self, sql: &str) {
