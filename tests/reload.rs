@@ -89,7 +89,7 @@ async fn lockout_threshold_and_log_filter_change_on_sighup() {
             "no restart warning for {setting}:\n{log}"
         );
     }
-    let connections = count(&log, "new phone connection");
+    let connections = count(&log, "TLS handshake done");
     assert!(connections >= 2, "{log}");
 
     wrong_strings(&server, device, 2);
@@ -105,7 +105,7 @@ async fn lockout_threshold_and_log_filter_change_on_sighup() {
 
     // The session lines of capf::server are filtered out now; capf::service's are not.
     let log = server.log();
-    assert_eq!(count(&log, "new phone connection"), connections, "{log}");
+    assert_eq!(count(&log, "TLS handshake done"), connections, "{log}");
     assert!(log.contains("device locked: attempt refused"), "{log}");
 
     // And back: no change is a reload too.

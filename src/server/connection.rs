@@ -76,26 +76,26 @@ async fn perform(effect: Effect, service: &Service, ctx: &mut SessionContext) ->
     match effect {
         Effect::Authenticate(attempt) => {
             tracing::Span::current().record("device", attempt.device_name.as_str());
-            info!(version = attempt.version, "AUTH_RESPONSE");
+            debug!(version = attempt.version, "AUTH_RESPONSE");
             Resume::Auth(service.authenticate(ctx, &attempt).await)
         }
         Effect::Issue { public_key, key } => {
-            info!(key = %key, "KEY_GENERATE_RESPONSE");
+            debug!(key = %key, "KEY_GENERATE_RESPONSE");
             Resume::Issued(service.issue(ctx, public_key, key).await)
         }
         Effect::RecordStore { stored } => {
-            info!(stored, "STORE_CERTIFICATE_RESPONSE");
+            debug!(stored, "STORE_CERTIFICATE_RESPONSE");
             Resume::Recorded(service.record_store(ctx, stored).await)
         }
         Effect::RecordFetch { certificate } => {
-            info!(
+            debug!(
                 certificate = certificate.is_some(),
                 "FETCH_CERTIFICATE_RESPONSE"
             );
             Resume::Recorded(service.record_fetch(ctx, certificate).await)
         }
         Effect::RecordDelete { deleted } => {
-            info!(deleted, "DELETE_CERTIFICATE_RESPONSE");
+            debug!(deleted, "DELETE_CERTIFICATE_RESPONSE");
             Resume::Recorded(service.record_delete(ctx).await)
         }
     }
@@ -152,7 +152,7 @@ where
         "frame received"
     );
     if header.command == command::REQUEST_IN_PROGRESS {
-        info!(state = session.state_name(), "REQUEST_IN_PROGRESS");
+        debug!(state = session.state_name(), "REQUEST_IN_PROGRESS");
     }
     session.on_frame(&header, &body)
 }

@@ -219,8 +219,11 @@ impl Server {
         // Read once: a reload during this session does not change its deadlines or policy.
         let live = self.service.live.current();
         let span = info_span!("session", id = format_args!("{:08x}", id.get()), %peer, device = tracing::field::Empty);
+        // Three lines per session at info (handshake, certificate issued, session ended): a
+        // rollout of tens of thousands of phones stays readable, and each line costs CPU on
+        // the busiest path. The protocol messages themselves are logged at debug.
         async move {
-            info!("new phone connection");
+            debug!("new phone connection");
             // The deadline covers the whole handshake, reading the ClientHello included.
             let handshake =
                 tokio::time::timeout(live.limits.handshake_timeout, acceptor.accept(stream)).await;
