@@ -46,6 +46,10 @@ pub enum StoreError {
     /// The change would break a uniqueness rule (e.g. a token name already in use).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The session no longer holds the operation's claim: another session took it over
+    /// (after this one's lease ran out), so this one must not issue or complete anything.
+    #[error("claim lost: {0}")]
+    ClaimLost(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -474,14 +478,35 @@ pub trait Store: Send + Sync + fmt::Debug {
     // ---- certificates ----
 
     /// Records a certificate issued for an install operation as `AwaitingConfirmation`
-    /// (audit `certificate_issued`). An earlier certificate of the same operation still
-    /// awaiting confirmation becomes `Abandoned`. The operation stays pending.
-    async fn record_issued(&self, op_id: i64, cert: NewCertificate, now: Timestamp) -> Result<i64>;
+    /// (audit `certificate_issued`), and renews the claim to `now + lease` so it lasts until
+    /// the phone confirms. An earlier certificate of the same operation still awaiting
+    /// confirmation becomes `Abandoned`. The operation stays pending.
+    ///
+    /// Fenced by the claim: only while `claimant` still holds it, even if its lease ran out
+    /// (nobody else claimed meanwhile, so nobody else can have issued). `ClaimLost`, changing
+    /// nothing, when another session holds it or nobody does; `NotFound` when the operation
+    /// is no longer pending.
+    async fn record_issued(
+        &self,
+        op_id: i64,
+        claimant: &str,
+        cert: NewCertificate,
+        now: Timestamp,
+        lease: Duration,
+    ) -> Result<i64>;
     /// The phone confirmed it stored certificate `cert_id`: it becomes `Installed`, the
     /// device's previously installed certificate `Superseded`, the operation `Success`, its
     /// authentication string is cleared and its claim released; one transaction, audit
-    /// `certificate_installed` and `operation_succeeded`.
-    async fn confirm_install(&self, op_id: i64, cert_id: i64, now: Timestamp) -> Result<()>;
+    /// `certificate_installed` and `operation_succeeded`. Fenced like
+    /// [`Store::record_issued`]: `ClaimLost`, changing nothing, unless `claimant` still
+    /// holds the claim.
+    async fn confirm_install(
+        &self,
+        op_id: i64,
+        claimant: &str,
+        cert_id: i64,
+        now: Timestamp,
+    ) -> Result<()>;
     /// The phone answered a fetch: `Some` records the certificate it returned as `Fetched`;
     /// either way the operation succeeds (audit `certificate_fetched`,
     /// `operation_succeeded`).
