@@ -23,6 +23,16 @@ pub enum Engine {
     Postgres(String),
 }
 
+impl Engine {
+    /// For test output: which engine, without the server's URL.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Engine::Sqlite => "sqlite",
+            Engine::Postgres(_) => "postgres",
+        }
+    }
+}
+
 /// A database that exists for one test and is dropped after it, pass or fail: a PostgreSQL
 /// database when this value goes (or by [`TestDb::drop_db`]), a SQLite file with its
 /// temporary directory.
