@@ -237,7 +237,20 @@ async fn serve_api(
             file = %path.display(),
             "admin API token created: the file holds the only copy of the secret"
         ),
-        Ok(None) => {}
+        Ok(None) => {
+            // Another node (or an earlier run) made the first token. Several nodes starting
+            // together on an empty database land here all but one: say where the token is
+            // rather than leave an operator looking for a file that was never written.
+            let file = settings.data_dir.join(tokens::TOKEN_FILE);
+            if !tokio::fs::try_exists(&file).await.unwrap_or(false) {
+                info!(
+                    file = %file.display(),
+                    "admin API token not created here: the database already holds one, made \
+                     by another node or an earlier run (its admin.token is in that node's data \
+                     dir); copy that file here, or make one with `capf token create`"
+                );
+            }
+        }
         Err(e) => return Err(e).context("creating the first admin API token"),
     }
     let certificate = {

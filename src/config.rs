@@ -1,6 +1,7 @@
 //! Settings of `capf serve`: command-line flags, `CAPF_*` environment variables and an
 //! optional TOML file, in that order of precedence, over built-in defaults.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -25,6 +26,31 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("invalid setting {name}: {message}")]
     Invalid { name: &'static str, message: String },
+}
+
+/// A database URL as given by a flag, the environment or the config file, not checked yet.
+/// Its `Debug` masks the password (see [`crate::store::redact_url`]), so printing
+/// [`ServeArgs`] or the parsed file never shows it.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrlArg(pub String);
+
+impl From<String> for DatabaseUrlArg {
+    fn from(url: String) -> Self {
+        DatabaseUrlArg(url)
+    }
+}
+
+impl From<&str> for DatabaseUrlArg {
+    fn from(url: &str) -> Self {
+        DatabaseUrlArg(url.to_string())
+    }
+}
+
+impl fmt::Debug for DatabaseUrlArg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", crate::store::redact_url(&self.0))
+    }
 }
 
 /// Flags of `capf serve`. Every one can also come from the environment or the config file.
@@ -88,8 +114,9 @@ pub struct ServeArgs {
     #[arg(long, env = "CAPF_CERTS_DIR")]
     pub certs_dir: Option<PathBuf>,
     /// sqlite://PATH or postgres://USER@HOST/DB [default: sqlite://DATA_DIR/capf.db].
-    #[arg(long, env = "CAPF_DATABASE_URL")]
-    pub database_url: Option<String>,
+    // hide_env_values: `--help` would otherwise print the variable's value, password and all.
+    #[arg(long, env = "CAPF_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<DatabaseUrlArg>,
     /// Algorithm of a newly generated CAPF key: rsa-2048, rsa-3072, rsa-4096, ec-p256, ec-p384.
     #[arg(long, env = "CAPF_CAPF_KEY")]
     pub capf_key: Option<String>,
@@ -192,7 +219,7 @@ struct FileSettings {
     claim_lease: Option<u64>,
     data_dir: Option<PathBuf>,
     certs_dir: Option<PathBuf>,
-    database_url: Option<String>,
+    database_url: Option<DatabaseUrlArg>,
     capf_key: Option<String>,
     capf_validity_days: Option<u32>,
     subject_o: Option<String>,
@@ -533,7 +560,7 @@ impl Settings {
         let data_dir = pick!(data_dir).unwrap_or_else(|| PathBuf::from("./data"));
         let certs_dir = pick!(certs_dir).unwrap_or_else(|| PathBuf::from("./certs"));
         let database_url = match pick!(database_url) {
-            Some(url) => DatabaseUrl::new(url).map_err(|e| ConfigError::Invalid {
+            Some(url) => DatabaseUrl::new(url.0).map_err(|e| ConfigError::Invalid {
                 name: "database_url",
                 message: e.to_string(),
             })?,
@@ -761,8 +788,22 @@ fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
     })?;
     toml::from_str(&text).map_err(|e| ConfigError::Parse {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        message: describe_toml_error(&text, &e),
     })
+}
+
+/// Where and what, without the text of the line: toml's own message quotes it, and the line
+/// may be `database_url = "postgres://capf:PASSWORD@..."`.
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let line = e
+        .span()
+        .and_then(|span| text.get(..span.start))
+        .map(|before| before.matches('\n').count() + 1);
+    let message = e.message().trim_end();
+    match line {
+        Some(line) => format!("line {line}: {message}"),
+        None => message.to_string(),
+    }
 }
 
 fn default_node_id() -> String {
@@ -979,6 +1020,75 @@ mod tests {
         );
         assert!(before.live.changes(&before.live).is_empty());
         assert!(before.needing_restart(&before).is_empty());
+    }
+
+    #[test]
+    fn debug_of_the_arguments_hides_the_database_password() {
+        let url = "postgres://capf:s3cretPW@db/capf?sslpassword=k3yPW&sslmode=require";
+        let args = ServeArgs {
+            database_url: Some(url.into()),
+            ..Default::default()
+        };
+        let shown = format!("{args:?}");
+        assert!(
+            !shown.contains("s3cretPW") && !shown.contains("k3yPW"),
+            "{shown}"
+        );
+        assert!(shown.contains("db/capf"), "{shown}");
+        let settings = Settings::resolve(&args).unwrap();
+        assert_eq!(settings.database_url.expose(), url);
+        let shown = format!("{settings:?}");
+        assert!(
+            !shown.contains("s3cretPW") && !shown.contains("k3yPW"),
+            "{shown}"
+        );
+
+        let file: FileSettings = toml::from_str(&format!("database_url = {url:?}\n")).unwrap();
+        let shown = format!("{file:?}");
+        assert!(
+            !shown.contains("s3cretPW") && !shown.contains("k3yPW"),
+            "{shown}"
+        );
+        assert_eq!(file.database_url.map(|u| u.0).as_deref(), Some(url));
+    }
+
+    #[test]
+    fn a_broken_config_file_is_not_quoted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("capf.toml");
+        std::fs::write(
+            &path,
+            "lockout_failures = 2\ndatabase_url = \"postgres://capf:s3cretPW@db/capf\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        };
+        let shown = match Settings::resolve(&args) {
+            Err(e @ ConfigError::Parse { .. }) => e.to_string(),
+            other => panic!("expected a parse error, got {other:?}"),
+        };
+        assert!(!shown.contains("s3cretPW"), "{shown}");
+        assert!(shown.contains("line 2"), "{shown}");
+    }
+
+    #[test]
+    fn help_does_not_print_the_database_url_from_the_environment() {
+        use clap::CommandFactory;
+
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let command = Cli::command();
+        let arg = command
+            .get_arguments()
+            .find(|a| a.get_id() == "database_url")
+            .expect("the --database-url argument");
+        // The rendered help with the variable set: tests/secrets.rs, in a process of its own.
+        assert!(arg.is_hide_env_values_set());
     }
 
     #[test]

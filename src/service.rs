@@ -91,6 +91,9 @@ pub struct SessionContext {
     pub keygen_attempts: Option<u32>,
     /// The phone sent a public key in this session.
     pub key_received: bool,
+    /// Another session took the operation's claim over while this one ran: the operation is
+    /// that session's now, and this one leaves it alone.
+    pub claim_lost: bool,
 }
 
 impl SessionContext {
@@ -106,6 +109,7 @@ impl SessionContext {
             detail: None,
             keygen_attempts: None,
             key_received: false,
+            claim_lost: false,
         }
     }
 
@@ -524,12 +528,25 @@ impl Service {
             fingerprint_sha256: result.fingerprint_sha256.clone(),
             pem: result.pem.clone(),
         };
-        match self.store.record_issued(op.id, record, Utc::now()).await {
+        let op_id = op.id;
+        let claimant = self.claimant(ctx);
+        let lease = self.settings.claim_lease;
+        let recorded = self
+            .store
+            .record_issued(op_id, &claimant, record, Utc::now(), lease)
+            .await;
+        match recorded {
             Ok(cert_id) => {
                 self.metrics.issued(started.elapsed());
                 ctx.issued_cert = Some(cert_id);
                 info!(device = %device, serial = %result.serial_hex, "certificate issued");
                 Ok(result.der)
+            }
+            Err(StoreError::ClaimLost(why)) => {
+                // Signed but never recorded nor sent: the certificate is discarded here.
+                self.claim_lost(ctx, op_id, "certificate not issued", &why)
+                    .await;
+                Err(IssueFailure::Internal)
             }
             Err(e) => {
                 self.metrics.database_error();
@@ -539,22 +556,33 @@ impl Service {
         }
     }
 
-    pub async fn record_store(&self, ctx: &SessionContext, stored: bool) -> bool {
+    pub async fn record_store(&self, ctx: &mut SessionContext, stored: bool) -> bool {
         let (Some(op), Some(cert)) = (ctx.operation.as_ref(), ctx.issued_cert) else {
             return false;
         };
+        let (op_id, key) = (op.id, op.key);
         let now = Utc::now();
         let result = if stored {
-            let confirmed = self.store.confirm_install(op.id, cert, now).await;
-            if confirmed.is_ok() {
-                self.metrics.enrolled(&op.key.to_string());
+            let claimant = self.claimant(ctx);
+            let confirmed = self
+                .store
+                .confirm_install(op_id, &claimant, cert, now)
+                .await;
+            match confirmed {
+                Ok(()) => self.metrics.enrolled(&key.to_string()),
+                Err(StoreError::ClaimLost(why)) => {
+                    self.claim_lost(ctx, op_id, "installation not confirmed", &why)
+                        .await;
+                    return false;
+                }
+                Err(_) => {}
             }
             confirmed
         } else {
             self.store
                 .audit(
                     ctx.device.as_ref(),
-                    Some(op.id),
+                    Some(op_id),
                     "certificate_store_failed",
                     Some(&ctx.source()),
                     "the phone reported it could not store the certificate",
@@ -598,7 +626,9 @@ impl Service {
         let Some(device) = ctx.device.clone() else {
             return;
         };
-        if let Some(op) = &ctx.operation {
+        // A session whose claim was taken over leaves the operation to the new holder: no
+        // failure noted on it, and nothing of ours left to release.
+        if let Some(op) = ctx.operation.as_ref().filter(|_| !ctx.claim_lost) {
             if outcome != Outcome::Installed {
                 if let Some(attempts) = ctx.keygen_attempts {
                     self.account_failed_install(ctx, op.id, attempts, outcome)
@@ -640,6 +670,31 @@ impl Service {
 }
 
 impl Service {
+    /// The store refused a write because another session holds the operation's claim now
+    /// (this node lost the database for longer than the lease, say): the session ends with
+    /// END_SESSION 7 and the attempt record and audit trail say why.
+    async fn claim_lost(&self, ctx: &mut SessionContext, op_id: i64, what: &str, why: &str) {
+        ctx.claim_lost = true;
+        self.live_claims().remove(&self.claimant(ctx));
+        let detail = format!("claim lost: {what}: {why}");
+        warn!(operation = op_id, "{detail}");
+        let audited = self
+            .store
+            .audit(
+                ctx.device.as_ref(),
+                Some(op_id),
+                "claim_lost",
+                Some(&ctx.source()),
+                &detail,
+                Utc::now(),
+            )
+            .await;
+        if let Err(e) = audited {
+            warn!(error = %e, "could not record the lost claim");
+        }
+        ctx.detail = Some(detail);
+    }
+
     fn log_store_result(&self, result: Result<(), StoreError>) -> bool {
         match result {
             Ok(()) => true,

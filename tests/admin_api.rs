@@ -793,50 +793,52 @@ async fn deadline_expiry_and_key_generation_limits() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn lock_state_and_unlock_through_api_and_cli() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = TestDb::create(&common::db::Engine::Sqlite, dir.path()).await;
-    let server = TestServer::start(dir.path(), &db.url, &["--lockout-failures", "3"]);
-    let api = Api::new(&server.api, &admin_token(dir.path()));
-    let device = "SEP0000000010CC";
-    let (status, _) = api
-        .put(
-            &format!("/api/v1/devices/{device}/operation"),
-            json!({"operation": "install", "auth_mode": "string", "auth_string": "2468",
-                   "key": "ec-p256"}),
-        )
-        .await;
-    assert_eq!(status, 200);
-    server.phone(device, &["--auth-string", "1111"]);
-    let (_, shown) = api.get(&format!("/api/v1/devices/{device}")).await;
-    assert_eq!(shown["lock"]["failed_auth_count"], 1);
-    assert_eq!(
-        shown["status"]["text"],
-        "Upgrade Failed: Invalid Authentication String"
-    );
-    assert_eq!(shown["status"]["code"], "pending");
-    for _ in 0..2 {
+    for engine in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = TestDb::create(&engine, dir.path()).await;
+        let server = TestServer::start(dir.path(), &db.url, &["--lockout-failures", "3"]);
+        let api = Api::new(&server.api, &admin_token(dir.path()));
+        let device = "SEP0000000010CC";
+        let (status, _) = api
+            .put(
+                &format!("/api/v1/devices/{device}/operation"),
+                json!({"operation": "install", "auth_mode": "string", "auth_string": "2468",
+                       "key": "ec-p256"}),
+            )
+            .await;
+        assert_eq!(status, 200);
         server.phone(device, &["--auth-string", "1111"]);
-    }
-    let (_, shown) = api.get(&format!("/api/v1/devices/{device}")).await;
-    assert_eq!(shown["lock"]["locked"], true, "{shown}");
-    assert!(shown["lock"]["locked_until"].is_string());
-    let (code, text) = server.phone(device, &["--auth-string", "2468"]);
-    assert_eq!(code, 2, "locked: even the right string is refused: {text}");
+        let (_, shown) = api.get(&format!("/api/v1/devices/{device}")).await;
+        assert_eq!(shown["lock"]["failed_auth_count"], 1);
+        assert_eq!(
+            shown["status"]["text"],
+            "Upgrade Failed: Invalid Authentication String"
+        );
+        assert_eq!(shown["status"]["code"], "pending");
+        for _ in 0..2 {
+            server.phone(device, &["--auth-string", "1111"]);
+        }
+        let (_, shown) = api.get(&format!("/api/v1/devices/{device}")).await;
+        assert_eq!(shown["lock"]["locked"], true, "{shown}");
+        assert!(shown["lock"]["locked_until"].is_string());
+        let (code, text) = server.phone(device, &["--auth-string", "2468"]);
+        assert_eq!(code, 2, "locked: even the right string is refused: {text}");
 
-    let (code, out, err) = cli(&server, &["unlock", device]);
-    assert_eq!(code, 0, "{err}");
-    assert!(out.contains("\"locked\": false"), "{out}");
-    let (_, shown) = api.get(&format!("/api/v1/devices/{device}")).await;
-    assert_eq!(shown["lock"]["locked"], false);
-    assert_eq!(shown["lock"]["failed_auth_count"], 0);
-    let (code, text) = server.phone(device, &["--auth-string", "2468"]);
-    assert_eq!(code, 0, "{text}");
-    let (status, _) = api
-        .call(Method::POST, "/api/v1/devices/SEP00000000FFFF/unlock", None)
-        .await;
-    assert_eq!(status, 404);
-    drop(server);
-    db.drop_db().await;
+        let (code, out, err) = cli(&server, &["unlock", device]);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("\"locked\": false"), "{out}");
+        let (_, shown) = api.get(&format!("/api/v1/devices/{device}")).await;
+        assert_eq!(shown["lock"]["locked"], false);
+        assert_eq!(shown["lock"]["failed_auth_count"], 0);
+        let (code, text) = server.phone(device, &["--auth-string", "2468"]);
+        assert_eq!(code, 0, "{text}");
+        let (status, _) = api
+            .call(Method::POST, "/api/v1/devices/SEP00000000FFFF/unlock", None)
+            .await;
+        assert_eq!(status, 404);
+        drop(server);
+        db.drop_db().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -9,13 +9,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use capf::ca::identity::{CapfIdentity, CapfKeyAlgorithm, IdentityOptions};
 use capf::device::DeviceName;
-use capf::store::{CertState, OperationStatus};
+use capf::keyspec::{Curve, KeySpec};
+use capf::store::{AuthMode, CertState, OperationStatus};
 use common::api::{admin_token, Api};
 use common::db::{engines, Engine, TestDb};
 use common::server::TestServer;
 use common::wait_until_claimed;
 use serde_json::json;
+use sqlx::Connection;
 use tokio::net::{TcpListener, TcpStream};
 
 fn postgres() -> Option<Engine> {
@@ -132,6 +135,172 @@ async fn same_phone_on_two_nodes_gets_one_certificate() {
         assert_eq!(latest.status, OperationStatus::Success);
     }
     drop((a, b));
+    db.drop_db().await;
+}
+
+/// Two nodes started at the same moment on an empty database, each with its own data dir and
+/// the same identity (copied before the first start, as deploy/README.md says): both come
+/// up, the migrations are applied once, one node creates the admin token and the other says
+/// it did not, the token works on both, and each node enrolls a phone.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_nodes_start_together_on_an_empty_database() {
+    let Some(engine) = postgres() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let dirs = [root.path().join("a"), root.path().join("b")];
+    let (identity, _) = CapfIdentity::load_or_create(
+        &dirs[0].join("certs"),
+        &IdentityOptions {
+            key: CapfKeyAlgorithm::EcP256,
+            ..IdentityOptions::default()
+        },
+    )
+    .unwrap();
+    std::fs::create_dir_all(dirs[1].join("certs")).unwrap();
+    for file in ["capf.key", "capf.pem"] {
+        // fs::copy keeps the key's mode 0600, which capf insists on.
+        std::fs::copy(
+            dirs[0].join("certs").join(file),
+            dirs[1].join("certs").join(file),
+        )
+        .unwrap();
+    }
+    let db = TestDb::create(&engine, root.path()).await;
+
+    let together = Arc::new(std::sync::Barrier::new(2));
+    let starting: Vec<_> = dirs
+        .iter()
+        .zip(["node-a", "node-b"])
+        .map(|(dir, node)| {
+            let (dir, url, together) = (dir.clone(), db.url.clone(), Arc::clone(&together));
+            std::thread::spawn(move || {
+                together.wait();
+                TestServer::start(&dir, &url, &["--node-id", node])
+            })
+        })
+        .collect();
+    let nodes: Vec<TestServer> = starting
+        .into_iter()
+        .map(|t| t.join().expect("both nodes reach listening"))
+        .collect();
+
+    // Each migration once, each applied successfully.
+    let migrations = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "sql"))
+        })
+        .count();
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let (applied, succeeded): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(*) FILTER (WHERE success) FROM _sqlx_migrations")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    conn.close().await.unwrap();
+    assert_eq!((applied, succeeded), (migrations as i64, migrations as i64));
+
+    // One token, in exactly one data dir; the other node's log says why it has none.
+    let store = nodes[0].store().await;
+    let tokens = store.tokens().await.unwrap();
+    assert_eq!(tokens.len(), 1, "{tokens:?}");
+    assert_eq!(tokens[0].name, "admin");
+    let has_token: Vec<bool> = dirs
+        .iter()
+        .map(|d| d.join("data").join("admin.token").exists())
+        .collect();
+    assert_eq!(has_token.iter().filter(|h| **h).count(), 1, "{has_token:?}");
+    let (with, without) = if has_token[0] { (0, 1) } else { (1, 0) };
+    let log = nodes[without].log();
+    assert!(log.contains("admin API token not created here"), "{log}");
+    let token = admin_token(&dirs[with]);
+
+    // The same identity on both, and each node enrolls a phone scheduled through its own API.
+    let pem = identity.cert_pem().to_string();
+    let op = json!({"operation": "install", "auth_mode": "null", "key": "ec-p256"});
+    for (i, node) in nodes.iter().enumerate() {
+        let served = std::fs::read_to_string(node.capf_pem()).unwrap();
+        assert_eq!(
+            served.trim(),
+            pem.trim(),
+            "node {i} serves the shared identity"
+        );
+        let api = Api::new(&node.api, &token);
+        let device = format!("SEP0000000A0F{i:02X}");
+        let path = format!("/api/v1/devices/{device}/operation");
+        assert_eq!(api.put(&path, op.clone()).await.0, 200, "node {i}");
+        let (code, text) = node.phone(&device, &[]);
+        assert_eq!(code, 0, "node {i}: {text}");
+        let name = DeviceName::from_admin(&device).unwrap();
+        let latest = store.latest_operation(&name).await.unwrap().unwrap();
+        assert_eq!(latest.status, OperationStatus::Success, "node {i}");
+    }
+    drop(nodes);
+    db.drop_db().await;
+}
+
+/// A session whose claim another node took while its phone generated a key (its node could
+/// not reach the database for longer than the lease, say) issues nothing: END_SESSION 7, the
+/// attempt and the audit trail say the claim was lost, and the operation is left as the new
+/// holder has it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_that_lost_its_claim_issues_nothing() {
+    let Some(engine) = postgres() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::create(&engine, dir.path()).await;
+    let a = TestServer::start(dir.path(), &db.url, &["--node-id", "node-a"]);
+    let store = a.store().await;
+    let device = "SEP0000000A0E11";
+    let name = DeviceName::from_admin(device).unwrap();
+    let op = common::schedule_install(
+        &*store,
+        device,
+        AuthMode::Null,
+        None,
+        KeySpec::Ec(Curve::P256),
+    )
+    .await;
+    let slow = a.slow_phone(device, 2000);
+    wait_until_claimed(&*store, &name).await;
+    // Node B claims as it may once node A's lease ran out.
+    let thief = "node-b/00000000/00000001";
+    let later = chrono::Utc::now() + chrono::Duration::hours(1);
+    assert!(store
+        .claim(op, thief, later, Duration::from_secs(90))
+        .await
+        .unwrap());
+
+    let (code, text) = finish(slow);
+    assert_eq!(code, 2, "END_SESSION 7 once the claim is lost: {text}");
+    assert!(text.contains("END_SESSION 7"), "{text}");
+    assert_eq!(store.certificates(&name).await.unwrap(), []);
+    let now = store.operation(op).await.unwrap().unwrap();
+    assert_eq!(now.status, OperationStatus::Pending);
+    assert_eq!(now.claimed_by.as_deref(), Some(thief));
+    assert_eq!(
+        now.cause, None,
+        "node A notes no failure on an operation it lost"
+    );
+    wait_until("node A's attempt record", || {
+        let store = Arc::clone(&store);
+        let name = name.clone();
+        async move { !store.attempts(&name, 10).await.unwrap().is_empty() }
+    })
+    .await;
+    let attempts = store.attempts(&name, 10).await.unwrap();
+    assert!(attempts[0].detail.starts_with("claim lost"), "{attempts:?}");
+    let events = store
+        .events(capf::store::EventFilter {
+            device_name: Some(device.to_string()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let lost: Vec<_> = events.iter().filter(|e| e.kind == "claim_lost").collect();
+    assert_eq!(lost.len(), 1, "{events:?}");
+    assert!(lost[0].detail.contains(thief), "{:?}", lost[0]);
+    assert!(!events.iter().any(|e| e.kind == "certificate_issued"));
+    drop(a);
     db.drop_db().await;
 }
 

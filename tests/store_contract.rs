@@ -192,6 +192,8 @@ contract!(
         renew_claims_of_a_node,
         keygen_attempts_and_failure,
         install_flow,
+        record_issued_is_fenced_by_the_claim,
+        confirm_install_is_fenced_by_the_claim,
         concurrent_writes_keep_their_own_outcomes,
         fetch_flow,
         delete_flow,
@@ -280,6 +282,19 @@ fn count(kinds: &[String], kind: &str) -> usize {
 
 fn is_not_found<T: std::fmt::Debug>(r: Result<T, StoreError>) -> bool {
     matches!(r, Err(StoreError::NotFound(_)))
+}
+
+fn is_claim_lost<T: std::fmt::Debug>(r: Result<T, StoreError>) -> bool {
+    matches!(r, Err(StoreError::ClaimLost(_)))
+}
+
+/// The session that performs an operation in these tests, and its lease.
+const HOLDER: &str = "node-a";
+const LEASE: Duration = Duration::from_secs(60);
+
+/// Claims the operation for [`HOLDER`] at `at`, as a session does before it issues.
+async fn hold(store: &Arc<dyn Store>, op_id: i64, at: Timestamp) {
+    assert!(store.claim(op_id, HOLDER, at, LEASE).await.unwrap());
 }
 
 // ---- the contract ----
@@ -387,8 +402,14 @@ async fn no_event_contains_the_auth_string(store: Arc<dyn Store>) {
         .await
         .unwrap());
     store.count_keygen_attempt(op.id, t(2)).await.unwrap();
-    let cert_id = store.record_issued(op.id, cert(1), t(3)).await.unwrap();
-    store.confirm_install(op.id, cert_id, t(4)).await.unwrap();
+    let cert_id = store
+        .record_issued(op.id, HOLDER, cert(1), t(3), LEASE)
+        .await
+        .unwrap();
+    store
+        .confirm_install(op.id, HOLDER, cert_id, t(4))
+        .await
+        .unwrap();
     assert_eq!(
         store.operation(op.id).await.unwrap().unwrap().auth_string,
         None
@@ -490,7 +511,11 @@ async fn expire_operations(store: Arc<dyn Store>) {
     let op_b = store.schedule(install(&b, t(40)), t(0)).await.unwrap();
     let op_c = store.schedule(install(&c, t(100)), t(0)).await.unwrap();
     // A certificate sent but never confirmed before the deadline.
-    let issued = store.record_issued(op_a.id, cert(1), t(20)).await.unwrap();
+    hold(&store, op_a.id, t(20)).await;
+    let issued = store
+        .record_issued(op_a.id, HOLDER, cert(1), t(20), LEASE)
+        .await
+        .unwrap();
 
     assert_eq!(store.expire_operations(t(10)).await.unwrap(), 0);
     assert_eq!(store.expire_operations(t(40)).await.unwrap(), 2);
@@ -741,7 +766,10 @@ async fn install_flow(store: Arc<dyn Store>) {
         .await
         .unwrap());
 
-    let c1 = store.record_issued(op1.id, cert(1), t(1)).await.unwrap();
+    let c1 = store
+        .record_issued(op1.id, HOLDER, cert(1), t(1), LEASE)
+        .await
+        .unwrap();
     let certs = store.certificates(&d).await.unwrap();
     assert_eq!(certs.len(), 1);
     assert_eq!(certs[0].state, CertState::AwaitingConfirmation);
@@ -753,7 +781,10 @@ async fn install_flow(store: Arc<dyn Store>) {
     assert_eq!(store.current_certificate(&d).await.unwrap(), None);
 
     // The phone asks again: the first certificate is abandoned.
-    let c2 = store.record_issued(op1.id, cert(2), t(2)).await.unwrap();
+    let c2 = store
+        .record_issued(op1.id, HOLDER, cert(2), t(2), LEASE)
+        .await
+        .unwrap();
     let states: Vec<_> = store
         .certificates(&d)
         .await
@@ -770,13 +801,18 @@ async fn install_flow(store: Arc<dyn Store>) {
     );
 
     // Confirming an abandoned certificate changes nothing at all.
-    assert!(is_not_found(store.confirm_install(op1.id, c1, t(3)).await));
+    assert!(is_not_found(
+        store.confirm_install(op1.id, HOLDER, c1, t(3)).await
+    ));
     let still = store.operation(op1.id).await.unwrap().unwrap();
     assert_eq!(still.status, OperationStatus::Pending);
     assert_eq!(still.auth_string, Some(AuthString(SECRET.into())));
     assert_eq!(store.current_certificate(&d).await.unwrap(), None);
 
-    store.confirm_install(op1.id, c2, t(3)).await.unwrap();
+    store
+        .confirm_install(op1.id, HOLDER, c2, t(3))
+        .await
+        .unwrap();
     let done = store.operation(op1.id).await.unwrap().unwrap();
     assert_eq!(done.status, OperationStatus::Success);
     assert_eq!(done.auth_string, None);
@@ -784,18 +820,31 @@ async fn install_flow(store: Arc<dyn Store>) {
     let current = store.current_certificate(&d).await.unwrap().unwrap();
     assert_eq!(current.id, c2);
     assert_eq!(current.state, CertState::Installed);
-    assert!(is_not_found(store.confirm_install(op1.id, c2, t(4)).await));
     assert!(is_not_found(
-        store.record_issued(op1.id, cert(9), t(4)).await
+        store.confirm_install(op1.id, HOLDER, c2, t(4)).await
     ));
     assert!(is_not_found(
-        store.record_issued(op1.id + 1000, cert(9), t(4)).await
+        store
+            .record_issued(op1.id, HOLDER, cert(9), t(4), LEASE)
+            .await
+    ));
+    assert!(is_not_found(
+        store
+            .record_issued(op1.id + 1000, HOLDER, cert(9), t(4), LEASE)
+            .await
     ));
 
     // A second install replaces the first certificate.
     let op2 = store.schedule(install(&d, t(7200)), t(10)).await.unwrap();
-    let c3 = store.record_issued(op2.id, cert(3), t(11)).await.unwrap();
-    store.confirm_install(op2.id, c3, t(12)).await.unwrap();
+    hold(&store, op2.id, t(10)).await;
+    let c3 = store
+        .record_issued(op2.id, HOLDER, cert(3), t(11), LEASE)
+        .await
+        .unwrap();
+    store
+        .confirm_install(op2.id, HOLDER, c3, t(12))
+        .await
+        .unwrap();
     assert_eq!(store.current_certificate(&d).await.unwrap().unwrap().id, c3);
     let all = store.certificates(&d).await.unwrap();
     let states: Vec<_> = all.iter().map(|c| (c.id, c.state)).collect();
@@ -857,6 +906,126 @@ async fn install_flow(store: Arc<dyn Store>) {
     assert!(issued.detail.contains(&cert(1).fingerprint_sha256));
 }
 
+/// The operation as it stands, its device's certificates (id, state) and how many audit
+/// events the device has: what a refused write must leave as it was.
+async fn snapshot(
+    store: &Arc<dyn Store>,
+    op_id: i64,
+    d: &DeviceName,
+) -> (capf::store::Operation, Vec<(i64, CertState)>, usize) {
+    let op = store.operation(op_id).await.unwrap().unwrap();
+    let certs = store.certificates(d).await.unwrap();
+    let certs = certs.into_iter().map(|c| (c.id, c.state)).collect();
+    (op, certs, all_events(store, Some(d)).await.len())
+}
+
+/// A session records the certificate it issued only while it holds the operation's claim:
+/// past its lease too, as long as nobody else claimed, but never once another session took
+/// the claim over (its node lost the database for longer than the lease, say).
+async fn record_issued_is_fenced_by_the_claim(store: Arc<dyn Store>) {
+    let d = dev("SEP001122334455");
+    let lease = Duration::from_secs(30);
+    let (a, b) = ("n/1/a", "n/2/b");
+    let op = store.schedule(install(&d, t(3600)), t(0)).await.unwrap();
+
+    // Nobody holds it: refused, nothing written.
+    let before = snapshot(&store, op.id, &d).await;
+    let refused = store.record_issued(op.id, a, cert(1), t(1), lease).await;
+    assert!(is_claim_lost(refused), "unclaimed");
+    assert_eq!(snapshot(&store, op.id, &d).await, before);
+
+    // The holder, past its lease with nobody else in: accepted, and the lease renewed from
+    // then, so nobody can claim before the phone confirms.
+    assert!(store.claim(op.id, a, t(1), lease).await.unwrap());
+    let c1 = store
+        .record_issued(op.id, a, cert(1), t(40), lease)
+        .await
+        .unwrap();
+    let held = store.operation(op.id).await.unwrap().unwrap();
+    assert_eq!(held.claimed_by.as_deref(), Some(a));
+    assert_eq!(held.claim_expires_at, Some(t(70)));
+    assert!(!store.claim(op.id, b, t(69), lease).await.unwrap());
+
+    // a's lease runs out and b claims: a's next certificate is refused and changes nothing.
+    assert!(store.claim(op.id, b, t(70), lease).await.unwrap());
+    let before = snapshot(&store, op.id, &d).await;
+    match store.record_issued(op.id, a, cert(2), t(71), lease).await {
+        Err(StoreError::ClaimLost(why)) => assert!(why.contains(b), "{why}"),
+        other => panic!("expected ClaimLost, got {other:?}"),
+    }
+    assert_eq!(snapshot(&store, op.id, &d).await, before);
+    assert_eq!(before.1, [(c1, CertState::AwaitingConfirmation)]);
+    assert_eq!(before.0.claimed_by.as_deref(), Some(b));
+
+    // b, the holder now, issues: a's unconfirmed certificate is abandoned.
+    let c2 = store
+        .record_issued(op.id, b, cert(2), t(72), lease)
+        .await
+        .unwrap();
+    let (_, certs, _) = snapshot(&store, op.id, &d).await;
+    assert_eq!(
+        certs,
+        [
+            (c2, CertState::AwaitingConfirmation),
+            (c1, CertState::Abandoned)
+        ]
+    );
+
+    // A claim released (its session ended) is not held either.
+    store.release(op.id, b).await.unwrap();
+    assert!(is_claim_lost(
+        store.record_issued(op.id, b, cert(3), t(73), lease).await
+    ));
+    // Once the operation ended, it is gone for everyone.
+    store.cancel(&d, t(74)).await.unwrap();
+    assert!(is_not_found(
+        store.record_issued(op.id, b, cert(3), t(75), lease).await
+    ));
+}
+
+/// The install is confirmed only by the session holding the claim; a session whose claim
+/// was taken over gets `ClaimLost` and the operation stays the new holder's.
+async fn confirm_install_is_fenced_by_the_claim(store: Arc<dyn Store>) {
+    let d = dev("SEP001122334455");
+    let lease = Duration::from_secs(30);
+    let (a, b) = ("n/1/a", "n/2/b");
+    let op = store.schedule(install(&d, t(3600)), t(0)).await.unwrap();
+    assert!(store.claim(op.id, a, t(0), lease).await.unwrap());
+    let c1 = store
+        .record_issued(op.id, a, cert(1), t(1), lease)
+        .await
+        .unwrap();
+
+    // b takes over once a's lease ran out; a's phone then confirms: refused.
+    assert!(store.claim(op.id, b, t(31), lease).await.unwrap());
+    let before = snapshot(&store, op.id, &d).await;
+    assert!(is_claim_lost(
+        store.confirm_install(op.id, a, c1, t(32)).await
+    ));
+    assert_eq!(snapshot(&store, op.id, &d).await, before);
+    assert_eq!(before.0.status, OperationStatus::Pending);
+    assert_eq!(before.0.claimed_by.as_deref(), Some(b));
+    assert_eq!(store.current_certificate(&d).await.unwrap(), None);
+
+    // b issues its own certificate: a cannot confirm that one either, b can (past its lease,
+    // with nobody else in).
+    let c2 = store
+        .record_issued(op.id, b, cert(2), t(33), lease)
+        .await
+        .unwrap();
+    assert!(is_claim_lost(
+        store.confirm_install(op.id, a, c2, t(34)).await
+    ));
+    store.confirm_install(op.id, b, c2, t(100)).await.unwrap();
+    let done = store.operation(op.id).await.unwrap().unwrap();
+    assert_eq!(done.status, OperationStatus::Success);
+    assert_eq!((done.claimed_by, done.claim_expires_at), (None, None));
+    assert_eq!(store.current_certificate(&d).await.unwrap().unwrap().id, c2);
+    assert!(is_not_found(
+        store.confirm_install(op.id, b, c2, t(101)).await
+    ));
+}
+
 /// Many sessions' writes at once, half of them refused: each caller gets its own answer, and
 /// a refused write changes nothing while the others around it stand. (SQLite's writer
 /// commits queued transactions together; a failing one must not take its neighbours along.)
@@ -865,7 +1034,11 @@ async fn concurrent_writes_keep_their_own_outcomes(store: Arc<dyn Store>) {
     for i in 0..48u32 {
         let d = dev(&format!("SEP0011223{i:05X}"));
         let op = store.schedule(install(&d, t(3600)), t(0)).await.unwrap();
-        let c = store.record_issued(op.id, cert(1), t(1)).await.unwrap();
+        hold(&store, op.id, t(0)).await;
+        let c = store
+            .record_issued(op.id, HOLDER, cert(1), t(1), LEASE)
+            .await
+            .unwrap();
         issued.push((d, op.id, c));
     }
     let mut tasks = tokio::task::JoinSet::new();
@@ -875,7 +1048,7 @@ async fn concurrent_writes_keep_their_own_outcomes(store: Arc<dyn Store>) {
             // Odd ones confirm a certificate that does not exist: refused after the
             // operation's status change, which must be undone.
             let cert_id = if i % 2 == 0 { c } else { c + 10_000 };
-            let result = store.confirm_install(op_id, cert_id, t(2)).await;
+            let result = store.confirm_install(op_id, HOLDER, cert_id, t(2)).await;
             (i, d, op_id, result)
         });
     }
@@ -952,8 +1125,12 @@ async fn fetch_flow(store: Arc<dyn Store>) {
 async fn delete_flow(store: Arc<dyn Store>) {
     let d = dev("SEP001122334455");
     let op = store.schedule(install(&d, t(3600)), t(0)).await.unwrap();
-    let c = store.record_issued(op.id, cert(1), t(1)).await.unwrap();
-    store.confirm_install(op.id, c, t(2)).await.unwrap();
+    hold(&store, op.id, t(0)).await;
+    let c = store
+        .record_issued(op.id, HOLDER, cert(1), t(1), LEASE)
+        .await
+        .unwrap();
+    store.confirm_install(op.id, HOLDER, c, t(2)).await.unwrap();
 
     let del = store
         .schedule(op_of(&d, OperationKind::Delete, t(3600)), t(10))
@@ -1308,7 +1485,11 @@ async fn schedule_many_matches_schedule(store: Arc<dyn Store>) {
     );
     // b already has a pending operation with an issued, unconfirmed certificate.
     let old = store.schedule(install(&b, t(3600)), t(0)).await.unwrap();
-    let cert_id = store.record_issued(old.id, cert(1), t(1)).await.unwrap();
+    hold(&store, old.id, t(0)).await;
+    let cert_id = store
+        .record_issued(old.id, HOLDER, cert(1), t(1), LEASE)
+        .await
+        .unwrap();
     let ops = vec![
         install(&a, t(7200)),
         op_of(&b, OperationKind::Delete, t(7200)),
@@ -1352,6 +1533,7 @@ async fn schedule_many_matches_schedule(store: Arc<dyn Store>) {
         [
             "device_created",
             "operation_scheduled",
+            "operation_claimed",
             "certificate_issued",
             "certificate_abandoned",
             "operation_superseded",
@@ -1418,8 +1600,15 @@ async fn note_attempt_failure(store: Arc<dyn Store>) {
     assert_eq!(noted.cause, Some(FailureCause::InvalidAuthString));
     assert_eq!(noted.updated_at, t(5));
     // Success clears the cause.
-    let cert_id = store.record_issued(op.id, cert(1), t(6)).await.unwrap();
-    store.confirm_install(op.id, cert_id, t(7)).await.unwrap();
+    hold(&store, op.id, t(6)).await;
+    let cert_id = store
+        .record_issued(op.id, HOLDER, cert(1), t(6), LEASE)
+        .await
+        .unwrap();
+    store
+        .confirm_install(op.id, HOLDER, cert_id, t(7))
+        .await
+        .unwrap();
     let done = store.operation(op.id).await.unwrap().unwrap();
     assert_eq!((done.status, done.cause), (OperationStatus::Success, None));
     // Noting on an ended operation changes nothing.
@@ -1438,8 +1627,15 @@ async fn list_devices_filters_and_cursor(store: Arc<dyn Store>) {
         .schedule(install(&with_lsc, t(3600)), t(0))
         .await
         .unwrap();
-    let cert_id = store.record_issued(op.id, cert(2), t(1)).await.unwrap();
-    store.confirm_install(op.id, cert_id, t(2)).await.unwrap();
+    hold(&store, op.id, t(0)).await;
+    let cert_id = store
+        .record_issued(op.id, HOLDER, cert(2), t(1), LEASE)
+        .await
+        .unwrap();
+    store
+        .confirm_install(op.id, HOLDER, cert_id, t(2))
+        .await
+        .unwrap();
     let pending = dev("SEP0000000000A2");
     store
         .schedule(install(&pending, t(3600)), t(3))
@@ -1624,8 +1820,15 @@ async fn restart_keeps_everything(db: &TestDb) {
     let (op, cert_id, events_before) = {
         let store = db.open().await;
         let op = store.schedule(install(&d, t(3600)), t(0)).await.unwrap();
-        let cert_id = store.record_issued(op.id, cert(1), t(1)).await.unwrap();
-        store.confirm_install(op.id, cert_id, t(2)).await.unwrap();
+        hold(&store, op.id, t(0)).await;
+        let cert_id = store
+            .record_issued(op.id, HOLDER, cert(1), t(1), LEASE)
+            .await
+            .unwrap();
+        store
+            .confirm_install(op.id, HOLDER, cert_id, t(2))
+            .await
+            .unwrap();
         fail_once(&store, &d, "invalid_lsc", "192.0.2.9:1", t(3)).await;
         store.set_require_sudi(&d, true, t(4)).await.unwrap();
         (op, cert_id, all_events(&store, None).await)

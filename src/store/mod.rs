@@ -46,6 +46,10 @@ pub enum StoreError {
     /// The change would break a uniqueness rule (e.g. a token name already in use).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The session no longer holds the operation's claim: another session took it over
+    /// (after this one's lease ran out), so this one must not issue or complete anything.
+    #[error("claim lost: {0}")]
+    ClaimLost(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -490,14 +494,35 @@ pub trait Store: Send + Sync + fmt::Debug {
     // ---- certificates ----
 
     /// Records a certificate issued for an install operation as `AwaitingConfirmation`
-    /// (audit `certificate_issued`). An earlier certificate of the same operation still
-    /// awaiting confirmation becomes `Abandoned`. The operation stays pending.
-    async fn record_issued(&self, op_id: i64, cert: NewCertificate, now: Timestamp) -> Result<i64>;
+    /// (audit `certificate_issued`), and renews the claim to `now + lease` so it lasts until
+    /// the phone confirms. An earlier certificate of the same operation still awaiting
+    /// confirmation becomes `Abandoned`. The operation stays pending.
+    ///
+    /// Fenced by the claim: only while `claimant` still holds it, even if its lease ran out
+    /// (nobody else claimed meanwhile, so nobody else can have issued). `ClaimLost`, changing
+    /// nothing, when another session holds it or nobody does; `NotFound` when the operation
+    /// is no longer pending.
+    async fn record_issued(
+        &self,
+        op_id: i64,
+        claimant: &str,
+        cert: NewCertificate,
+        now: Timestamp,
+        lease: Duration,
+    ) -> Result<i64>;
     /// The phone confirmed it stored certificate `cert_id`: it becomes `Installed`, the
     /// device's previously installed certificate `Superseded`, the operation `Success`, its
     /// authentication string is cleared and its claim released; one transaction, audit
-    /// `certificate_installed` and `operation_succeeded`.
-    async fn confirm_install(&self, op_id: i64, cert_id: i64, now: Timestamp) -> Result<()>;
+    /// `certificate_installed` and `operation_succeeded`. Fenced like
+    /// [`Store::record_issued`]: `ClaimLost`, changing nothing, unless `claimant` still
+    /// holds the claim.
+    async fn confirm_install(
+        &self,
+        op_id: i64,
+        claimant: &str,
+        cert_id: i64,
+        now: Timestamp,
+    ) -> Result<()>;
     /// The phone answered a fetch: `Some` records the certificate it returned as `Fetched`;
     /// either way the operation succeeds (audit `certificate_fetched`,
     /// `operation_succeeded`).
@@ -649,16 +674,59 @@ impl DatabaseUrl {
         &self.0
     }
 
-    /// The URL with any password replaced, for logs.
+    /// The URL with any password replaced, for logs (see [`redact_url`]).
     pub fn redacted(&self) -> String {
-        match url::Url::parse(&self.0) {
-            Ok(mut u) if u.password().is_some() => {
-                let _ = u.set_password(Some("***"));
-                u.to_string()
-            }
-            Ok(_) => self.0.clone(),
-            Err(_) => "<unparseable database url>".into(),
-        }
+        redact_url(&self.0)
+    }
+}
+
+/// Whether a URL query parameter carries a secret. sqlx takes the password from
+/// `?password=` as well as from the user info, libpq's `sslpassword` unlocks a client key;
+/// anything else named like a password or token is masked too, since a log line is no
+/// place to find out it mattered. Names are compared without case, `-` or `_`.
+fn is_secret_param(name: &str) -> bool {
+    let name: String = name
+        .chars()
+        .filter(|c| !matches!(c, '-' | '_'))
+        .flat_map(char::to_lowercase)
+        .collect();
+    ["password", "passwd", "pwd", "secret", "token"]
+        .iter()
+        .any(|word| name.contains(word))
+}
+
+/// A database URL fit for logs: the user info's password and every secret-bearing query
+/// parameter (see [`is_secret_param`]) become `***`. A URL that does not parse is hidden
+/// whole: where its password starts cannot be told.
+pub fn redact_url(url: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return "<unparseable database url>".into();
+    };
+    let mut masked = false;
+    if parsed.password().is_some() {
+        // Fails only for URLs that cannot have user info, which then have no password.
+        masked = parsed.set_password(Some("***")).is_ok();
+    }
+    if parsed.query_pairs().any(|(name, _)| is_secret_param(&name)) {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(name, value)| {
+                let value = if is_secret_param(&name) {
+                    "***".to_string()
+                } else {
+                    value.into_owned()
+                };
+                (name.into_owned(), value)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+        masked = true;
+    }
+    if masked {
+        parsed.to_string()
+    } else {
+        // Unchanged, byte for byte: the URL crate's normal form may differ from the text.
+        url.to_string()
     }
 }
 
@@ -695,6 +763,43 @@ mod tests {
         assert!(!url.to_string().contains("s3cret"));
         assert!(url.expose().contains("s3cret"));
         assert!(DatabaseUrl::new("mysql://x").is_err());
+    }
+
+    #[test]
+    fn database_url_hides_secret_query_parameters() {
+        for text in [
+            "postgres://capf@db/capf?password=s3cret",
+            "postgres://capf@db/capf?PassWord=s3cret&application_name=capf",
+            "postgres://capf@db/capf?sslmode=require&sslpassword=s3cret",
+            "postgres://capf@db/capf?ssl-password=s3cret",
+            "postgres://capf@db/capf?pass%77ord=s3cret",
+            "postgresql://capf:s3cret@db/capf?password=s3cret&password=s3cret",
+            "postgres://capf@db/capf?auth_token=s3cret",
+        ] {
+            let url = DatabaseUrl::new(text).unwrap();
+            for shown in [url.to_string(), format!("{url:?}"), url.redacted()] {
+                assert!(!shown.contains("s3cret"), "{text} shown as {shown}");
+                assert!(shown.contains("***"), "{text} shown as {shown}");
+            }
+            assert_eq!(url.expose(), text);
+        }
+        // What is not secret stays readable.
+        let url = DatabaseUrl::new("postgres://capf:pw@db/capf?sslmode=require&user=capf").unwrap();
+        assert_eq!(
+            url.redacted(),
+            "postgres://capf:***@db/capf?sslmode=require&user=capf"
+        );
+        let url = DatabaseUrl::new("postgres://capf@db:5432/capf?sslmode=disable").unwrap();
+        assert_eq!(url.redacted(), url.expose());
+        let url = DatabaseUrl::sqlite_file(std::path::Path::new("./data/capf.db"));
+        assert_eq!(url.redacted(), "sqlite://./data/capf.db");
+    }
+
+    #[test]
+    fn unparseable_database_url_is_hidden_whole() {
+        let url = DatabaseUrl::new("postgres://capf:s3cret@[db/capf").unwrap();
+        assert_eq!(url.redacted(), "<unparseable database url>");
+        assert!(!format!("{url:?}").contains("s3cret"));
     }
 
     #[test]

@@ -18,6 +18,49 @@ static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 /// must answer 503 rather than hang when the database is gone.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Query parameters sqlx-postgres 0.8 reads from a URL (`PgConnectOptions::parse_from_url`),
+/// besides `options[NAME]`.
+const KNOWN_PARAMETERS: &[&str] = &[
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
+/// Parses the URL for sqlx without letting sqlx log: it logs a parameter it does not know
+/// with its value (`?sslpassword=...` would put a password in the log) and a malformed
+/// `~/.pgpass` line whole. The parameters it ignores are named here instead, values left out.
+fn connect_options(url: &DatabaseUrl) -> Result<PgConnectOptions> {
+    let silent = tracing::subscriber::NoSubscriber::default();
+    let parsed =
+        tracing::subscriber::with_default(silent, || PgConnectOptions::from_str(url.expose()));
+    let options = parsed.map_err(|e| StoreError::BadUrl(format!("{url}: {e}")))?;
+    if let Ok(parsed) = url::Url::parse(url.expose()) {
+        for (name, _) in parsed.query_pairs() {
+            let known = KNOWN_PARAMETERS.contains(&name.as_ref())
+                || (name.starts_with("options[") && name.ends_with(']'));
+            if !known {
+                tracing::warn!(parameter = %name, "ignoring an unrecognized database URL parameter");
+            }
+        }
+    }
+    Ok(options)
+}
+
 /// Selects the PostgreSQL constructor of [`SqlStore`].
 #[derive(Debug)]
 pub enum PgBackend {}
@@ -28,8 +71,7 @@ pub type PgStore = SqlStore<PgBackend>;
 impl SqlStore<PgBackend> {
     /// Connects and brings the schema up to date.
     pub async fn open(url: &DatabaseUrl) -> Result<PgStore> {
-        let options = PgConnectOptions::from_str(url.expose())
-            .map_err(|e| StoreError::BadUrl(format!("{url}: {e}")))?;
+        let options = connect_options(url)?;
 
         // Several nodes may start at once. sqlx's PostgreSQL migrator (sqlx-postgres 0.8.6,
         // `Migrate::lock` in src/migrate.rs, called first by `Migrator::run_direct`) takes

@@ -338,20 +338,38 @@ async fn end_operation(
     cause: Option<FailureCause>,
     now: Timestamp,
 ) -> Result<Option<Ended>> {
-    let Some(row) = tx
-        .fetch_optional(
-            query(format!(
-                "UPDATE operations SET status = $2, cause = $3, auth_string = NULL, \
-                 claimed_by = NULL, claim_expires_at = NULL, updated_at = $4 \
-                 WHERE id = $1 AND status = 'pending' {RETURNING_DEVICE}",
-            ))
-            .int(op_id)
-            .text(status.as_str())
-            .opt_text(cause.map(FailureCause::as_str))
-            .time(now),
-        )
-        .await?
-    else {
+    end_operation_held(tx, op_id, status, cause, now, None).await
+}
+
+/// [`end_operation`], and with `held_by` only while that claimant holds the claim: the
+/// claim is checked by the same statement that ends the operation, so no other session can
+/// claim in between.
+async fn end_operation_held(
+    tx: &mut Tx<'_>,
+    op_id: i64,
+    status: OperationStatus,
+    cause: Option<FailureCause>,
+    now: Timestamp,
+    held_by: Option<&str>,
+) -> Result<Option<Ended>> {
+    let fence = if held_by.is_some() {
+        "AND claimed_by = $5"
+    } else {
+        ""
+    };
+    let mut q = query(format!(
+        "UPDATE operations SET status = $2, cause = $3, auth_string = NULL, \
+         claimed_by = NULL, claim_expires_at = NULL, updated_at = $4 \
+         WHERE id = $1 AND status = 'pending' {fence} {RETURNING_DEVICE}",
+    ))
+    .int(op_id)
+    .text(status.as_str())
+    .opt_text(cause.map(FailureCause::as_str))
+    .time(now);
+    if let Some(claimant) = held_by {
+        q = q.text(claimant);
+    }
+    let Some(row) = tx.fetch_optional(q).await? else {
         return Ok(None);
     };
     let device_id = row.int("device_id")?;
@@ -437,6 +455,21 @@ async fn operation_by_id(exec: &mut Tx<'_>, op_id: i64) -> Result<Option<Operati
         .as_ref()
         .map(operation_from_row)
         .transpose()
+}
+
+/// Why a write fenced by `claimant`'s claim changed nothing: `NotFound` when the operation
+/// is no longer pending, `ClaimLost` when it is but the claim is not (or no longer) ours.
+async fn fence_refused(tx: &mut Tx<'_>, op_id: i64, claimant: &str) -> StoreError {
+    match operation_by_id(tx, op_id).await {
+        Ok(Some(op)) if op.status == OperationStatus::Pending => {
+            let holder = op.claimed_by.as_deref().unwrap_or("nobody");
+            StoreError::ClaimLost(format!(
+                "operation {op_id} is held by {holder}, not by {claimant}"
+            ))
+        }
+        Ok(_) => not_pending(op_id),
+        Err(e) => e,
+    }
 }
 
 // ---- many rows per statement (bulk scheduling) ----
@@ -1260,24 +1293,41 @@ impl<B> Store for SqlStore<B> {
             .await
     }
 
-    async fn record_issued(&self, op_id: i64, cert: NewCertificate, now: Timestamp) -> Result<i64> {
+    async fn record_issued(
+        &self,
+        op_id: i64,
+        claimant: &str,
+        cert: NewCertificate,
+        now: Timestamp,
+        lease: Duration,
+    ) -> Result<i64> {
+        let claimant = claimant.to_owned();
+        let until = later(now, lease);
         self.pool
             .transaction(Durability::Full, move |tx| {
                 Box::pin(async move {
-                    // The conditional update both checks the operation is pending and, on
-                    // PostgreSQL, locks its row until commit, so certificates of one operation are
-                    // recorded in turn.
+                    let claimant: &str = &claimant;
+                    // The conditional update checks the operation is pending and still ours
+                    // and, on PostgreSQL, locks its row until commit: a concurrent claim waits
+                    // and then sees the renewed lease. An expired lease that is still ours is
+                    // accepted: a lease running out lets another session claim, and only that
+                    // claim (which changes `claimed_by`) makes issuing here unsafe.
                     let row = tx
                         .fetch_optional(
                             query(format!(
-                                "UPDATE operations SET updated_at = $2 \
-                                 WHERE id = $1 AND status = 'pending' {RETURNING_DEVICE}",
+                                "UPDATE operations SET updated_at = $2, claim_expires_at = $4 \
+                                 WHERE id = $1 AND status = 'pending' AND claimed_by = $3 \
+                                 {RETURNING_DEVICE}",
                             ))
                             .int(op_id)
-                            .time(now),
+                            .time(now)
+                            .text(claimant)
+                            .time(until),
                         )
-                        .await?
-                        .ok_or_else(|| not_pending(op_id))?;
+                        .await?;
+                    let Some(row) = row else {
+                        return Err(fence_refused(tx, op_id, claimant).await);
+                    };
                     let device_id = row.int("device_id")?;
                     let name = row.text("device_name")?;
                     abandon_awaiting(tx, op_id, &name, now).await?;
@@ -1299,11 +1349,24 @@ impl<B> Store for SqlStore<B> {
             .await
     }
 
-    async fn confirm_install(&self, op_id: i64, cert_id: i64, now: Timestamp) -> Result<()> {
+    async fn confirm_install(
+        &self,
+        op_id: i64,
+        claimant: &str,
+        cert_id: i64,
+        now: Timestamp,
+    ) -> Result<()> {
+        let claimant = claimant.to_owned();
         self.pool
             .transaction(Durability::Full, move |tx| {
                 Box::pin(async move {
-                    let ended = end_successfully(tx, op_id, now).await?;
+                    let claimant: &str = &claimant;
+                    let success = OperationStatus::Success;
+                    let ended =
+                        end_operation_held(tx, op_id, success, None, now, Some(claimant)).await?;
+                    let Some(ended) = ended else {
+                        return Err(fence_refused(tx, op_id, claimant).await);
+                    };
                     let name = ended.device_name.as_str();
                     // Checked before anything else changes; returning early drops the transaction,
                     // which rolls back the status change above.

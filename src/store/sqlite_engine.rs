@@ -384,6 +384,7 @@ fn clone_error(e: &StoreError) -> StoreError {
         StoreError::Corrupt(s) => StoreError::Corrupt(s.clone()),
         StoreError::BadUrl(s) => StoreError::BadUrl(s.clone()),
         StoreError::Conflict(s) => StoreError::Conflict(s.clone()),
+        StoreError::ClaimLost(s) => StoreError::ClaimLost(s.clone()),
     }
 }
 

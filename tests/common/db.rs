@@ -23,9 +23,22 @@ pub enum Engine {
     Postgres(String),
 }
 
-/// A database that exists for one test and is dropped after it.
+impl Engine {
+    /// For test output: which engine, without the server's URL.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Engine::Sqlite => "sqlite",
+            Engine::Postgres(_) => "postgres",
+        }
+    }
+}
+
+/// A database that exists for one test and is dropped after it, pass or fail: a PostgreSQL
+/// database when this value goes (or by [`TestDb::drop_db`]), a SQLite file with its
+/// temporary directory.
 pub struct TestDb {
     pub url: String,
+    /// Admin URL and name of a PostgreSQL database still to drop.
     admin: Option<(String, String)>,
 }
 
@@ -60,15 +73,48 @@ impl TestDb {
         self.admin.is_some()
     }
 
-    /// Drops a PostgreSQL test database (SQLite files go with their temporary directory).
-    pub async fn drop_db(self) {
-        if let Some((admin, name)) = self.admin {
-            if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut conn)
-                    .await;
-                let _ = conn.close().await;
-            }
+    /// Drops a PostgreSQL test database now (SQLite files go with their temporary
+    /// directory). Dropping the value does the same; this way the test's own runtime does it.
+    pub async fn drop_db(mut self) {
+        if let Some((admin, name)) = self.admin.take() {
+            drop_database(&admin, &name).await;
+        }
+    }
+}
+
+/// Drops the database, saying so on stderr when it cannot (the test's result stands).
+async fn drop_database(admin: &str, name: &str) {
+    let dropped = async {
+        let mut conn = sqlx::PgConnection::connect(admin).await?;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut conn)
+            .await?;
+        conn.close().await
+    };
+    if let Err(e) = dropped.await {
+        eprintln!("could not drop test database {name}: {e}");
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some((admin, name)) = self.admin.take() else {
+            return;
+        };
+        // A test that failed (or returned early) still removes its database. Drop cannot
+        // await and may run while the test's runtime unwinds: a runtime of our own, on a
+        // thread of our own.
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(drop_database(&admin, &name));
+            Ok::<(), String>(())
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop a test database: {dropped:?}");
         }
     }
 }
