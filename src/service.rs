@@ -94,6 +94,8 @@ pub struct SessionContext {
     /// Another session took the operation's claim over while this one ran: the operation is
     /// that session's now, and this one leaves it alone.
     pub claim_lost: bool,
+    /// The attempt history already has this session (written with the install's confirmation).
+    pub attempt_recorded: bool,
 }
 
 impl SessionContext {
@@ -110,11 +112,30 @@ impl SessionContext {
             keygen_attempts: None,
             key_received: false,
             claim_lost: false,
+            attempt_recorded: false,
         }
     }
 
     fn source(&self) -> String {
         self.peer.ip().to_string()
+    }
+
+    /// This session's entry in the attempt history, ending now with `outcome` (`None` before
+    /// the device is known).
+    fn attempt(&self, outcome: Outcome) -> Option<Attempt> {
+        Some(Attempt {
+            device_name: self.device.clone()?,
+            operation_id: self.operation.as_ref().map(|o| o.id),
+            session_id: self.session_id,
+            source_addr: self.source(),
+            started_at: self.started_at,
+            ended_at: Utc::now(),
+            outcome: outcome.as_str().to_string(),
+            detail: self
+                .detail
+                .clone()
+                .unwrap_or_else(|| outcome.detail().to_string()),
+        })
     }
 }
 
@@ -300,7 +321,8 @@ impl Service {
     ) -> Result<AuthDecision, StoreError> {
         let now = Utc::now();
         let name = &attempt.device_name;
-        let Some(device) = self.store.device(name).await? else {
+        let Some((device, pending)) = self.store.device_and_pending_operation(name, now).await?
+        else {
             info!(device = %name, "unknown device");
             return Ok(AuthDecision::UnknownDevice);
         };
@@ -314,7 +336,7 @@ impl Service {
             warn!(device = %name, "device locked: attempt refused");
             return Ok(AuthDecision::Refused);
         }
-        let Some(op) = self.store.pending_operation(name, now).await? else {
+        let Some(op) = pending else {
             return Ok(AuthDecision::NoOperation);
         };
         // Every check of a secret or certificate is admitted, and counted, by the store first:
@@ -564,12 +586,26 @@ impl Service {
         let now = Utc::now();
         let result = if stored {
             let claimant = self.claimant(ctx);
-            let confirmed = self
-                .store
-                .confirm_install(op_id, &claimant, cert, now)
-                .await;
+            // The session's attempt is written with the confirmation: one transaction fewer
+            // on the path every enrollment takes.
+            let attempt = ctx.attempt(Outcome::Installed);
+            let confirmed = match attempt {
+                Some(attempt) => {
+                    self.store
+                        .confirm_install_with_attempt(op_id, &claimant, cert, now, attempt)
+                        .await
+                }
+                None => {
+                    self.store
+                        .confirm_install(op_id, &claimant, cert, now)
+                        .await
+                }
+            };
             match confirmed {
-                Ok(()) => self.metrics.enrolled(&key.to_string()),
+                Ok(()) => {
+                    ctx.attempt_recorded = true;
+                    self.metrics.enrolled(&key.to_string());
+                }
                 Err(StoreError::ClaimLost(why)) => {
                     self.claim_lost(ctx, op_id, "installation not confirmed", &why)
                         .await;
@@ -623,9 +659,9 @@ impl Service {
 
     /// Writes the attempt history and releases any claim this session holds.
     pub async fn finish(&self, ctx: &SessionContext, outcome: Outcome) {
-        let Some(device) = ctx.device.clone() else {
+        if ctx.device.is_none() {
             return;
-        };
+        }
         // A session whose claim was taken over leaves the operation to the new holder: no
         // failure noted on it, and nothing of ours left to release.
         if let Some(op) = ctx.operation.as_ref().filter(|_| !ctx.claim_lost) {
@@ -650,18 +686,11 @@ impl Service {
                 }
             }
         }
-        let attempt = Attempt {
-            device_name: device,
-            operation_id: ctx.operation.as_ref().map(|o| o.id),
-            session_id: ctx.session_id,
-            source_addr: ctx.source(),
-            started_at: ctx.started_at,
-            ended_at: Utc::now(),
-            outcome: outcome.as_str().to_string(),
-            detail: ctx
-                .detail
-                .clone()
-                .unwrap_or_else(|| outcome.detail().to_string()),
+        if ctx.attempt_recorded {
+            return;
+        }
+        let Some(attempt) = ctx.attempt(outcome) else {
+            return;
         };
         if let Err(e) = self.store.record_attempt(attempt).await {
             warn!(error = %e, "could not record the attempt");

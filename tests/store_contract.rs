@@ -194,6 +194,7 @@ contract!(
         install_flow,
         record_issued_is_fenced_by_the_claim,
         confirm_install_is_fenced_by_the_claim,
+        reads_and_writes_of_the_enrollment_path,
         concurrent_writes_keep_their_own_outcomes,
         fetch_flow,
         delete_flow,
@@ -1341,6 +1342,94 @@ async fn lockout(store: Arc<dyn Store>) {
         }
     );
     assert_eq!(admit(t(71)).await.unwrap(), AuthAdmission::Locked);
+}
+
+/// The combined read that starts an authentication, and the confirmation that writes the
+/// session's attempt with it, agree with their separate counterparts.
+async fn reads_and_writes_of_the_enrollment_path(store: Arc<dyn Store>) {
+    let d = dev("SEP001122334455");
+    let ghost = dev("SEP0000DEADBEEF");
+    assert_eq!(
+        store
+            .device_and_pending_operation(&ghost, t(0))
+            .await
+            .unwrap(),
+        None
+    );
+    let device = store.ensure_device(&d, t(0)).await.unwrap();
+    assert_eq!(
+        store.device_and_pending_operation(&d, t(0)).await.unwrap(),
+        Some((device.clone(), None))
+    );
+    let op = store.schedule(install(&d, t(3600)), t(1)).await.unwrap();
+    let (read_device, pending) = store
+        .device_and_pending_operation(&d, t(2))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read_device, store.device(&d).await.unwrap().unwrap());
+    assert_eq!(pending, store.pending_operation(&d, t(2)).await.unwrap());
+    assert_eq!(pending.unwrap().id, op.id);
+
+    // Confirmed with its attempt: both written, together.
+    hold(&store, op.id, t(3)).await;
+    let c = store
+        .record_issued(op.id, HOLDER, cert(1), t(4), LEASE)
+        .await
+        .unwrap();
+    let attempt = Attempt {
+        device_name: d.clone(),
+        operation_id: Some(op.id),
+        session_id: 77,
+        source_addr: "192.0.2.77".into(),
+        started_at: t(3),
+        ended_at: t(5),
+        outcome: "installed".into(),
+        detail: "installed".into(),
+    };
+    // Refused by the fence: neither the operation nor the history changes.
+    assert!(is_claim_lost(
+        store
+            .confirm_install_with_attempt(op.id, "node-b", c, t(5), attempt.clone())
+            .await
+    ));
+    assert_eq!(store.attempts(&d, 0).await.unwrap(), []);
+    store
+        .confirm_install_with_attempt(op.id, HOLDER, c, t(5), attempt.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.operation(op.id).await.unwrap().unwrap().status,
+        OperationStatus::Success
+    );
+    assert_eq!(store.current_certificate(&d).await.unwrap().unwrap().id, c);
+    assert_eq!(
+        store.attempts(&d, 0).await.unwrap(),
+        std::slice::from_ref(&attempt)
+    );
+    let last = store
+        .device(&d)
+        .await
+        .unwrap()
+        .unwrap()
+        .last_attempt
+        .unwrap();
+    assert_eq!(
+        (last.at, last.outcome.as_str()),
+        (attempt.started_at, "installed")
+    );
+
+    // Late: the combined read times the operation out, as pending_operation does.
+    let late = store.schedule(install(&d, t(10)), t(6)).await.unwrap();
+    let (_, pending) = store
+        .device_and_pending_operation(&d, t(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(pending, None);
+    let late = store.operation(late.id).await.unwrap().unwrap();
+    assert_eq!(late.status, OperationStatus::TimedOut);
+    assert_eq!(late.cause, Some(FailureCause::UserInitiatedRequestLate));
 }
 
 async fn attempts(store: Arc<dyn Store>) {

@@ -401,6 +401,14 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Creates the device if it does not exist (audit `device_created`), returns it.
     async fn ensure_device(&self, name: &DeviceName, now: Timestamp) -> Result<Device>;
     async fn device(&self, name: &DeviceName) -> Result<Option<Device>>;
+    /// What authenticating a phone needs first, read together (one round trip on SQLite's
+    /// readers): the device, if known, and its pending operation as [`Store::pending_operation`]
+    /// returns it (a late one is timed out here too).
+    async fn device_and_pending_operation(
+        &self,
+        name: &DeviceName,
+        now: Timestamp,
+    ) -> Result<Option<(Device, Option<Operation>)>>;
     /// Sets the per-device "require SUDI" policy (audit `device_updated`).
     async fn set_require_sudi(
         &self,
@@ -522,6 +530,16 @@ pub trait Store: Send + Sync + fmt::Debug {
         claimant: &str,
         cert_id: i64,
         now: Timestamp,
+    ) -> Result<()>;
+    /// [`Store::confirm_install`] and [`Store::record_attempt`] of the session that installed,
+    /// in one transaction: the install's last write also ends its attempt history.
+    async fn confirm_install_with_attempt(
+        &self,
+        op_id: i64,
+        claimant: &str,
+        cert_id: i64,
+        now: Timestamp,
+        attempt: Attempt,
     ) -> Result<()>;
     /// The phone answered a fetch: `Some` records the certificate it returned as `Fetched`;
     /// either way the operation succeeds (audit `certificate_fetched`,

@@ -50,6 +50,36 @@ impl<B> SqlStore<B> {
         }
     }
 
+    /// `op` as read while pending, if it can still be performed: a late one is ended here
+    /// (timed out, "request late") rather than waiting for the sweeper, so the phone is told
+    /// and the record says so.
+    async fn still_pending(&self, op: Operation, now: Timestamp) -> Result<Option<Operation>> {
+        if op.completes_by > now {
+            return Ok(Some(op));
+        }
+        self.pool
+            .transaction(Durability::Full, move |tx| {
+                Box::pin(async move {
+                    let cause = FailureCause::UserInitiatedRequestLate;
+                    if let Some(ended) =
+                        end_operation(tx, op.id, OperationStatus::TimedOut, Some(cause), now)
+                            .await?
+                    {
+                        let detail = format!("deadline {} passed", show_time(op.completes_by));
+                        let ev = Ev::new(
+                            &ended.device_name,
+                            Some(op.id),
+                            "operation_timed_out",
+                            detail,
+                        );
+                        write_event(tx, now, ev).await?;
+                    }
+                    Ok(None)
+                })
+            })
+            .await
+    }
+
     /// Closes every connection of the pool (waits for the ones in use to be returned).
     pub async fn close(&self) {
         match &self.pool {
@@ -446,6 +476,118 @@ fn describe_certificate(cert: &NewCertificate) -> String {
         cert.subject,
         show_time(cert.not_after)
     )
+}
+
+/// Ends an install the phone confirmed: the operation succeeds (only for the session holding
+/// its claim), its certificate is installed and the previous one superseded.
+async fn confirm_install_in(
+    tx: &mut Tx<'_>,
+    op_id: i64,
+    claimant: &str,
+    cert_id: i64,
+    now: Timestamp,
+) -> Result<()> {
+    let success = OperationStatus::Success;
+    let ended = end_operation_held(tx, op_id, success, None, now, Some(claimant)).await?;
+    let Some(ended) = ended else {
+        return Err(fence_refused(tx, op_id, claimant).await);
+    };
+    let name = ended.device_name.as_str();
+    // Checked before anything else changes; returning early drops the transaction,
+    // which rolls back the status change above.
+    let awaiting = tx
+        .fetch_optional(
+            query(
+                "SELECT id FROM certificates WHERE id = $1 AND operation_id = $2 \
+                 AND state = 'awaiting_confirmation'",
+            )
+            .int(cert_id)
+            .int(op_id),
+        )
+        .await?;
+    if awaiting.is_none() {
+        return Err(StoreError::NotFound(format!(
+            "certificate {cert_id} awaiting confirmation for operation {op_id}"
+        )));
+    }
+    // The previous certificate steps down first: at most one may be installed.
+    let previous = tx
+        .fetch_all(
+            query(
+                "UPDATE certificates SET state = 'superseded', updated_at = $2 \
+                 WHERE device_id = $1 AND state = 'installed' RETURNING id",
+            )
+            .int(ended.device_id)
+            .time(now),
+        )
+        .await?;
+    let mut events = Vec::with_capacity(previous.len() + 2);
+    for row in previous {
+        let old_id = row.int("id")?;
+        let detail = format!("certificate {old_id} replaced by certificate {cert_id}");
+        events.push(Ev::new(name, Some(op_id), "certificate_superseded", detail));
+    }
+    tx.execute(
+        query(
+            "UPDATE certificates SET state = 'installed', updated_at = $2 \
+             WHERE id = $1",
+        )
+        .int(cert_id)
+        .time(now),
+    )
+    .await?;
+    let detail = format!("certificate {cert_id} confirmed stored by the phone");
+    events.push(Ev::new(name, Some(op_id), "certificate_installed", detail));
+    events.push(Ev::new(
+        name,
+        Some(op_id),
+        "operation_succeeded",
+        "install".into(),
+    ));
+    write_events(tx, now, &events).await?;
+    Ok(())
+}
+
+/// Appends an attempt and updates the device's last attempt.
+async fn record_attempt_in(tx: &mut Tx<'_>, attempt: &Attempt) -> Result<()> {
+    tx.execute(
+        query(
+            "INSERT INTO attempts (device_name, operation_id, session_id, \
+             source_addr, started_at, ended_at, outcome, detail) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .text(attempt.device_name.as_str())
+        .opt_int(attempt.operation_id)
+        .int(i64::from(attempt.session_id))
+        .text(&attempt.source_addr)
+        .time(attempt.started_at)
+        .time(attempt.ended_at)
+        .text(&attempt.outcome)
+        .text(&attempt.detail),
+    )
+    .await?;
+    // Nodes may report out of order; the newest attempt wins.
+    tx.execute(
+        query(
+            "UPDATE devices SET last_attempt_at = $2, last_attempt_source = $3, \
+             last_attempt_outcome = $4 WHERE name = $1 \
+             AND (last_attempt_at IS NULL OR last_attempt_at <= $2)",
+        )
+        .text(attempt.device_name.as_str())
+        .time(attempt.started_at)
+        .text(&attempt.source_addr)
+        .text(&attempt.outcome),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The pending operation of a device (at most one is pending).
+fn pending_query(name: &DeviceName) -> Query {
+    query(format!(
+        "{OPERATION_SELECT} WHERE d.name = $1 AND o.status = 'pending'"
+    ))
+    .text(name.as_str())
 }
 
 async fn operation_by_id(exec: &mut Tx<'_>, op_id: i64) -> Result<Option<Operation>> {
@@ -1038,41 +1180,31 @@ impl<B> Store for SqlStore<B> {
         name: &DeviceName,
         now: Timestamp,
     ) -> Result<Option<Operation>> {
-        let sql = format!("{OPERATION_SELECT} WHERE d.name = $1 AND o.status = 'pending'");
-        let Some(row) = self
-            .pool
-            .fetch_optional(query(sql).text(name.as_str()))
-            .await?
-        else {
+        let Some(row) = self.pool.fetch_optional(pending_query(name)).await? else {
             return Ok(None);
         };
-        let op = operation_from_row(&row)?;
-        if op.completes_by > now {
-            return Ok(Some(op));
-        }
-        // Too late: end it here rather than wait for the sweeper, so the phone is told
-        // "request late" and the record says so.
-        self.pool
-            .transaction(Durability::Full, move |tx| {
-                Box::pin(async move {
-                    let cause = FailureCause::UserInitiatedRequestLate;
-                    if let Some(ended) =
-                        end_operation(tx, op.id, OperationStatus::TimedOut, Some(cause), now)
-                            .await?
-                    {
-                        let detail = format!("deadline {} passed", show_time(op.completes_by));
-                        let ev = Ev::new(
-                            &ended.device_name,
-                            Some(op.id),
-                            "operation_timed_out",
-                            detail,
-                        );
-                        write_event(tx, now, ev).await?;
-                    }
-                    Ok(None)
-                })
-            })
-            .await
+        self.still_pending(operation_from_row(&row)?, now).await
+    }
+
+    async fn device_and_pending_operation(
+        &self,
+        name: &DeviceName,
+        now: Timestamp,
+    ) -> Result<Option<(Device, Option<Operation>)>> {
+        let device_query = query(format!("{DEVICE_SELECT} WHERE name = $1")).text(name.as_str());
+        let (devices, pending) = self
+            .pool
+            .fetch_pair(device_query, pending_query(name))
+            .await?;
+        let Some(device) = devices.first() else {
+            return Ok(None);
+        };
+        let device = device_from_row(device)?;
+        let op = match pending.first() {
+            Some(row) => self.still_pending(operation_from_row(row)?, now).await?,
+            None => None,
+        };
+        Ok(Some((device, op)))
     }
 
     async fn expire_operations(&self, now: Timestamp) -> Result<u64> {
@@ -1359,69 +1491,27 @@ impl<B> Store for SqlStore<B> {
         let claimant = claimant.to_owned();
         self.pool
             .transaction(Durability::Full, move |tx| {
+                Box::pin(
+                    async move { confirm_install_in(tx, op_id, &claimant, cert_id, now).await },
+                )
+            })
+            .await
+    }
+
+    async fn confirm_install_with_attempt(
+        &self,
+        op_id: i64,
+        claimant: &str,
+        cert_id: i64,
+        now: Timestamp,
+        attempt: Attempt,
+    ) -> Result<()> {
+        let claimant = claimant.to_owned();
+        self.pool
+            .transaction(Durability::Full, move |tx| {
                 Box::pin(async move {
-                    let claimant: &str = &claimant;
-                    let success = OperationStatus::Success;
-                    let ended =
-                        end_operation_held(tx, op_id, success, None, now, Some(claimant)).await?;
-                    let Some(ended) = ended else {
-                        return Err(fence_refused(tx, op_id, claimant).await);
-                    };
-                    let name = ended.device_name.as_str();
-                    // Checked before anything else changes; returning early drops the transaction,
-                    // which rolls back the status change above.
-                    let awaiting = tx
-                        .fetch_optional(
-                            query(
-                                "SELECT id FROM certificates WHERE id = $1 AND operation_id = $2 \
-                                 AND state = 'awaiting_confirmation'",
-                            )
-                            .int(cert_id)
-                            .int(op_id),
-                        )
-                        .await?;
-                    if awaiting.is_none() {
-                        return Err(StoreError::NotFound(format!(
-                            "certificate {cert_id} awaiting confirmation for operation {op_id}"
-                        )));
-                    }
-                    // The previous certificate steps down first: at most one may be installed.
-                    let previous = tx
-                        .fetch_all(
-                            query(
-                                "UPDATE certificates SET state = 'superseded', updated_at = $2 \
-                                 WHERE device_id = $1 AND state = 'installed' RETURNING id",
-                            )
-                            .int(ended.device_id)
-                            .time(now),
-                        )
-                        .await?;
-                    let mut events = Vec::with_capacity(previous.len() + 2);
-                    for row in previous {
-                        let old_id = row.int("id")?;
-                        let detail =
-                            format!("certificate {old_id} replaced by certificate {cert_id}");
-                        events.push(Ev::new(name, Some(op_id), "certificate_superseded", detail));
-                    }
-                    tx.execute(
-                        query(
-                            "UPDATE certificates SET state = 'installed', updated_at = $2 \
-                             WHERE id = $1",
-                        )
-                        .int(cert_id)
-                        .time(now),
-                    )
-                    .await?;
-                    let detail = format!("certificate {cert_id} confirmed stored by the phone");
-                    events.push(Ev::new(name, Some(op_id), "certificate_installed", detail));
-                    events.push(Ev::new(
-                        name,
-                        Some(op_id),
-                        "operation_succeeded",
-                        "install".into(),
-                    ));
-                    write_events(tx, now, &events).await?;
-                    Ok(())
+                    confirm_install_in(tx, op_id, &claimant, cert_id, now).await?;
+                    record_attempt_in(tx, &attempt).await
                 })
             })
             .await
@@ -1733,38 +1823,7 @@ impl<B> Store for SqlStore<B> {
     async fn record_attempt(&self, attempt: Attempt) -> Result<()> {
         self.pool
             .transaction(Durability::Relaxed, move |tx| {
-                Box::pin(async move {
-                    tx.execute(
-                        query(
-                            "INSERT INTO attempts (device_name, operation_id, session_id, \
-                             source_addr, started_at, ended_at, outcome, detail) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                        )
-                        .text(attempt.device_name.as_str())
-                        .opt_int(attempt.operation_id)
-                        .int(i64::from(attempt.session_id))
-                        .text(&attempt.source_addr)
-                        .time(attempt.started_at)
-                        .time(attempt.ended_at)
-                        .text(&attempt.outcome)
-                        .text(&attempt.detail),
-                    )
-                    .await?;
-                    // Nodes may report out of order; the newest attempt wins.
-                    tx.execute(
-                        query(
-                            "UPDATE devices SET last_attempt_at = $2, last_attempt_source = $3, \
-                             last_attempt_outcome = $4 WHERE name = $1 \
-                             AND (last_attempt_at IS NULL OR last_attempt_at <= $2)",
-                        )
-                        .text(attempt.device_name.as_str())
-                        .time(attempt.started_at)
-                        .text(&attempt.source_addr)
-                        .text(&attempt.outcome),
-                    )
-                    .await?;
-                    Ok(())
-                })
+                Box::pin(async move { record_attempt_in(tx, &attempt).await })
             })
             .await
     }
@@ -2251,6 +2310,19 @@ impl Pool {
 
     async fn fetch_optional(&self, q: Query) -> Result<Option<Row>> {
         Ok(self.fetch_all(q).await?.into_iter().next())
+    }
+
+    /// Two reads in one hand-off to a SQLite reader (each statement sees what is committed
+    /// when it runs, as two separate reads would); on PostgreSQL, one after the other.
+    async fn fetch_pair(&self, first: Query, second: Query) -> Result<(Vec<Row>, Vec<Row>)> {
+        match self {
+            Pool::Sqlite(engine) => {
+                engine
+                    .read(move |conn| Ok((first.run_sqlite(conn)?, second.run_sqlite(conn)?)))
+                    .await
+            }
+            Pool::Postgres(_) => Ok((self.fetch_all(first).await?, self.fetch_all(second).await?)),
+        }
     }
 
     async fn fetch_all(&self, q: Query) -> Result<Vec<Row>> {
