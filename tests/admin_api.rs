@@ -706,6 +706,51 @@ async fn bulk_import_40000_rows_and_a_file_with_bad_rows() {
             .unwrap()
             .unwrap();
         assert_eq!(op.auth_string.unwrap().0, secret);
+
+        // More rows than the 10,000 the CLI once sent per request, every one generated: one
+        // import never hands two devices the same string.
+        let rows = 12_000;
+        let mut csv = String::from("device,operation,auth_mode\n");
+        for i in 0..rows {
+            csv.push_str(&format!(
+                "SEP{:012X},install,string\n",
+                0x20_0000_0000u64 + i
+            ));
+        }
+        let big = dir.path().join("generate.csv");
+        std::fs::write(&big, csv).unwrap();
+        let (code, out, err) = cli(
+            &server,
+            &[
+                "op",
+                "import",
+                big.to_str().unwrap(),
+                "--generate-auth-strings",
+                "--apply",
+            ],
+        );
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            err.contains(&format!("{rows} operations scheduled")),
+            "{err}"
+        );
+        let generated: Vec<(&str, &str)> = out
+            .lines()
+            .skip(1)
+            .map(|l| l.split_once(',').unwrap())
+            .collect();
+        assert_eq!(generated.len(), rows as usize);
+        let strings: std::collections::HashSet<&str> = generated.iter().map(|g| g.1).collect();
+        assert_eq!(strings.len(), generated.len(), "a generated string repeats");
+        assert!(strings.iter().all(|s| check_auth_string(s).is_none()));
+        let (last_device, last_secret) = generated[generated.len() - 1];
+        let last = capf::device::DeviceName::from_admin(last_device).unwrap();
+        let op = store
+            .pending_operation(&last, chrono::Utc::now())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(op.auth_string.unwrap().0, last_secret);
         drop(server);
         db.drop_db().await;
     }
