@@ -74,6 +74,8 @@ pub enum OpCommand {
     },
     /// List devices (all pages), optionally filtered.
     List(ListArgs),
+    /// The audit trail, oldest first (all pages): of one device, or of every device.
+    Events(EventsArgs),
     /// Schedule operations from a CSV file (device, operation, auth_mode, auth_string, key,
     /// completes_by). Validates only, unless --apply.
     ///
@@ -122,6 +124,18 @@ pub struct ListArgs {
     #[arg(long)]
     pub prefix: Option<String>,
     /// Print one JSON object per device.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Device name [default: every device, and events of no device such as token changes].
+    pub device: Option<String>,
+    /// Only events at or after this time: a date (2026-12-31) or RFC 3339.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Print one JSON object per event.
     #[arg(long)]
     pub json: bool,
 }
@@ -248,6 +262,7 @@ pub async fn op(api: &ApiArgs, command: OpCommand) -> ExitCode {
             }
         }
         OpCommand::List(args) => list(&client, args).await,
+        OpCommand::Events(args) => events(&client, args).await,
         OpCommand::Import(args) => import(&client, args).await,
     }
 }
@@ -362,6 +377,57 @@ async fn list(client: &ApiClient, args: ListArgs) -> ExitCode {
             Some(cursor) => {
                 query.retain(|(k, _)| k != "cursor");
                 query.push(("cursor".into(), cursor.to_string()));
+            }
+            None => return ExitCode::SUCCESS,
+        }
+    }
+}
+
+async fn events(client: &ApiClient, args: EventsArgs) -> ExitCode {
+    let mut query: Vec<(String, String)> = Vec::new();
+    if let Some(d) = args.device {
+        query.push(("device".into(), d));
+    }
+    if let Some(t) = args.since {
+        query.push(("since".into(), t));
+    }
+    query.push(("limit".into(), "1000".into()));
+    let mut stdout = std::io::stdout().lock();
+    loop {
+        let page = match client
+            .json(Method::GET, "/api/v1/events", &query, None)
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => return api_failure(e),
+        };
+        for e in page
+            .get("events")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let line = if args.json {
+                e.to_string()
+            } else {
+                let text = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("-");
+                format!(
+                    "{}  {:<15}  {:<24}  {:<15}  {}",
+                    text("at"),
+                    text("device"),
+                    text("kind"),
+                    text("source_addr"),
+                    e.get("detail").and_then(Value::as_str).unwrap_or("")
+                )
+            };
+            if writeln!(stdout, "{line}").is_err() {
+                return ExitCode::SUCCESS; // stdout closed (e.g. piped into head)
+            }
+        }
+        match page.get("next_after").and_then(Value::as_i64) {
+            Some(after) => {
+                query.retain(|(k, _)| k != "after");
+                query.push(("after".into(), after.to_string()));
             }
             None => return ExitCode::SUCCESS,
         }

@@ -433,13 +433,44 @@ async fn end_to_end_story() {
             text.contains("Upgrade Success") && text.contains(&serial),
             "{text}"
         );
-        let (code, report, _) = cli(&server, &["report"]);
+        let (code, trail, err) = cli(&server, &["op", "events", device]);
+        assert_eq!(code, 0, "{err}");
+        let cli_kinds: Vec<&str> = trail
+            .lines()
+            .map(|l| l.split_whitespace().nth(2).unwrap_or(""))
+            .collect();
+        assert_eq!(cli_kinds, kinds, "{trail}");
+        assert!(trail.lines().all(|l| l.contains(device)), "{trail}");
+        assert!(!trail.contains(&secret), "audit never holds the string");
+        let (code, trail, _) = cli(&server, &["op", "events", device, "--json"]);
         assert_eq!(code, 0);
+        let first: Value = serde_json::from_str(trail.lines().next().unwrap()).unwrap();
+        assert_eq!(first, events["events"][0]);
+        let (status, headers, report) = api
+            .raw(Some(&api.token), Method::GET, "/api/v1/report", "", vec![])
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(headers["content-type"], "text/csv; charset=utf-8");
+        let report = String::from_utf8(report).unwrap();
+        assert_eq!(
+            report.lines().next().unwrap(),
+            "device,lsc_status,lsc_serial,lsc_not_after,operation,status,status_code,cause,\
+             completes_by,last_attempt_at,last_attempt_source,last_attempt_outcome"
+        );
+        let (code, cli_report, _) = cli(&server, &["report"]);
+        assert_eq!(code, 0);
+        assert_eq!(cli_report, report);
         let line = report.lines().find(|l| l.starts_with(device)).unwrap();
         assert!(
             line.contains(&serial) && line.contains("Upgrade Success"),
             "{line}"
         );
+
+        // From here on the audit trail only grows: events since a moment are the later ones.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mark = chrono::Utc::now();
+        let since = mark.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        tokio::time::sleep(Duration::from_millis(20)).await;
 
         // Cancel through the CLI: the status reads None again, cancelling twice is a 404.
         let (code, _, err) = cli(
@@ -467,6 +498,24 @@ async fn end_to_end_story() {
             )
             .await;
         assert_eq!(status, 404);
+        let (status, later) = api
+            .get(&format!("/api/v1/events?device={device}&since={since}"))
+            .await;
+        assert_eq!(status, 200, "{later}");
+        let later = later["events"].as_array().unwrap();
+        let later_kinds: Vec<&str> = later.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+        assert_eq!(later_kinds, ["operation_scheduled", "operation_cancelled"]);
+        for e in later {
+            let at = chrono::DateTime::parse_from_rfc3339(e["at"].as_str().unwrap()).unwrap();
+            assert!(at >= mark, "{e} is before {since}");
+        }
+        let (code, trail, err) = cli(&server, &["op", "events", device, "--since", &since]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(trail.lines().count(), 2, "{trail}");
+        assert!(trail.contains("operation_cancelled"), "{trail}");
+        let (code, _, err) = cli(&server, &["op", "events", device, "--since", "soon"]);
+        assert_eq!(code, 2, "a bad time is a field error: {err}");
+        assert!(err.contains("since"), "{err}");
         // The phone connecting now has nothing to do.
         let (code, text) = server.phone(device, &["--auth-string", "1234"]);
         assert_eq!(code, 0, "{text}");
