@@ -933,36 +933,50 @@ async fn lock_state_and_unlock_through_api_and_cli() {
     db.drop_db().await;
 }
 
+/// `--api-tls` serves TLS on loopback with what a non-loopback address gets by default,
+/// the CAPF identity: the CLI and the CTL client's download work pinned to capf.pem.
 #[tokio::test(flavor = "multi_thread")]
 async fn https_api_with_the_capf_identity() {
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::create(&common::db::Engine::Sqlite, dir.path()).await;
-    let mut server = TestServer::start(dir.path(), &db.url, &[]);
-    server.stop();
+    let mut server = TestServer::start(dir.path(), &db.url, &["--api-tls"]);
     let certs = dir.path().join("certs");
     let (cert, key) = (certs.join("capf.pem"), certs.join("capf.key"));
-    let server = TestServer::start(
-        dir.path(),
-        &db.url,
-        &[
-            "--api-cert",
-            cert.to_str().unwrap(),
-            "--api-key",
-            key.to_str().unwrap(),
-        ],
-    );
-    let out = Command::new(BIN)
-        .args(["op", "list", "--api", &format!("https://{}", server.api)])
-        .arg("--token-file")
-        .arg(dir.path().join("data").join("admin.token"))
-        .arg("--api-cert")
-        .arg(&cert)
-        .output()
-        .unwrap();
+    let https = format!("https://{}", server.api);
+    let op_list = |cert: &std::path::Path| {
+        Command::new(BIN)
+            .args(["op", "list", "--api", &https])
+            .arg("--token-file")
+            .arg(dir.path().join("data").join("admin.token"))
+            .arg("--api-cert")
+            .arg(cert)
+            .output()
+            .unwrap()
+    };
+    let out = op_list(&cert);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    let pem = std::fs::read(&cert).unwrap();
+    let der = pem::parse(&pem).unwrap().into_contents();
+    let client = capf::client::ApiClient::new(&https, "", Some(der)).unwrap();
+    let fetched = client
+        .send(Method::GET, "/capf.pem", &[], None)
+        .await
+        .unwrap();
+    assert_eq!(fetched, pem, "capf.pem over https, byte for byte");
+    // Pinned to another certificate, the CLI refuses the server.
+    let other = dir.path().join("other.pem");
+    let generated = rcgen::generate_simple_self_signed(vec!["capf".into()]).unwrap();
+    std::fs::write(&other, generated.cert.pem()).unwrap();
+    assert!(!op_list(&other).status.success());
+    let log = server.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("HTTP API ready") && l.contains("https")),
+        "{log}"
     );
     // Plain HTTP to the TLS port is never answered in HTTP.
     use std::io::{Read, Write};
@@ -975,6 +989,33 @@ async fn https_api_with_the_capf_identity() {
     assert!(
         !answer.starts_with(b"HTTP/"),
         "plain HTTP answered on the TLS port"
+    );
+
+    // --api-cert/--api-key name the certificate instead.
+    server.stop();
+    let server = TestServer::start(
+        dir.path(),
+        &db.url,
+        &[
+            "--api-cert",
+            cert.to_str().unwrap(),
+            "--api-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let https = format!("https://{}", server.api);
+    let out = Command::new(BIN)
+        .args(["op", "list", "--api", &https])
+        .arg("--token-file")
+        .arg(dir.path().join("data").join("admin.token"))
+        .arg("--api-cert")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
     drop(server);
     db.drop_db().await;
