@@ -805,6 +805,102 @@ async fn bulk_import_40000_rows_and_a_file_with_bad_rows() {
     }
 }
 
+/// The row limit is a clear 422 that applies nothing; a JSON body of a few hundred rows
+/// is applied with a distinct generated string for each.
+#[tokio::test(flavor = "multi_thread")]
+async fn bulk_row_limit_and_json_rows() {
+    for engine in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = TestDb::create(&engine, dir.path()).await;
+        let server = TestServer::start(dir.path(), &db.url, &[]);
+        let api = Api::new(&server.api, &admin_token(dir.path()));
+        let over = capf::api::bulk::MAX_ROWS + 1;
+        let mut csv = String::from("device,operation,auth_mode\n");
+        for i in 0..over {
+            csv.push_str(&format!("SEP{:012X},install,null\n", i));
+        }
+        let (status, body) = api.csv("", csv).await;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(
+            messages(&body),
+            [(
+                "rows".to_string(),
+                "at most 100000 rows per request".to_string()
+            )]
+        );
+        assert_eq!(body["scheduled"], 0);
+        let rows: Vec<Value> = (0..over)
+            .map(|i| {
+                json!({"device": format!("SEP{i:012X}"), "operation": "install",
+                            "auth_mode": "null"})
+            })
+            .collect();
+        let (status, body) = api
+            .call(
+                Method::POST,
+                "/api/v1/operations/bulk",
+                Some(json!({"rows": rows})),
+            )
+            .await;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(messages(&body)[0].0, "rows");
+        // A body over the size limit is refused before it is read.
+        let (status, _, answer) = api
+            .raw(
+                Some(&api.token),
+                Method::POST,
+                "/api/v1/operations/bulk",
+                "text/csv",
+                vec![b'x'; capf::api::bulk::MAX_BODY + 1],
+            )
+            .await;
+        let answer: Value = serde_json::from_slice(&answer).unwrap();
+        assert_eq!(status, 413, "{answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains("32 MiB"),
+            "{answer}"
+        );
+        let (_, listed) = api.get("/api/v1/devices").await;
+        assert_eq!(listed["devices"], json!([]), "nothing applied");
+
+        let rows: Vec<Value> = (0..300)
+            .map(|i| {
+                json!({"device": format!("SEP0000000A{i:04X}"), "operation": "install",
+                            "auth_mode": "string", "key": "ec-p256"})
+            })
+            .collect();
+        let (status, body) = api
+            .call(
+                Method::POST,
+                "/api/v1/operations/bulk",
+                Some(json!({"rows": rows, "generate_auth_strings": true})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            (body["rows"].as_u64(), body["scheduled"].as_u64()),
+            (Some(300), Some(300))
+        );
+        let strings: std::collections::HashSet<&str> = body["auth_strings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["auth_string"].as_str().unwrap())
+            .collect();
+        assert_eq!(strings.len(), 300);
+        let (_, listed) = api
+            .get("/api/v1/devices?status=pending&operation=install&limit=1000")
+            .await;
+        assert_eq!(listed["devices"].as_array().unwrap().len(), 300);
+        let (_, shown) = api.get("/api/v1/devices/SEP0000000A012B").await;
+        assert_eq!(shown["operation"]["key"], "ec-p256");
+        let secret = shown["operation"]["auth_string"].as_str().unwrap();
+        assert!(strings.contains(secret));
+        drop(server);
+        db.drop_db().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn deadline_expiry_and_key_generation_limits() {
     for engine in engines() {
