@@ -224,7 +224,7 @@ fn acceptors(
     Ok((Arc::new(Acceptor::Rustls(TlsAcceptor::from(tls))), None))
 }
 
-/// Starts the HTTP API (HTTPS unless on loopback); returns its task.
+/// Starts the HTTP API (HTTPS beyond loopback or when asked for); returns its task.
 async fn serve_api(
     settings: &Settings,
     identity: &CapfIdentity,
@@ -260,22 +260,24 @@ async fn serve_api(
             .await
             .context("certificate reading task failed")??
     };
-    let tls = if api::plain_http_allowed(settings.api_listen) && settings.api_tls.is_none() {
-        None
-    } else {
-        let (chain, key) = match settings.api_tls.clone() {
-            Some((cert, key)) => {
-                tokio::task::spawn_blocking(move || api::tls::load_pem(&cert, &key))
-                    .await
-                    .context("API key loading task failed")?
-                    .context("API TLS certificate")?
-            }
-            None => (
-                vec![identity.cert_der().to_vec().into()],
-                rustls::pki_types::PrivateKeyDer::Pkcs8(identity.key_pkcs8_der().to_vec().into()),
-            ),
-        };
-        Some(api::tls::config(chain, key)?)
+    let transport = api::transport(
+        settings.api_listen,
+        settings.api_tls,
+        settings.api_tls_files.clone(),
+    );
+    let tls = match transport {
+        api::ApiTransport::PlainHttp => None,
+        api::ApiTransport::TlsFiles(cert, key) => {
+            let (chain, key) = tokio::task::spawn_blocking(move || api::tls::load_pem(&cert, &key))
+                .await
+                .context("API key loading task failed")?
+                .context("API TLS certificate")?;
+            Some(api::tls::config(chain, key)?)
+        }
+        api::ApiTransport::TlsCapfIdentity => Some(api::tls::config(
+            vec![identity.cert_der().to_vec().into()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(identity.key_pkcs8_der().to_vec().into()),
+        )?),
     };
     let listener = tokio::net::TcpListener::bind(settings.api_listen)
         .await

@@ -1,7 +1,6 @@
 //! The administration commands of the `capf` binary: `op`, `report`, `unlock` (over the
 //! admin API) and `token` (directly on the database, since a token is what the API needs).
 
-use std::collections::HashSet;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,7 +12,6 @@ use serde_json::{json, Value};
 
 use crate::client::{ApiClient, ClientError};
 use crate::config::{ServeArgs, Settings};
-use crate::device::DeviceName;
 use crate::store::TokenScope;
 use crate::tokens;
 
@@ -76,8 +74,14 @@ pub enum OpCommand {
     },
     /// List devices (all pages), optionally filtered.
     List(ListArgs),
+    /// The audit trail, oldest first (all pages): of one device, or of every device.
+    Events(EventsArgs),
     /// Schedule operations from a CSV file (device, operation, auth_mode, auth_string, key,
     /// completes_by). Validates only, unless --apply.
+    ///
+    /// The whole file goes to the server in one request (at most 100,000 rows and 32 MiB):
+    /// it is validated and scheduled all or nothing, and generated authentication strings
+    /// are unique across the file. Separate imports draw their strings independently.
     Import(ImportArgs),
 }
 
@@ -125,18 +129,28 @@ pub struct ListArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Device name [default: every device, and events of no device such as token changes].
+    pub device: Option<String>,
+    /// Only events at or after this time: a date (2026-12-31) or RFC 3339.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Print one JSON object per event.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct ImportArgs {
     pub file: PathBuf,
     /// Schedule for real (without it, only validate: a dry run).
     #[arg(long)]
     pub apply: bool,
-    /// Generate a unique authentication string for string-mode rows without one; they are
-    /// printed as CSV (device,auth_string) on stdout.
+    /// Generate an authentication string for every string-mode row without one, each
+    /// different from every other of the import; they are printed as CSV
+    /// (device,auth_string) on stdout.
     #[arg(long)]
     pub generate_auth_strings: bool,
-    /// Rows per request.
-    #[arg(long, default_value_t = 10_000)]
-    pub chunk: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -248,6 +262,7 @@ pub async fn op(api: &ApiArgs, command: OpCommand) -> ExitCode {
             }
         }
         OpCommand::List(args) => list(&client, args).await,
+        OpCommand::Events(args) => events(&client, args).await,
         OpCommand::Import(args) => import(&client, args).await,
     }
 }
@@ -368,163 +383,160 @@ async fn list(client: &ApiClient, args: ListArgs) -> ExitCode {
     }
 }
 
-/// Reads the import file into its header and data rows with their line numbers.
-fn read_import(
-    path: &PathBuf,
-) -> Result<(csv::StringRecord, Vec<(usize, csv::StringRecord)>), String> {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(true)
-        .from_path(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let header = reader
-        .headers()
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .clone();
-    let mut rows = Vec::new();
-    for record in reader.records() {
-        let record = record.map_err(|e| format!("{}: {e}", path.display()))?;
-        let line = record.position().map(|p| p.line() as usize).unwrap_or(0);
-        rows.push((line, record));
+async fn events(client: &ApiClient, args: EventsArgs) -> ExitCode {
+    let mut query: Vec<(String, String)> = Vec::new();
+    if let Some(d) = args.device {
+        query.push(("device".into(), d));
     }
-    Ok((header, rows))
-}
-
-fn chunk_csv(header: &csv::StringRecord, rows: &[(usize, csv::StringRecord)]) -> Vec<u8> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    let _ = w.write_record(header);
-    for (_, r) in rows {
-        let _ = w.write_record(r);
+    if let Some(t) = args.since {
+        query.push(("since".into(), t));
     }
-    w.into_inner().unwrap_or_default()
-}
-
-async fn import(client: &ApiClient, args: ImportArgs) -> ExitCode {
-    let (header, rows) = match read_import(&args.file) {
-        Ok(r) => r,
-        Err(e) => return fail(e),
-    };
-    let chunk = args.chunk.clamp(1, crate::api::bulk::MAX_ROWS);
-    let device_col = header.iter().position(|h| {
-        matches!(
-            h.trim().to_ascii_lowercase().as_str(),
-            "device" | "device_name" | "name"
-        )
-    });
-    // Chunks are validated separately by the server: duplicates across chunks are caught here.
-    let mut errors: Vec<String> = Vec::new();
-    if let Some(col) = device_col {
-        let mut seen = HashSet::new();
-        for (line, r) in &rows {
-            if let Ok(name) = DeviceName::from_admin(r.get(col).unwrap_or("").trim()) {
-                if !seen.insert(name.clone()) {
-                    errors.push(format!(
-                        "line {line}: device: {name} appears more than once"
-                    ));
-                }
-            }
-        }
-    }
-    let progress = indicatif::ProgressBar::new(rows.len() as u64);
-    progress.set_style(
-        indicatif::ProgressStyle::with_template("{msg:12} [{bar:40}] {pos}/{len} rows ({eta})")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    progress.set_message("validating");
-    for part in rows.chunks(chunk) {
-        let result = match client
-            .bulk_csv(chunk_csv(&header, part), true, args.generate_auth_strings)
+    query.push(("limit".into(), "1000".into()));
+    let mut stdout = std::io::stdout().lock();
+    loop {
+        let page = match client
+            .json(Method::GET, "/api/v1/events", &query, None)
             .await
         {
-            Ok(r) => r,
-            Err(e) => {
-                progress.abandon();
-                return fail(e);
-            }
+            Ok(p) => p,
+            Err(e) => return api_failure(e),
         };
-        for e in result
-            .get("errors")
+        for e in page
+            .get("events")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
         {
-            let server_line = e.get("line").and_then(Value::as_u64).unwrap_or(0) as usize;
-            // The server numbers the lines of the chunk it got (its header is line 1).
-            let line = match server_line {
+            let line = if args.json {
+                e.to_string()
+            } else {
+                let text = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("-");
+                format!(
+                    "{}  {:<15}  {:<24}  {:<15}  {}",
+                    text("at"),
+                    text("device"),
+                    text("kind"),
+                    text("source_addr"),
+                    e.get("detail").and_then(Value::as_str).unwrap_or("")
+                )
+            };
+            if writeln!(stdout, "{line}").is_err() {
+                return ExitCode::SUCCESS; // stdout closed (e.g. piped into head)
+            }
+        }
+        match page.get("next_after").and_then(Value::as_i64) {
+            Some(after) => {
+                query.retain(|(k, _)| k != "after");
+                query.push(("after".into(), after.to_string()));
+            }
+            None => return ExitCode::SUCCESS,
+        }
+    }
+}
+
+/// Data rows of a CSV file (the header excluded), counted the way the server reads them.
+fn count_rows(csv: &[u8]) -> usize {
+    csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(csv)
+        .byte_records()
+        .count()
+}
+
+/// Sends the whole file in one request. One request is what makes the import all or
+/// nothing and every generated authentication string unique across the file: the server
+/// draws them from one generator per request, and it keeps them only in the operations
+/// (never handed back to a client to avoid), so separate requests could repeat a string.
+async fn import(client: &ApiClient, args: ImportArgs) -> ExitCode {
+    use crate::api::bulk::{MAX_BODY, MAX_ROWS};
+    let file = args.file.display();
+    let body = match std::fs::read(&args.file) {
+        Ok(b) => b,
+        Err(e) => return fail(format!("cannot read {file}: {e}")),
+    };
+    let rows = count_rows(&body);
+    if body.len() > MAX_BODY || rows > MAX_ROWS {
+        eprintln!(
+            "capf: {file}: {rows} rows, {} bytes; one import takes at most {MAX_ROWS} rows \
+             and {} MiB. Split the file (generated authentication strings are unique within \
+             one import only); nothing was scheduled",
+            body.len(),
+            MAX_BODY / (1024 * 1024)
+        );
+        return ExitCode::from(2);
+    }
+    // One request has no row-by-row progress to show: a spinner with the time spent says
+    // what is known, that the server is still at it.
+    let progress = indicatif::ProgressBar::new_spinner();
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    let verb = if args.apply {
+        "scheduling"
+    } else {
+        "validating"
+    };
+    progress.set_message(format!("{verb} {rows} rows of {file}"));
+    progress.enable_steady_tick(std::time::Duration::from_millis(120));
+    let sent = client
+        .bulk_csv(body, !args.apply, args.generate_auth_strings)
+        .await;
+    progress.finish_and_clear();
+    let result = match sent {
+        Ok(r) => r,
+        // The server refused the request: it applied nothing.
+        Err(e @ ClientError::Api { .. }) => return fail(format!("{e}; nothing was scheduled")),
+        // The answer may have been lost after the server committed the import.
+        Err(e) if args.apply => {
+            return fail(format!(
+                "{e}; whether the import was applied is unknown (see capf op list)"
+            ))
+        }
+        Err(e) => return fail(e),
+    };
+    let mut errors: Vec<(u64, String)> = result
+        .get("errors")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            // The server read the file as sent, so its line numbers are the file's.
+            let line = e.get("line").and_then(Value::as_u64).unwrap_or(0);
+            let place = match line {
                 0 => "file".to_string(),
                 1 => "line 1 (header)".to_string(),
-                n => part
-                    .get(n - 2)
-                    .map(|(l, _)| format!("line {l}"))
-                    .unwrap_or_else(|| format!("chunk line {n}")),
+                n => format!("line {n}"),
             };
-            errors.push(format!(
-                "{line}: {}: {}",
+            let text = format!(
+                "{place}: {}: {}",
                 e.get("field").and_then(Value::as_str).unwrap_or("?"),
                 e.get("message").and_then(Value::as_str).unwrap_or("?")
-            ));
-        }
-        progress.inc(part.len() as u64);
-    }
-    progress.finish_and_clear();
+            );
+            (line, text)
+        })
+        .collect();
     if !errors.is_empty() {
-        errors.sort_by_key(|e| {
-            e.strip_prefix("line ")
-                .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
-                .and_then(|n| n.parse::<usize>().ok())
-                .unwrap_or(0)
-        });
-        for e in &errors {
+        errors.sort_by_key(|(line, _)| *line);
+        for (_, e) in &errors {
             eprintln!("{e}");
         }
         eprintln!(
-            "capf: {} error(s) in {}; nothing was scheduled",
-            errors.len(),
-            args.file.display()
+            "capf: {} error(s) in {file}; nothing was scheduled",
+            errors.len()
         );
         return ExitCode::from(2);
     }
     if !args.apply {
         eprintln!(
-            "{} rows are valid (dry run: nothing scheduled; add --apply to schedule them)",
-            rows.len()
+            "{rows} rows are valid (dry run: nothing scheduled; add --apply to schedule them)"
         );
         return ExitCode::SUCCESS;
     }
-    let progress = indicatif::ProgressBar::new(rows.len() as u64);
-    progress.set_style(
-        indicatif::ProgressStyle::with_template("{msg:12} [{bar:40}] {pos}/{len} rows ({eta})")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    progress.set_message("scheduling");
-    let mut scheduled = 0u64;
     let mut out = std::io::stdout().lock();
     if args.generate_auth_strings {
         let _ = writeln!(out, "device,auth_string");
-    }
-    for part in rows.chunks(chunk) {
-        let result = match client
-            .bulk_csv(chunk_csv(&header, part), false, args.generate_auth_strings)
-            .await
-        {
-            Ok(r)
-                if r.get("errors")
-                    .and_then(Value::as_array)
-                    .is_some_and(|e| !e.is_empty()) =>
-            {
-                progress.abandon();
-                return fail(format!(
-                    "the server refused a chunk after validating it ({scheduled} rows were \
-                     already scheduled): {r}"
-                ));
-            }
-            Ok(r) => r,
-            Err(e) => {
-                progress.abandon();
-                return fail(format!("{e} ({scheduled} rows were already scheduled)"));
-            }
-        };
-        scheduled += result.get("scheduled").and_then(Value::as_u64).unwrap_or(0);
         for g in result
             .get("auth_strings")
             .and_then(Value::as_array)
@@ -538,9 +550,8 @@ async fn import(client: &ApiClient, args: ImportArgs) -> ExitCode {
                 g.get("auth_string").and_then(Value::as_str).unwrap_or("")
             );
         }
-        progress.inc(part.len() as u64);
     }
-    progress.finish_and_clear();
+    let scheduled = result.get("scheduled").and_then(Value::as_u64).unwrap_or(0);
     eprintln!("{scheduled} operations scheduled");
     ExitCode::SUCCESS
 }

@@ -85,8 +85,20 @@ pub struct ServeArgs {
     /// [default: off].
     #[arg(long, env = "CAPF_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
-    /// TLS certificate (PEM chain) of the API; required with --api-key. Without them a
-    /// non-loopback API address serves TLS with the CAPF certificate and key.
+    /// Serve the API over TLS on a loopback --api-listen too (any other address always
+    /// gets TLS), with --api-cert/--api-key or else the CAPF certificate and key
+    /// [default: false].
+    #[arg(
+        long,
+        env = "CAPF_API_TLS",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub api_tls: Option<bool>,
+    /// TLS certificate (PEM chain) of the API; required with --api-key. Without them an
+    /// API served over TLS uses the CAPF certificate and key.
     #[arg(long, env = "CAPF_API_CERT", requires = "api_key")]
     pub api_cert: Option<PathBuf>,
     /// Private key (PEM) of --api-cert.
@@ -211,6 +223,7 @@ struct FileSettings {
     legacy_tls_listen: Option<SocketAddr>,
     api_listen: Option<SocketAddr>,
     metrics_listen: Option<SocketAddr>,
+    api_tls: Option<bool>,
     api_cert: Option<PathBuf>,
     api_key: Option<PathBuf>,
     operation_window_days: Option<u32>,
@@ -262,8 +275,10 @@ pub struct Settings {
     pub api_listen: SocketAddr,
     /// Where the Prometheus endpoint listens, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// TLS on the API even on a loopback address (beyond loopback it always is).
+    pub api_tls: bool,
     /// Certificate chain and key of the API's TLS, when not the CAPF identity.
-    pub api_tls: Option<(PathBuf, PathBuf)>,
+    pub api_tls_files: Option<(PathBuf, PathBuf)>,
     /// How often operations past their deadline are marked timed out.
     pub sweep_interval: Duration,
     /// How long a claim lasts without renewal; the node renews every third of it.
@@ -299,7 +314,8 @@ impl Settings {
             ),
             ("api_listen", a.api_listen != b.api_listen),
             ("metrics_listen", a.metrics_listen != b.metrics_listen),
-            ("api_cert/api_key", a.api_tls != b.api_tls),
+            ("api_tls", a.api_tls != b.api_tls),
+            ("api_cert/api_key", a.api_tls_files != b.api_tls_files),
             ("sweep_interval", a.sweep_interval != b.sweep_interval),
             ("claim_lease", a.claim_lease != b.claim_lease),
             ("data_dir", a.data_dir != b.data_dir),
@@ -658,7 +674,7 @@ impl Settings {
                 lockout_defaults.lock_duration,
             )?,
         };
-        let api_tls = match (pick!(api_cert), pick!(api_key)) {
+        let api_tls_files = match (pick!(api_cert), pick!(api_key)) {
             (Some(c), Some(k)) => Some((c, k)),
             (None, None) => None,
             _ => {
@@ -740,7 +756,8 @@ impl Settings {
             api_listen: pick!(api_listen)
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3805))),
             metrics_listen: pick!(metrics_listen),
-            api_tls,
+            api_tls: pick!(api_tls).unwrap_or(false),
+            api_tls_files,
             sweep_interval: secs(
                 pick!(sweep_interval),
                 "sweep_interval",
@@ -867,6 +884,39 @@ mod tests {
         assert_eq!(s.data_dir, PathBuf::from("/var/lib/capf"));
         assert_eq!(s.database_url.expose(), "sqlite:///var/lib/capf/capf.db");
         assert_eq!(s.live.lsc_validity_days, 365);
+    }
+
+    #[test]
+    fn api_tls_from_flag_or_file() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let parse = |args: &[&str]| Cli::try_parse_from(args).unwrap().serve;
+        assert!(!Settings::resolve(&parse(&["capf"])).unwrap().api_tls);
+        assert!(
+            Settings::resolve(&parse(&["capf", "--api-tls"]))
+                .unwrap()
+                .api_tls
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("capf.toml");
+        std::fs::write(&path, "api_tls = true\n").unwrap();
+        let from_file = ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        };
+        let a = Settings::resolve(&from_file).unwrap();
+        assert!(a.api_tls);
+        let off = ServeArgs {
+            api_tls: Some(false),
+            ..from_file
+        };
+        let b = Settings::resolve(&off).unwrap();
+        assert!(!b.api_tls, "the flag wins over the file");
+        assert_eq!(a.needing_restart(&b), ["api_tls"]);
     }
 
     #[test]

@@ -433,13 +433,44 @@ async fn end_to_end_story() {
             text.contains("Upgrade Success") && text.contains(&serial),
             "{text}"
         );
-        let (code, report, _) = cli(&server, &["report"]);
+        let (code, trail, err) = cli(&server, &["op", "events", device]);
+        assert_eq!(code, 0, "{err}");
+        let cli_kinds: Vec<&str> = trail
+            .lines()
+            .map(|l| l.split_whitespace().nth(2).unwrap_or(""))
+            .collect();
+        assert_eq!(cli_kinds, kinds, "{trail}");
+        assert!(trail.lines().all(|l| l.contains(device)), "{trail}");
+        assert!(!trail.contains(&secret), "audit never holds the string");
+        let (code, trail, _) = cli(&server, &["op", "events", device, "--json"]);
         assert_eq!(code, 0);
+        let first: Value = serde_json::from_str(trail.lines().next().unwrap()).unwrap();
+        assert_eq!(first, events["events"][0]);
+        let (status, headers, report) = api
+            .raw(Some(&api.token), Method::GET, "/api/v1/report", "", vec![])
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(headers["content-type"], "text/csv; charset=utf-8");
+        let report = String::from_utf8(report).unwrap();
+        assert_eq!(
+            report.lines().next().unwrap(),
+            "device,lsc_status,lsc_serial,lsc_not_after,operation,status,status_code,cause,\
+             completes_by,last_attempt_at,last_attempt_source,last_attempt_outcome"
+        );
+        let (code, cli_report, _) = cli(&server, &["report"]);
+        assert_eq!(code, 0);
+        assert_eq!(cli_report, report);
         let line = report.lines().find(|l| l.starts_with(device)).unwrap();
         assert!(
             line.contains(&serial) && line.contains("Upgrade Success"),
             "{line}"
         );
+
+        // From here on the audit trail only grows: events since a moment are the later ones.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mark = chrono::Utc::now();
+        let since = mark.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        tokio::time::sleep(Duration::from_millis(20)).await;
 
         // Cancel through the CLI: the status reads None again, cancelling twice is a 404.
         let (code, _, err) = cli(
@@ -467,6 +498,24 @@ async fn end_to_end_story() {
             )
             .await;
         assert_eq!(status, 404);
+        let (status, later) = api
+            .get(&format!("/api/v1/events?device={device}&since={since}"))
+            .await;
+        assert_eq!(status, 200, "{later}");
+        let later = later["events"].as_array().unwrap();
+        let later_kinds: Vec<&str> = later.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+        assert_eq!(later_kinds, ["operation_scheduled", "operation_cancelled"]);
+        for e in later {
+            let at = chrono::DateTime::parse_from_rfc3339(e["at"].as_str().unwrap()).unwrap();
+            assert!(at >= mark, "{e} is before {since}");
+        }
+        let (code, trail, err) = cli(&server, &["op", "events", device, "--since", &since]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(trail.lines().count(), 2, "{trail}");
+        assert!(trail.contains("operation_cancelled"), "{trail}");
+        let (code, _, err) = cli(&server, &["op", "events", device, "--since", "soon"]);
+        assert_eq!(code, 2, "a bad time is a field error: {err}");
+        assert!(err.contains("since"), "{err}");
         // The phone connecting now has nothing to do.
         let (code, text) = server.phone(device, &["--auth-string", "1234"]);
         assert_eq!(code, 0, "{text}");
@@ -706,6 +755,147 @@ async fn bulk_import_40000_rows_and_a_file_with_bad_rows() {
             .unwrap()
             .unwrap();
         assert_eq!(op.auth_string.unwrap().0, secret);
+
+        // More rows than the 10,000 the CLI once sent per request, every one generated: one
+        // import never hands two devices the same string.
+        let rows = 12_000;
+        let mut csv = String::from("device,operation,auth_mode\n");
+        for i in 0..rows {
+            csv.push_str(&format!(
+                "SEP{:012X},install,string\n",
+                0x20_0000_0000u64 + i
+            ));
+        }
+        let big = dir.path().join("generate.csv");
+        std::fs::write(&big, csv).unwrap();
+        let (code, out, err) = cli(
+            &server,
+            &[
+                "op",
+                "import",
+                big.to_str().unwrap(),
+                "--generate-auth-strings",
+                "--apply",
+            ],
+        );
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            err.contains(&format!("{rows} operations scheduled")),
+            "{err}"
+        );
+        let generated: Vec<(&str, &str)> = out
+            .lines()
+            .skip(1)
+            .map(|l| l.split_once(',').unwrap())
+            .collect();
+        assert_eq!(generated.len(), rows as usize);
+        let strings: std::collections::HashSet<&str> = generated.iter().map(|g| g.1).collect();
+        assert_eq!(strings.len(), generated.len(), "a generated string repeats");
+        assert!(strings.iter().all(|s| check_auth_string(s).is_none()));
+        let (last_device, last_secret) = generated[generated.len() - 1];
+        let last = capf::device::DeviceName::from_admin(last_device).unwrap();
+        let op = store
+            .pending_operation(&last, chrono::Utc::now())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(op.auth_string.unwrap().0, last_secret);
+        drop(server);
+        db.drop_db().await;
+    }
+}
+
+/// The row limit is a clear 422 that applies nothing; a JSON body of a few hundred rows
+/// is applied with a distinct generated string for each.
+#[tokio::test(flavor = "multi_thread")]
+async fn bulk_row_limit_and_json_rows() {
+    for engine in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = TestDb::create(&engine, dir.path()).await;
+        let server = TestServer::start(dir.path(), &db.url, &[]);
+        let api = Api::new(&server.api, &admin_token(dir.path()));
+        let over = capf::api::bulk::MAX_ROWS + 1;
+        let mut csv = String::from("device,operation,auth_mode\n");
+        for i in 0..over {
+            csv.push_str(&format!("SEP{:012X},install,null\n", i));
+        }
+        let (status, body) = api.csv("", csv).await;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(
+            messages(&body),
+            [(
+                "rows".to_string(),
+                "at most 100000 rows per request".to_string()
+            )]
+        );
+        assert_eq!(body["scheduled"], 0);
+        let rows: Vec<Value> = (0..over)
+            .map(|i| {
+                json!({"device": format!("SEP{i:012X}"), "operation": "install",
+                            "auth_mode": "null"})
+            })
+            .collect();
+        let (status, body) = api
+            .call(
+                Method::POST,
+                "/api/v1/operations/bulk",
+                Some(json!({"rows": rows})),
+            )
+            .await;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(messages(&body)[0].0, "rows");
+        // A body over the size limit is refused before it is read.
+        let (status, _, answer) = api
+            .raw(
+                Some(&api.token),
+                Method::POST,
+                "/api/v1/operations/bulk",
+                "text/csv",
+                vec![b'x'; capf::api::bulk::MAX_BODY + 1],
+            )
+            .await;
+        let answer: Value = serde_json::from_slice(&answer).unwrap();
+        assert_eq!(status, 413, "{answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains("32 MiB"),
+            "{answer}"
+        );
+        let (_, listed) = api.get("/api/v1/devices").await;
+        assert_eq!(listed["devices"], json!([]), "nothing applied");
+
+        let rows: Vec<Value> = (0..300)
+            .map(|i| {
+                json!({"device": format!("SEP0000000A{i:04X}"), "operation": "install",
+                            "auth_mode": "string", "key": "ec-p256"})
+            })
+            .collect();
+        let (status, body) = api
+            .call(
+                Method::POST,
+                "/api/v1/operations/bulk",
+                Some(json!({"rows": rows, "generate_auth_strings": true})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            (body["rows"].as_u64(), body["scheduled"].as_u64()),
+            (Some(300), Some(300))
+        );
+        let strings: std::collections::HashSet<&str> = body["auth_strings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["auth_string"].as_str().unwrap())
+            .collect();
+        assert_eq!(strings.len(), 300);
+        let (_, listed) = api
+            .get("/api/v1/devices?status=pending&operation=install&limit=1000")
+            .await;
+        assert_eq!(listed["devices"].as_array().unwrap().len(), 300);
+        let (_, shown) = api.get("/api/v1/devices/SEP0000000A012B").await;
+        assert_eq!(shown["operation"]["key"], "ec-p256");
+        let secret = shown["operation"]["auth_string"].as_str().unwrap();
+        assert!(strings.contains(secret));
         drop(server);
         db.drop_db().await;
     }
@@ -841,36 +1031,50 @@ async fn lock_state_and_unlock_through_api_and_cli() {
     }
 }
 
+/// `--api-tls` serves TLS on loopback with what a non-loopback address gets by default,
+/// the CAPF identity: the CLI and the CTL client's download work pinned to capf.pem.
 #[tokio::test(flavor = "multi_thread")]
 async fn https_api_with_the_capf_identity() {
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::create(&common::db::Engine::Sqlite, dir.path()).await;
-    let mut server = TestServer::start(dir.path(), &db.url, &[]);
-    server.stop();
+    let mut server = TestServer::start(dir.path(), &db.url, &["--api-tls"]);
     let certs = dir.path().join("certs");
     let (cert, key) = (certs.join("capf.pem"), certs.join("capf.key"));
-    let server = TestServer::start(
-        dir.path(),
-        &db.url,
-        &[
-            "--api-cert",
-            cert.to_str().unwrap(),
-            "--api-key",
-            key.to_str().unwrap(),
-        ],
-    );
-    let out = Command::new(BIN)
-        .args(["op", "list", "--api", &format!("https://{}", server.api)])
-        .arg("--token-file")
-        .arg(dir.path().join("data").join("admin.token"))
-        .arg("--api-cert")
-        .arg(&cert)
-        .output()
-        .unwrap();
+    let https = format!("https://{}", server.api);
+    let op_list = |cert: &std::path::Path| {
+        Command::new(BIN)
+            .args(["op", "list", "--api", &https])
+            .arg("--token-file")
+            .arg(dir.path().join("data").join("admin.token"))
+            .arg("--api-cert")
+            .arg(cert)
+            .output()
+            .unwrap()
+    };
+    let out = op_list(&cert);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    let pem = std::fs::read(&cert).unwrap();
+    let der = pem::parse(&pem).unwrap().into_contents();
+    let client = capf::client::ApiClient::new(&https, "", Some(der)).unwrap();
+    let fetched = client
+        .send(Method::GET, "/capf.pem", &[], None)
+        .await
+        .unwrap();
+    assert_eq!(fetched, pem, "capf.pem over https, byte for byte");
+    // Pinned to another certificate, the CLI refuses the server.
+    let other = dir.path().join("other.pem");
+    let generated = rcgen::generate_simple_self_signed(vec!["capf".into()]).unwrap();
+    std::fs::write(&other, generated.cert.pem()).unwrap();
+    assert!(!op_list(&other).status.success());
+    let log = server.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("HTTP API ready") && l.contains("https")),
+        "{log}"
     );
     // Plain HTTP to the TLS port is never answered in HTTP.
     use std::io::{Read, Write};
@@ -883,6 +1087,33 @@ async fn https_api_with_the_capf_identity() {
     assert!(
         !answer.starts_with(b"HTTP/"),
         "plain HTTP answered on the TLS port"
+    );
+
+    // --api-cert/--api-key name the certificate instead.
+    server.stop();
+    let server = TestServer::start(
+        dir.path(),
+        &db.url,
+        &[
+            "--api-cert",
+            cert.to_str().unwrap(),
+            "--api-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let https = format!("https://{}", server.api);
+    let out = Command::new(BIN)
+        .args(["op", "list", "--api", &https])
+        .arg("--token-file")
+        .arg(dir.path().join("data").join("admin.token"))
+        .arg("--api-cert")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
     drop(server);
     db.drop_db().await;

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -377,8 +378,21 @@ pub async fn bulk(
     State(state): State<ApiState>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
+    // axum's own answer to an oversized body is plain text without the limit: say it in
+    // the API's JSON instead.
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Problem::TooLarge(format!(
+                "the body is larger than {} MiB, the most one bulk request takes \
+                 (at most {MAX_ROWS} rows)",
+                MAX_BODY / (1024 * 1024)
+            ))
+        } else {
+            Problem::field("body", e.body_text())
+        }
+    })?;
     let mut param_errors = Vec::new();
     let mut param = |name: &str| match params.get(name).map(String::as_str) {
         None => None,

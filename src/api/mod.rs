@@ -12,7 +12,7 @@ pub mod validate;
 pub mod views;
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -120,6 +120,30 @@ pub fn plain_http_allowed(addr: SocketAddr) -> bool {
     addr.ip().is_loopback()
 }
 
+/// How the API is served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApiTransport {
+    PlainHttp,
+    /// TLS with the CAPF certificate and key.
+    TlsCapfIdentity,
+    /// TLS with this certificate chain and key (PEM files).
+    TlsFiles(PathBuf, PathBuf),
+}
+
+/// Decides the API's transport: TLS whenever certificate files are given, TLS is asked for,
+/// or the address is beyond loopback; the CAPF identity unless files are given.
+pub fn transport(
+    listen: SocketAddr,
+    tls_asked: bool,
+    files: Option<(PathBuf, PathBuf)>,
+) -> ApiTransport {
+    match files {
+        Some((cert, key)) => ApiTransport::TlsFiles(cert, key),
+        None if tls_asked || !plain_http_allowed(listen) => ApiTransport::TlsCapfIdentity,
+        None => ApiTransport::PlainHttp,
+    }
+}
+
 /// A request the database cannot answer in time gets 503, never a hang.
 async fn deadline(request: Request, next: Next) -> Response {
     match tokio::time::timeout(REQUEST_DEADLINE, next.run(request)).await {
@@ -183,6 +207,25 @@ mod tests {
         assert!(plain_http_allowed("[::1]:3805".parse().unwrap()));
         assert!(!plain_http_allowed("0.0.0.0:3805".parse().unwrap()));
         assert!(!plain_http_allowed("192.0.2.1:3805".parse().unwrap()));
+    }
+
+    #[test]
+    fn tls_beyond_loopback_or_when_asked() {
+        let loopback = "127.0.0.1:3805".parse().unwrap();
+        let wide = "0.0.0.0:3805".parse().unwrap();
+        let files = Some((PathBuf::from("api.pem"), PathBuf::from("api.key")));
+        assert_eq!(transport(loopback, false, None), ApiTransport::PlainHttp);
+        assert_eq!(
+            transport(loopback, true, None),
+            ApiTransport::TlsCapfIdentity
+        );
+        assert_eq!(transport(wide, false, None), ApiTransport::TlsCapfIdentity);
+        for (addr, asked) in [(loopback, false), (wide, false), (wide, true)] {
+            assert!(matches!(
+                transport(addr, asked, files.clone()),
+                ApiTransport::TlsFiles(..)
+            ));
+        }
     }
 
     #[test]

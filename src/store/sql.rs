@@ -735,9 +735,17 @@ async fn schedule_chunk(tx: &mut Tx<'_>, ops: &[NewOperation], now: Timestamp) -
         ids_in_order.push(id);
     }
 
+    // Without statistics SQLite guesses that `status = 'pending'` selects ten rows and walks
+    // every pending operation through operations_by_status_deadline for each chunk, which
+    // made an import quadratic in its size. The partial index holds the one pending
+    // operation per device that this looks for.
+    let pending_index = match tx {
+        Tx::Sqlite(_) => " INDEXED BY operations_one_pending_per_device",
+        Tx::Postgres(_) => "",
+    };
     let mut q = query(format!(
-        "UPDATE operations SET status = 'superseded', cause = NULL, auth_string = NULL, \
-         claimed_by = NULL, claim_expires_at = NULL, updated_at = $1 \
+        "UPDATE operations{pending_index} SET status = 'superseded', cause = NULL, \
+         auth_string = NULL, claimed_by = NULL, claim_expires_at = NULL, updated_at = $1 \
          WHERE status = 'pending' AND device_id IN ({}) RETURNING id, device_id",
         placeholders(n, 2)
     ))
