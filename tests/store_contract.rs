@@ -293,6 +293,21 @@ fn is_claim_lost<T: std::fmt::Debug>(r: Result<T, StoreError>) -> bool {
 const HOLDER: &str = "node-a";
 const LEASE: Duration = Duration::from_secs(60);
 
+/// A whole install by [`HOLDER`]: claimed, certificate `cert(n)` issued, then confirmed, at
+/// the three times given; returns the certificate's id.
+async fn install_held(store: &Arc<dyn Store>, op_id: i64, n: u8, at: [Timestamp; 3]) -> i64 {
+    hold(store, op_id, at[0]).await;
+    let cert_id = store
+        .record_issued(op_id, HOLDER, cert(n), at[1], LEASE)
+        .await
+        .unwrap();
+    store
+        .confirm_install(op_id, HOLDER, cert_id, at[2])
+        .await
+        .unwrap();
+    cert_id
+}
+
 /// Claims the operation for [`HOLDER`] at `at`, as a session does before it issues.
 async fn hold(store: &Arc<dyn Store>, op_id: i64, at: Timestamp) {
     assert!(store.claim(op_id, HOLDER, at, LEASE).await.unwrap());
@@ -837,15 +852,7 @@ async fn install_flow(store: Arc<dyn Store>) {
 
     // A second install replaces the first certificate.
     let op2 = store.schedule(install(&d, t(7200)), t(10)).await.unwrap();
-    hold(&store, op2.id, t(10)).await;
-    let c3 = store
-        .record_issued(op2.id, HOLDER, cert(3), t(11), LEASE)
-        .await
-        .unwrap();
-    store
-        .confirm_install(op2.id, HOLDER, c3, t(12))
-        .await
-        .unwrap();
+    let c3 = install_held(&store, op2.id, 3, [t(10), t(11), t(12)]).await;
     assert_eq!(store.current_certificate(&d).await.unwrap().unwrap().id, c3);
     let all = store.certificates(&d).await.unwrap();
     let states: Vec<_> = all.iter().map(|c| (c.id, c.state)).collect();
@@ -1689,15 +1696,7 @@ async fn note_attempt_failure(store: Arc<dyn Store>) {
     assert_eq!(noted.cause, Some(FailureCause::InvalidAuthString));
     assert_eq!(noted.updated_at, t(5));
     // Success clears the cause.
-    hold(&store, op.id, t(6)).await;
-    let cert_id = store
-        .record_issued(op.id, HOLDER, cert(1), t(6), LEASE)
-        .await
-        .unwrap();
-    store
-        .confirm_install(op.id, HOLDER, cert_id, t(7))
-        .await
-        .unwrap();
+    let cert_id = install_held(&store, op.id, 1, [t(6), t(6), t(7)]).await;
     let done = store.operation(op.id).await.unwrap().unwrap();
     assert_eq!((done.status, done.cause), (OperationStatus::Success, None));
     // Noting on an ended operation changes nothing.
@@ -1716,15 +1715,7 @@ async fn list_devices_filters_and_cursor(store: Arc<dyn Store>) {
         .schedule(install(&with_lsc, t(3600)), t(0))
         .await
         .unwrap();
-    hold(&store, op.id, t(0)).await;
-    let cert_id = store
-        .record_issued(op.id, HOLDER, cert(2), t(1), LEASE)
-        .await
-        .unwrap();
-    store
-        .confirm_install(op.id, HOLDER, cert_id, t(2))
-        .await
-        .unwrap();
+    let cert_id = install_held(&store, op.id, 2, [t(0), t(1), t(2)]).await;
     let pending = dev("SEP0000000000A2");
     store
         .schedule(install(&pending, t(3600)), t(3))
@@ -1909,15 +1900,7 @@ async fn restart_keeps_everything(db: &TestDb) {
     let (op, cert_id, events_before) = {
         let store = db.open().await;
         let op = store.schedule(install(&d, t(3600)), t(0)).await.unwrap();
-        hold(&store, op.id, t(0)).await;
-        let cert_id = store
-            .record_issued(op.id, HOLDER, cert(1), t(1), LEASE)
-            .await
-            .unwrap();
-        store
-            .confirm_install(op.id, HOLDER, cert_id, t(2))
-            .await
-            .unwrap();
+        let cert_id = install_held(&store, op.id, 1, [t(0), t(1), t(2)]).await;
         fail_once(&store, &d, "invalid_lsc", "192.0.2.9:1", t(3)).await;
         store.set_require_sudi(&d, true, t(4)).await.unwrap();
         (op, cert_id, all_events(&store, None).await)
