@@ -1696,7 +1696,7 @@ async fn note_attempt_failure(store: Arc<dyn Store>) {
     assert_eq!(noted.cause, Some(FailureCause::InvalidAuthString));
     assert_eq!(noted.updated_at, t(5));
     // Success clears the cause.
-    let cert_id = install_held(&store, op.id, 1, [t(6), t(6), t(7)]).await;
+    install_held(&store, op.id, 1, [t(6), t(6), t(7)]).await;
     let done = store.operation(op.id).await.unwrap().unwrap();
     assert_eq!((done.status, done.cause), (OperationStatus::Success, None));
     // Noting on an ended operation changes nothing.
@@ -1715,7 +1715,7 @@ async fn list_devices_filters_and_cursor(store: Arc<dyn Store>) {
         .schedule(install(&with_lsc, t(3600)), t(0))
         .await
         .unwrap();
-    let cert_id = install_held(&store, op.id, 2, [t(0), t(1), t(2)]).await;
+    install_held(&store, op.id, 2, [t(0), t(1), t(2)]).await;
     let pending = dev("SEP0000000000A2");
     store
         .schedule(install(&pending, t(3600)), t(3))
