@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use capf::api::validate::*;
 use common::api::{admin_token, Api};
-use common::db::{engines, TestDb};
+use common::db::{engines, Engine, TestDb};
 use common::server::{TestServer, BIN};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -63,6 +63,25 @@ async fn wait_for(api: &Api, device: &str, ready: impl Fn(&Value) -> bool) -> Va
 
 async fn settled(api: &Api, device: &str) -> Value {
     wait_for(api, device, |v| !v["last_attempt"].is_null()).await
+}
+
+/// A fresh server on `engine` with `args`, and an admin API client holding its first token.
+async fn started(engine: &Engine, args: &[&str]) -> (tempfile::TempDir, TestDb, TestServer, Api) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::create(engine, dir.path()).await;
+    let server = TestServer::start(dir.path(), &db.url, args);
+    let api = Api::new(&server.api, &admin_token(dir.path()));
+    (dir, db, server, api)
+}
+
+/// Posts JSON rows to the bulk endpoint.
+async fn bulk_rows(api: &Api, rows: Vec<Value>) -> (u16, Value) {
+    api.call(
+        Method::POST,
+        "/api/v1/operations/bulk",
+        Some(json!({ "rows": rows })),
+    )
+    .await
 }
 
 fn messages(body: &Value) -> Vec<(String, String)> {
@@ -335,10 +354,7 @@ async fn every_validation_message_and_hostile_bodies() {
 #[tokio::test(flavor = "multi_thread")]
 async fn end_to_end_story() {
     for engine in engines() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = TestDb::create(&engine, dir.path()).await;
-        let server = TestServer::start(dir.path(), &db.url, &[]);
-        let api = Api::new(&server.api, &admin_token(dir.path()));
+        let (dir, db, server, api) = started(&engine, &[]).await;
         let device = "SEP00AABBCCDD01";
         let (status, body) = api
             .put(
@@ -529,10 +545,7 @@ async fn end_to_end_story() {
 #[tokio::test(flavor = "multi_thread")]
 async fn listing_filters_cursor_and_bulk_by_query() {
     for engine in engines() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = TestDb::create(&engine, dir.path()).await;
-        let server = TestServer::start(dir.path(), &db.url, &[]);
-        let api = Api::new(&server.api, &admin_token(dir.path()));
+        let (_dir, db, server, api) = started(&engine, &[]).await;
         let rows: Vec<Value> = (0..25)
             .map(|i| {
                 json!({"device": format!("SEP0000000000{i:02X}"), "operation": "install",
@@ -543,13 +556,7 @@ async fn listing_filters_cursor_and_bulk_by_query() {
                        "auth_mode": "null"})
             }))
             .collect();
-        let (status, body) = api
-            .call(
-                Method::POST,
-                "/api/v1/operations/bulk",
-                Some(json!({"rows": rows})),
-            )
-            .await;
+        let (status, body) = bulk_rows(&api, rows).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["scheduled"], 30);
         // Two phones enroll.
@@ -652,10 +659,7 @@ fn generated_csv(n: usize) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn bulk_import_40000_rows_and_a_file_with_bad_rows() {
     for engine in engines() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = TestDb::create(&engine, dir.path()).await;
-        let server = TestServer::start(dir.path(), &db.url, &[]);
-        let api = Api::new(&server.api, &admin_token(dir.path()));
+        let (dir, db, server, api) = started(&engine, &[]).await;
 
         let (status, body) = api.csv("", generated_csv(40_000)).await;
         assert_eq!(status, 200, "{}", body["errors"]);
@@ -810,10 +814,7 @@ async fn bulk_import_40000_rows_and_a_file_with_bad_rows() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bulk_row_limit_and_json_rows() {
     for engine in engines() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = TestDb::create(&engine, dir.path()).await;
-        let server = TestServer::start(dir.path(), &db.url, &[]);
-        let api = Api::new(&server.api, &admin_token(dir.path()));
+        let (_dir, db, server, api) = started(&engine, &[]).await;
         let over = capf::api::bulk::MAX_ROWS + 1;
         let mut csv = String::from("device,operation,auth_mode\n");
         for i in 0..over {
@@ -835,13 +836,7 @@ async fn bulk_row_limit_and_json_rows() {
                             "auth_mode": "null"})
             })
             .collect();
-        let (status, body) = api
-            .call(
-                Method::POST,
-                "/api/v1/operations/bulk",
-                Some(json!({"rows": rows})),
-            )
-            .await;
+        let (status, body) = bulk_rows(&api, rows).await;
         assert_eq!(status, 422, "{body}");
         assert_eq!(messages(&body)[0].0, "rows");
         // A body over the size limit is refused before it is read.
@@ -984,10 +979,7 @@ async fn deadline_expiry_and_key_generation_limits() {
 #[tokio::test(flavor = "multi_thread")]
 async fn lock_state_and_unlock_through_api_and_cli() {
     for engine in engines() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = TestDb::create(&engine, dir.path()).await;
-        let server = TestServer::start(dir.path(), &db.url, &["--lockout-failures", "3"]);
-        let api = Api::new(&server.api, &admin_token(dir.path()));
+        let (_dir, db, server, api) = started(&engine, &["--lockout-failures", "3"]).await;
         let device = "SEP0000000010CC";
         let (status, _) = api
             .put(

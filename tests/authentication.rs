@@ -7,8 +7,8 @@ use capf::keyspec::{Curve, KeySpec};
 use capf::store::{AuthMode, OperationStatus};
 use chrono::Utc;
 use common::db::{engines, TestDb};
-use common::schedule_install;
 use common::server::TestServer;
+use common::{install_p256, schedule_install};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn lsc_precedence_re_enrollment_and_foreign_lsc() {
@@ -19,14 +19,7 @@ async fn lsc_precedence_re_enrollment_and_foreign_lsc() {
         let store = server.store().await;
         let (a, b) = ("SEP00112233AABB", "SEP0011223344CC");
         for device in [a, b] {
-            schedule_install(
-                &*store,
-                device,
-                AuthMode::Null,
-                None,
-                KeySpec::Ec(Curve::P256),
-            )
-            .await;
+            install_p256(&*store, device, AuthMode::Null, None).await;
             let out = dir.path().join(format!("{device}.pem"));
             let (code, text) = server.phone(device, &["--out", out.to_str().unwrap()]);
             assert_eq!(code, 0, "{text}");
@@ -50,13 +43,13 @@ async fn lsc_precedence_re_enrollment_and_foreign_lsc() {
         assert_eq!(common::status(&*store, op).await, OperationStatus::Success);
 
         // Device B presenting A's valid LSC (signed correctly with A's key) is refused.
-        let op = schedule_install(&*store, b, AuthMode::Lsc, None, KeySpec::Ec(Curve::P256)).await;
+        let op = install_p256(&*store, b, AuthMode::Lsc, None).await;
         let (code, text) = server.phone(b, &["--lsc", renewed.to_str().unwrap(), "--cert-auth"]);
         assert_eq!(code, 2, "{text}");
         assert_eq!(common::status(&*store, op).await, OperationStatus::Pending);
 
         // A's superseded LSC no longer authenticates A.
-        let op = schedule_install(&*store, a, AuthMode::Lsc, None, KeySpec::Ec(Curve::P256)).await;
+        let op = install_p256(&*store, a, AuthMode::Lsc, None).await;
         let (code, text) = server.phone(a, &["--lsc", lsc_a.to_str().unwrap(), "--cert-auth"]);
         assert_eq!(code, 2, "{text}");
         assert_eq!(common::status(&*store, op).await, OperationStatus::Pending);
@@ -74,14 +67,7 @@ async fn ten_wrong_strings_lock_the_device_across_a_restart() {
         let store = server.store().await;
         let device = "SEP001122334455";
         let name = DeviceName::from_admin(device).unwrap();
-        let op = schedule_install(
-            &*store,
-            device,
-            AuthMode::String,
-            Some("123456"),
-            KeySpec::Ec(Curve::P256),
-        )
-        .await;
+        let op = install_p256(&*store, device, AuthMode::String, Some("123456")).await;
         for i in 0..10 {
             let (code, text) =
                 server.phone(device, &["--auth-string", &format!("{:06}", 200000 + i)]);
@@ -140,14 +126,7 @@ async fn guesses_sent_at_once_are_checked_at_most_the_lockout_number() {
         let server = TestServer::start(dir.path(), &db.url, &["--lockout-failures", "3"]);
         let store = server.store().await;
         let device = "SEP0011223344DD";
-        let op = schedule_install(
-            &*store,
-            device,
-            AuthMode::String,
-            Some("123456"),
-            KeySpec::Ec(Curve::P256),
-        )
-        .await;
+        let op = install_p256(&*store, device, AuthMode::String, Some("123456")).await;
         // Twelve wrong guesses at once.
         let guesses: Vec<String> = (0..12).map(|i| format!("{:06}", 300000 + i)).collect();
         let phones: Vec<_> = guesses

@@ -11,12 +11,11 @@ use std::time::{Duration, Instant};
 
 use capf::ca::identity::{CapfIdentity, CapfKeyAlgorithm, IdentityOptions};
 use capf::device::DeviceName;
-use capf::keyspec::{Curve, KeySpec};
 use capf::store::{AuthMode, CertState, OperationStatus};
 use common::api::{admin_token, Api};
 use common::db::{engines, Engine, TestDb};
 use common::server::TestServer;
-use common::wait_until_claimed;
+use common::{install_p256, wait_until_claimed};
 use serde_json::json;
 use sqlx::Connection;
 use tokio::net::{TcpListener, TcpStream};
@@ -252,14 +251,7 @@ async fn a_session_that_lost_its_claim_issues_nothing() {
     let store = a.store().await;
     let device = "SEP0000000A0E11";
     let name = DeviceName::from_admin(device).unwrap();
-    let op = common::schedule_install(
-        &*store,
-        device,
-        AuthMode::Null,
-        None,
-        KeySpec::Ec(Curve::P256),
-    )
-    .await;
+    let op = install_p256(&*store, device, AuthMode::Null, None).await;
     let slow = a.slow_phone(device, 2000);
     wait_until_claimed(&*store, &name).await;
     // Node B claims as it may once node A's lease ran out.

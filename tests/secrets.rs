@@ -6,9 +6,9 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use capf::keyspec::{Curve, KeySpec};
 use capf::store::{AuthMode, OperationStatus};
 use common::db::{engines, Engine, TestDb};
+use common::install_p256;
 use common::server::{TestServer, BIN};
 
 /// Every spelling of a secret these tests put in a URL.
@@ -118,14 +118,7 @@ async fn a_running_node_never_logs_the_password() {
     );
     let store = server.store().await;
     let device = "SEP0000000D0B01";
-    let op = common::schedule_install(
-        &*store,
-        device,
-        AuthMode::Null,
-        None,
-        KeySpec::Ec(Curve::P256),
-    )
-    .await;
+    let op = install_p256(&*store, device, AuthMode::Null, None).await;
     let (code, text) = server.phone(device, &[]);
     assert_eq!(code, 0, "{text}");
     assert_eq!(common::status(&*store, op).await, OperationStatus::Success);

@@ -308,6 +308,17 @@ async fn install_held(store: &Arc<dyn Store>, op_id: i64, n: u8, at: [Timestamp;
     cert_id
 }
 
+/// The device's last attempt, which must exist.
+async fn last_attempt(store: &Arc<dyn Store>, d: &DeviceName) -> capf::store::LastAttempt {
+    store
+        .device(d)
+        .await
+        .unwrap()
+        .unwrap()
+        .last_attempt
+        .unwrap()
+}
+
 /// Claims the operation for [`HOLDER`] at `at`, as a session does before it issues.
 async fn hold(store: &Arc<dyn Store>, op_id: i64, at: Timestamp) {
     assert!(store.claim(op_id, HOLDER, at, LEASE).await.unwrap());
@@ -1414,13 +1425,7 @@ async fn reads_and_writes_of_the_enrollment_path(store: Arc<dyn Store>) {
         store.attempts(&d, 0).await.unwrap(),
         std::slice::from_ref(&attempt)
     );
-    let last = store
-        .device(&d)
-        .await
-        .unwrap()
-        .unwrap()
-        .last_attempt
-        .unwrap();
+    let last = last_attempt(&store, &d).await;
     assert_eq!(
         (last.at, last.outcome.as_str()),
         (attempt.started_at, "installed")
@@ -1465,13 +1470,7 @@ async fn attempts(store: Arc<dyn Store>) {
     );
     assert_eq!(store.attempts(&d, 2).await.unwrap(), [a3, a2.clone()]);
 
-    let last = store
-        .device(&d)
-        .await
-        .unwrap()
-        .unwrap()
-        .last_attempt
-        .unwrap();
+    let last = last_attempt(&store, &d).await;
     assert_eq!(last.at, a2.started_at);
     assert_eq!(last.source_addr, a2.source_addr);
     assert_eq!(last.outcome, a2.outcome);

@@ -49,6 +49,18 @@ pub async fn schedule_install(
         .id
 }
 
+/// Schedules an install of an EC P-256 key, the tests' usual phone; returns its id.
+#[allow(dead_code)]
+pub async fn install_p256(
+    store: &dyn Store,
+    device: &str,
+    mode: AuthMode,
+    auth: Option<&str>,
+) -> i64 {
+    let key = KeySpec::Ec(capf::keyspec::Curve::P256);
+    schedule_install(store, device, mode, auth, key).await
+}
+
 /// The status of an operation, which must exist.
 #[allow(dead_code)]
 pub async fn status(store: &dyn Store, id: i64) -> capf::store::OperationStatus {
