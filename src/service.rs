@@ -370,7 +370,9 @@ impl Service {
                 .record_auth_failure(name, &ticket, &failure.audit(), &ctx.source(), now)
                 .await?;
             // The status reads "<op> Failed: <cause>" while the operation stays pending.
-            self.store.note_attempt_failure(op.id, cause, now).await?;
+            self.store
+                .note_attempt_failure(op.id, None, cause, now)
+                .await?;
             ctx.detail = Some(cause.as_str().to_string());
             if ticket.locks_until.is_some() {
                 self.metrics.locked_out();
@@ -631,10 +633,10 @@ impl Service {
 
     pub async fn record_fetch(
         &self,
-        ctx: &SessionContext,
+        ctx: &mut SessionContext,
         certificate: Option<(u8, Vec<u8>)>,
     ) -> bool {
-        let Some(op) = ctx.operation.as_ref() else {
+        let Some(op_id) = ctx.operation.as_ref().map(|op| op.id) else {
             return false;
         };
         let cert = match certificate {
@@ -647,14 +649,42 @@ impl Service {
                 }
             },
         };
-        self.log_store_result(self.store.complete_fetch(op.id, cert, Utc::now()).await)
+        let claimant = self.claimant(ctx);
+        let result = self
+            .store
+            .complete_fetch(op_id, &claimant, cert, Utc::now())
+            .await;
+        self.record_completion(ctx, op_id, "fetch not recorded", result)
+            .await
     }
 
-    pub async fn record_delete(&self, ctx: &SessionContext) -> bool {
-        let Some(op) = ctx.operation.as_ref() else {
+    pub async fn record_delete(&self, ctx: &mut SessionContext) -> bool {
+        let Some(op_id) = ctx.operation.as_ref().map(|op| op.id) else {
             return false;
         };
-        self.log_store_result(self.store.complete_delete(op.id, Utc::now()).await)
+        let claimant = self.claimant(ctx);
+        let result = self
+            .store
+            .complete_delete(op_id, &claimant, Utc::now())
+            .await;
+        self.record_completion(ctx, op_id, "deletion not recorded", result)
+            .await
+    }
+
+    /// The outcome of a fetch's or a delete's completing write: a lost claim ends the
+    /// session like an install's (END_SESSION 7, audit `claim_lost`).
+    async fn record_completion(
+        &self,
+        ctx: &mut SessionContext,
+        op_id: i64,
+        what: &str,
+        result: Result<(), StoreError>,
+    ) -> bool {
+        if let Err(StoreError::ClaimLost(why)) = &result {
+            self.claim_lost(ctx, op_id, what, why).await;
+            return false;
+        }
+        self.log_store_result(result)
     }
 
     /// Writes the attempt history and releases any claim this session holds.
@@ -706,6 +736,11 @@ impl Service {
         ctx.claim_lost = true;
         self.live_claims().remove(&self.claimant(ctx));
         let detail = format!("claim lost: {what}: {why}");
+        self.audit_claim_lost(ctx, op_id, &detail).await;
+        ctx.detail = Some(detail);
+    }
+
+    async fn audit_claim_lost(&self, ctx: &SessionContext, op_id: i64, detail: &str) {
         warn!(operation = op_id, "{detail}");
         let audited = self
             .store
@@ -714,14 +749,13 @@ impl Service {
                 Some(op_id),
                 "claim_lost",
                 Some(&ctx.source()),
-                &detail,
+                detail,
                 Utc::now(),
             )
             .await;
         if let Err(e) = audited {
             warn!(error = %e, "could not record the lost claim");
         }
-        ctx.detail = Some(detail);
     }
 
     fn log_store_result(&self, result: Result<(), StoreError>) -> bool {
@@ -752,19 +786,32 @@ impl Service {
             _ => FailureCause::PhoneCommunicationFailure,
         };
         let now = Utc::now();
-        let result = if keygen_failed && attempts >= ctx.live.keygen_max_attempts {
-            warn!(
+        let claimant = self.claimant(ctx);
+        let give_up = keygen_failed && attempts >= ctx.live.keygen_max_attempts;
+        let result = if give_up {
+            self.store
+                .fail_operation(op_id, &claimant, cause, now)
+                .await
+        } else {
+            self.store
+                .note_attempt_failure(op_id, Some(&claimant), cause, now)
+                .await
+        };
+        match result {
+            Ok(()) if give_up => warn!(
                 operation = op_id,
                 attempts,
                 cause = cause.as_str(),
                 "key generation failed too many times: operation failed"
-            );
-            self.store.fail_operation(op_id, cause, now).await
-        } else {
-            self.store.note_attempt_failure(op_id, cause, now).await
-        };
-        if let Err(e) = result {
-            warn!(error = %e, "could not record the failed attempt");
+            ),
+            Ok(()) => {}
+            // Another session took the operation over (this node could not reach the
+            // database for longer than the lease, say): its outcome is that session's.
+            Err(StoreError::ClaimLost(why)) => {
+                let detail = format!("claim lost: failure not recorded: {why}");
+                self.audit_claim_lost(ctx, op_id, &detail).await;
+            }
+            Err(e) => warn!(error = %e, "could not record the failed attempt"),
         }
     }
 }

@@ -296,6 +296,78 @@ async fn a_session_that_lost_its_claim_issues_nothing() {
     db.drop_db().await;
 }
 
+/// A session whose claim another node took, and whose phone then runs out of key-generation
+/// time on its last allowed attempt, does not fail the operation the new holder is
+/// performing: the failure is not recorded and the audit trail says why.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_that_lost_its_claim_fails_nothing() {
+    let Some(engine) = postgres() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::create(&engine, dir.path()).await;
+    let a = TestServer::start(
+        dir.path(),
+        &db.url,
+        &[
+            "--node-id",
+            "node-a",
+            "--keygen-timeout",
+            "1",
+            "--keygen-max-attempts",
+            "1",
+        ],
+    );
+    let store = a.store().await;
+    let device = "SEP0000000A0E12";
+    let name = DeviceName::from_admin(device).unwrap();
+    let op = install_p256(&*store, device, AuthMode::Null, None).await;
+    let slow = a.slow_phone(device, 3000);
+    wait_until_claimed(&*store, &name).await;
+    let thief = "node-b/00000000/00000002";
+    let later = chrono::Utc::now() + chrono::Duration::hours(1);
+    assert!(store
+        .claim(op, thief, later, Duration::from_secs(90))
+        .await
+        .unwrap());
+
+    let (_, text) = finish(slow);
+    let lost = |events: &[capf::store::Event]| {
+        events
+            .iter()
+            .filter(|e| e.kind == "claim_lost")
+            .map(|e| e.detail.clone())
+            .collect::<Vec<_>>()
+    };
+    let events_of = || {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .events(capf::store::EventFilter {
+                    device_name: Some(device.to_string()),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+        }
+    };
+    wait_until("node A's claim_lost event", || {
+        let events = events_of();
+        async move { !lost(&events.await).is_empty() }
+    })
+    .await;
+    let events = events_of().await;
+    let details = lost(&events);
+    assert_eq!(details.len(), 1, "{events:?}\n{text}");
+    assert!(details[0].contains("failure not recorded"), "{details:?}");
+    assert!(details[0].contains(thief), "{details:?}");
+    assert!(!events.iter().any(|e| e.kind == "operation_failed"));
+    let now = store.operation(op).await.unwrap().unwrap();
+    assert_eq!(now.status, OperationStatus::Pending, "{text}");
+    assert_eq!(now.claimed_by.as_deref(), Some(thief));
+    assert_eq!(now.cause, None, "no note on an operation node A lost");
+    drop(a);
+    db.drop_db().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn lockout_is_shared_by_the_nodes() {
     let Some(engine) = postgres() else { return };

@@ -194,6 +194,7 @@ contract!(
         install_flow,
         record_issued_is_fenced_by_the_claim,
         confirm_install_is_fenced_by_the_claim,
+        endings_are_fenced_by_the_claim,
         reads_and_writes_of_the_enrollment_path,
         concurrent_writes_keep_their_own_outcomes,
         fetch_flow,
@@ -445,8 +446,9 @@ async fn no_event_contains_the_auth_string(store: Arc<dyn Store>) {
     // Failure, supersede, cancel and time-out paths.
     let op = store.schedule(install(&b, t(3600)), t(5)).await.unwrap();
     fail_once(&store, &b, "invalid_auth_string", "192.0.2.7:50000", t(6)).await;
+    hold(&store, op.id, t(6)).await;
     store
-        .fail_operation(op.id, FailureCause::InvalidAuthString, t(7))
+        .fail_operation(op.id, HOLDER, FailureCause::InvalidAuthString, t(7))
         .await
         .unwrap();
     assert_eq!(
@@ -614,7 +616,12 @@ async fn claim_and_release(store: Arc<dyn Store>) {
     assert_eq!(count(&kinds, "operation_claimed"), 4);
 
     store
-        .fail_operation(op.id, FailureCause::PhoneCommunicationFailure, t(43))
+        .fail_operation(
+            op.id,
+            "node-a",
+            FailureCause::PhoneCommunicationFailure,
+            t(43),
+        )
         .await
         .unwrap();
     let failed = store.operation(op.id).await.unwrap().unwrap();
@@ -656,7 +663,12 @@ async fn take_over_a_claim(store: Arc<dyn Store>) {
         .unwrap());
     // Never an ended operation.
     store
-        .fail_operation(op.id, FailureCause::PhoneCommunicationFailure, t(4))
+        .fail_operation(
+            op.id,
+            "n/1/c",
+            FailureCause::PhoneCommunicationFailure,
+            t(4),
+        )
         .await
         .unwrap();
     assert!(!store
@@ -733,7 +745,12 @@ async fn renew_claims_of_a_node(store: Arc<dyn Store>) {
         .unwrap());
     // Ended operations are not renewed.
     store
-        .fail_operation(op_b.id, FailureCause::PhoneCommunicationFailure, t(101))
+        .fail_operation(
+            op_b.id,
+            "node_1/0000000b",
+            FailureCause::PhoneCommunicationFailure,
+            t(101),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -752,8 +769,9 @@ async fn keygen_attempts_and_failure(store: Arc<dyn Store>) {
     assert_eq!(counted.updated_at, t(2));
     assert_eq!(count(&event_kinds(&store, &d).await, "keygen_requested"), 2);
 
+    hold(&store, op.id, t(3)).await;
     store
-        .fail_operation(op.id, FailureCause::KeyGenerationTimeout, t(5))
+        .fail_operation(op.id, HOLDER, FailureCause::KeyGenerationTimeout, t(5))
         .await
         .unwrap();
     let failed = store.operation(op.id).await.unwrap().unwrap();
@@ -771,12 +789,12 @@ async fn keygen_attempts_and_failure(store: Arc<dyn Store>) {
     assert!(is_not_found(store.count_keygen_attempt(op.id, t(6)).await));
     assert!(is_not_found(
         store
-            .fail_operation(op.id, FailureCause::InvalidMic, t(6))
+            .fail_operation(op.id, HOLDER, FailureCause::InvalidMic, t(6))
             .await
     ));
     assert!(is_not_found(
         store
-            .fail_operation(op.id + 1000, FailureCause::InvalidMic, t(6))
+            .fail_operation(op.id + 1000, HOLDER, FailureCause::InvalidMic, t(6))
             .await
     ));
     assert_eq!(
@@ -1045,6 +1063,123 @@ async fn confirm_install_is_fenced_by_the_claim(store: Arc<dyn Store>) {
     ));
 }
 
+/// Fetch, delete and failure end the operation only for the session holding its claim, like
+/// an install's confirmation: a session whose claim was taken over (its node lost the
+/// database for longer than the lease) gets `ClaimLost`, writes nothing, and leaves the
+/// operation to the new holder. Its notes on the operation are dropped too.
+async fn endings_are_fenced_by_the_claim(store: Arc<dyn Store>) {
+    let lease = Duration::from_secs(30);
+    let (a, b) = ("n/1/a", "n/2/b");
+    let d = dev("SEP001122334455");
+    let op = store.schedule(install(&d, t(3600)), t(0)).await.unwrap();
+    let installed = install_held(&store, op.id, 1, [t(0), t(1), t(2)]).await;
+
+    // Each kind of operation: a claims, b takes over once a's lease ran out at t(40).
+    let del = store
+        .schedule(op_of(&d, OperationKind::Delete, t(3600)), t(10))
+        .await
+        .unwrap();
+    let fetch_dev = dev("SEP00112233AABB");
+    let fetch = store
+        .schedule(
+            op_of(&fetch_dev, OperationKind::Troubleshoot, t(3600)),
+            t(10),
+        )
+        .await
+        .unwrap();
+    let fail_dev = dev("CSFjsmith");
+    let fail = store
+        .schedule(install(&fail_dev, t(3600)), t(10))
+        .await
+        .unwrap();
+    let ops = [(del.id, &d), (fetch.id, &fetch_dev), (fail.id, &fail_dev)];
+    for (id, _) in ops {
+        assert!(store.claim(id, a, t(10), lease).await.unwrap());
+        assert!(store.claim(id, b, t(40), lease).await.unwrap());
+    }
+    let before: Vec<_> = snapshots(&store, &ops).await;
+
+    assert!(is_claim_lost(store.complete_delete(del.id, a, t(41)).await));
+    match store
+        .complete_fetch(fetch.id, a, Some(cert(7)), t(41))
+        .await
+    {
+        Err(StoreError::ClaimLost(why)) => assert!(why.contains(b), "{why}"),
+        other => panic!("expected ClaimLost, got {other:?}"),
+    }
+    assert!(is_claim_lost(
+        store
+            .fail_operation(fail.id, a, FailureCause::KeyGenerationTimeout, t(41))
+            .await
+    ));
+    store
+        .note_attempt_failure(fail.id, Some(a), FailureCause::KeyGenerationFailed, t(41))
+        .await
+        .unwrap();
+    assert_eq!(snapshots(&store, &ops).await, before);
+    for (id, _) in ops {
+        let op = store.operation(id).await.unwrap().unwrap();
+        assert_eq!(op.status, OperationStatus::Pending);
+        assert_eq!((op.claimed_by.as_deref(), op.cause), (Some(b), None));
+    }
+    assert_eq!(
+        store.current_certificate(&d).await.unwrap().unwrap().id,
+        installed,
+        "the refused deletion deleted nothing"
+    );
+
+    // The holder's endings go through.
+    store.complete_delete(del.id, b, t(42)).await.unwrap();
+    store
+        .complete_fetch(fetch.id, b, Some(cert(7)), t(42))
+        .await
+        .unwrap();
+    store
+        .note_attempt_failure(fail.id, Some(b), FailureCause::KeyGenerationFailed, t(42))
+        .await
+        .unwrap();
+    let noted = store.operation(fail.id).await.unwrap().unwrap();
+    assert_eq!(noted.cause, Some(FailureCause::KeyGenerationFailed));
+    store
+        .fail_operation(fail.id, b, FailureCause::KeyGenerationTimeout, t(43))
+        .await
+        .unwrap();
+    for (id, _) in ops {
+        let op = store.operation(id).await.unwrap().unwrap();
+        assert_ne!(op.status, OperationStatus::Pending);
+        assert_eq!(op.claimed_by, None);
+    }
+    assert_eq!(store.current_certificate(&d).await.unwrap(), None);
+    assert_eq!(store.certificates(&fetch_dev).await.unwrap().len(), 1);
+
+    // Ended is ended, for the old holder and the new alike.
+    for who in [a, b] {
+        assert!(is_not_found(
+            store.complete_delete(del.id, who, t(44)).await
+        ));
+        assert!(is_not_found(
+            store.complete_fetch(fetch.id, who, None, t(44)).await
+        ));
+        assert!(is_not_found(
+            store
+                .fail_operation(fail.id, who, FailureCause::InvalidMic, t(44))
+                .await
+        ));
+    }
+}
+
+/// [`snapshot`] of each operation and its device.
+async fn snapshots(
+    store: &Arc<dyn Store>,
+    ops: &[(i64, &DeviceName)],
+) -> Vec<(capf::store::Operation, Vec<(i64, CertState)>, usize)> {
+    let mut all = Vec::new();
+    for (id, d) in ops {
+        all.push(snapshot(store, *id, d).await);
+    }
+    all
+}
+
 /// Many sessions' writes at once, half of them refused: each caller gets its own answer, and
 /// a refused write changes nothing while the others around it stand. (SQLite's writer
 /// commits queued transactions together; a failing one must not take its neighbours along.)
@@ -1095,8 +1230,9 @@ async fn fetch_flow(store: Arc<dyn Store>) {
         .schedule(op_of(&d, OperationKind::Troubleshoot, t(3600)), t(0))
         .await
         .unwrap();
+    hold(&store, op.id, t(1)).await;
     store
-        .complete_fetch(op.id, Some(cert(7)), t(5))
+        .complete_fetch(op.id, HOLDER, Some(cert(7)), t(5))
         .await
         .unwrap();
     assert_eq!(
@@ -1115,14 +1251,18 @@ async fn fetch_flow(store: Arc<dyn Store>) {
         .schedule(op_of(&d, OperationKind::Troubleshoot, t(3600)), t(10))
         .await
         .unwrap();
-    store.complete_fetch(op2.id, None, t(11)).await.unwrap();
+    hold(&store, op2.id, t(10)).await;
+    store
+        .complete_fetch(op2.id, HOLDER, None, t(11))
+        .await
+        .unwrap();
     assert_eq!(
         store.operation(op2.id).await.unwrap().unwrap().status,
         OperationStatus::Success
     );
     assert_eq!(store.certificates(&d).await.unwrap().len(), 1);
     assert!(is_not_found(
-        store.complete_fetch(op2.id, None, t(12)).await
+        store.complete_fetch(op2.id, HOLDER, None, t(12)).await
     ));
 
     let events = all_events(&store, Some(&d)).await;
@@ -1155,7 +1295,8 @@ async fn delete_flow(store: Arc<dyn Store>) {
         .schedule(op_of(&d, OperationKind::Delete, t(3600)), t(10))
         .await
         .unwrap();
-    store.complete_delete(del.id, t(20)).await.unwrap();
+    hold(&store, del.id, t(10)).await;
+    store.complete_delete(del.id, HOLDER, t(20)).await.unwrap();
     assert_eq!(store.current_certificate(&d).await.unwrap(), None);
     let record = store.certificates(&d).await.unwrap().remove(0);
     assert_eq!((record.id, record.state), (c, CertState::Deleted));
@@ -1164,14 +1305,17 @@ async fn delete_flow(store: Arc<dyn Store>) {
         store.operation(del.id).await.unwrap().unwrap().status,
         OperationStatus::Success
     );
-    assert!(is_not_found(store.complete_delete(del.id, t(21)).await));
+    assert!(is_not_found(
+        store.complete_delete(del.id, HOLDER, t(21)).await
+    ));
 
     // Deleting when nothing is on record still succeeds, and says so.
     let del2 = store
         .schedule(op_of(&d, OperationKind::Delete, t(3600)), t(30))
         .await
         .unwrap();
-    store.complete_delete(del2.id, t(31)).await.unwrap();
+    hold(&store, del2.id, t(30)).await;
+    store.complete_delete(del2.id, HOLDER, t(31)).await.unwrap();
     let events = all_events(&store, Some(&d)).await;
     let deleted: Vec<_> = events
         .iter()
@@ -1687,7 +1831,7 @@ async fn note_attempt_failure(store: Arc<dyn Store>) {
     let d = dev("SEP001122334455");
     let op = store.schedule(install(&d, t(3600)), t(0)).await.unwrap();
     store
-        .note_attempt_failure(op.id, FailureCause::InvalidAuthString, t(5))
+        .note_attempt_failure(op.id, None, FailureCause::InvalidAuthString, t(5))
         .await
         .unwrap();
     let noted = store.operation(op.id).await.unwrap().unwrap();
@@ -1700,7 +1844,7 @@ async fn note_attempt_failure(store: Arc<dyn Store>) {
     assert_eq!((done.status, done.cause), (OperationStatus::Success, None));
     // Noting on an ended operation changes nothing.
     store
-        .note_attempt_failure(op.id, FailureCause::InvalidMic, t(8))
+        .note_attempt_failure(op.id, None, FailureCause::InvalidMic, t(8))
         .await
         .unwrap();
     assert_eq!(store.operation(op.id).await.unwrap().unwrap().cause, None);

@@ -428,10 +428,13 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn schedule_many(&self, ops: &[NewOperation], now: Timestamp) -> Result<Vec<i64>>;
     /// Notes why the latest attempt at a pending operation failed, without ending it (the
     /// phone may try again). No audit event: the attempt record and the failure's own event
-    /// tell the story.
+    /// tell the story. With `held_by`, only while that claimant holds the operation (a
+    /// session that lost its claim notes nothing on the new holder's operation); a note
+    /// that applies to nothing is not an error.
     async fn note_attempt_failure(
         &self,
         op_id: i64,
+        held_by: Option<&str>,
         cause: FailureCause,
         now: Timestamp,
     ) -> Result<()>;
@@ -496,8 +499,17 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn release_claims(&self, prefix: &str) -> Result<u64>;
     /// Counts a key generation request sent to the phone; returns the new count.
     async fn count_keygen_attempt(&self, op_id: i64, now: Timestamp) -> Result<u32>;
-    /// Ends a pending operation as `Failed` with a cause (audit `operation_failed`).
-    async fn fail_operation(&self, op_id: i64, cause: FailureCause, now: Timestamp) -> Result<()>;
+    /// Ends a pending operation as `Failed` with a cause (audit `operation_failed`), fenced
+    /// like [`Store::record_issued`]: `ClaimLost`, changing nothing, unless `claimant` still
+    /// holds the claim (a session that lost it must not fail the operation its new holder
+    /// is performing).
+    async fn fail_operation(
+        &self,
+        op_id: i64,
+        claimant: &str,
+        cause: FailureCause,
+        now: Timestamp,
+    ) -> Result<()>;
 
     // ---- certificates ----
 
@@ -543,16 +555,18 @@ pub trait Store: Send + Sync + fmt::Debug {
     ) -> Result<()>;
     /// The phone answered a fetch: `Some` records the certificate it returned as `Fetched`;
     /// either way the operation succeeds (audit `certificate_fetched`,
-    /// `operation_succeeded`).
+    /// `operation_succeeded`). Fenced like [`Store::record_issued`].
     async fn complete_fetch(
         &self,
         op_id: i64,
+        claimant: &str,
         cert: Option<NewCertificate>,
         now: Timestamp,
     ) -> Result<()>;
     /// The phone deleted its LSC: the device's installed certificate becomes `Deleted`, the
-    /// operation succeeds (audit `certificate_deleted`, `operation_succeeded`).
-    async fn complete_delete(&self, op_id: i64, now: Timestamp) -> Result<()>;
+    /// operation succeeds (audit `certificate_deleted`, `operation_succeeded`). Fenced like
+    /// [`Store::record_issued`].
+    async fn complete_delete(&self, op_id: i64, claimant: &str, now: Timestamp) -> Result<()>;
     /// The device's installed certificate, if any.
     async fn current_certificate(&self, name: &DeviceName) -> Result<Option<CertificateRecord>>;
     /// Every certificate of the device, newest first.

@@ -350,11 +350,21 @@ struct Ended {
     device_name: String,
 }
 
-/// Ends a pending operation as succeeded; `NotFound` when it is no longer pending.
-async fn end_successfully(tx: &mut Tx<'_>, op_id: i64, now: Timestamp) -> Result<Ended> {
-    end_operation(tx, op_id, OperationStatus::Success, None, now)
-        .await?
-        .ok_or_else(|| not_pending(op_id))
+/// Ends a pending operation held by `claimant` (see [`end_operation_held`]): `NotFound` when
+/// it is no longer pending, `ClaimLost`, changing nothing, when another session holds it or
+/// nobody does.
+async fn end_held(
+    tx: &mut Tx<'_>,
+    op_id: i64,
+    claimant: &str,
+    status: OperationStatus,
+    cause: Option<FailureCause>,
+    now: Timestamp,
+) -> Result<Ended> {
+    match end_operation_held(tx, op_id, status, cause, now, Some(claimant)).await? {
+        Some(ended) => Ok(ended),
+        None => Err(fence_refused(tx, op_id, claimant).await),
+    }
 }
 
 /// Moves a pending operation to a final status: the authentication string is no longer
@@ -487,11 +497,7 @@ async fn confirm_install_in(
     cert_id: i64,
     now: Timestamp,
 ) -> Result<()> {
-    let success = OperationStatus::Success;
-    let ended = end_operation_held(tx, op_id, success, None, now, Some(claimant)).await?;
-    let Some(ended) = ended else {
-        return Err(fence_refused(tx, op_id, claimant).await);
-    };
+    let ended = end_held(tx, op_id, claimant, OperationStatus::Success, None, now).await?;
     let name = ended.device_name.as_str();
     // Checked before anything else changes; returning early drops the transaction,
     // which rolls back the status change above.
@@ -1105,22 +1111,26 @@ impl<B> Store for SqlStore<B> {
     async fn note_attempt_failure(
         &self,
         op_id: i64,
+        held_by: Option<&str>,
         cause: FailureCause,
         now: Timestamp,
     ) -> Result<()> {
-        self.pool
-            .write(
-                query(
-                    "UPDATE operations SET cause = $2, updated_at = $3 \
-                     WHERE id = $1 AND status = 'pending'",
-                )
-                .int(op_id)
-                .text(cause.as_str())
-                .time(now),
-                Durability::Relaxed,
-            )
-            .await
-            .map(|_| ())
+        let fence = if held_by.is_some() {
+            "AND claimed_by = $4"
+        } else {
+            ""
+        };
+        let mut q = query(format!(
+            "UPDATE operations SET cause = $2, updated_at = $3 \
+             WHERE id = $1 AND status = 'pending' {fence}"
+        ))
+        .int(op_id)
+        .text(cause.as_str())
+        .time(now);
+        if let Some(claimant) = held_by {
+            q = q.text(claimant);
+        }
+        self.pool.write(q, Durability::Relaxed).await.map(|_| ())
     }
 
     async fn cancel(&self, name: &DeviceName, now: Timestamp) -> Result<Option<Operation>> {
@@ -1413,13 +1423,19 @@ impl<B> Store for SqlStore<B> {
             .await
     }
 
-    async fn fail_operation(&self, op_id: i64, cause: FailureCause, now: Timestamp) -> Result<()> {
+    async fn fail_operation(
+        &self,
+        op_id: i64,
+        claimant: &str,
+        cause: FailureCause,
+        now: Timestamp,
+    ) -> Result<()> {
+        let claimant = claimant.to_owned();
         self.pool
             .transaction(Durability::Full, move |tx| {
                 Box::pin(async move {
-                    let ended = end_operation(tx, op_id, OperationStatus::Failed, Some(cause), now)
-                        .await?
-                        .ok_or_else(|| not_pending(op_id))?;
+                    let failed = OperationStatus::Failed;
+                    let ended = end_held(tx, op_id, &claimant, failed, Some(cause), now).await?;
                     let ev = Ev::new(
                         &ended.device_name,
                         Some(op_id),
@@ -1528,13 +1544,16 @@ impl<B> Store for SqlStore<B> {
     async fn complete_fetch(
         &self,
         op_id: i64,
+        claimant: &str,
         cert: Option<NewCertificate>,
         now: Timestamp,
     ) -> Result<()> {
+        let claimant = claimant.to_owned();
         self.pool
             .transaction(Durability::Full, move |tx| {
                 Box::pin(async move {
-                    let ended = end_successfully(tx, op_id, now).await?;
+                    let success = OperationStatus::Success;
+                    let ended = end_held(tx, op_id, &claimant, success, None, now).await?;
                     let name = ended.device_name.as_str();
                     let detail = match &cert {
                         Some(cert) => {
@@ -1561,11 +1580,13 @@ impl<B> Store for SqlStore<B> {
             .await
     }
 
-    async fn complete_delete(&self, op_id: i64, now: Timestamp) -> Result<()> {
+    async fn complete_delete(&self, op_id: i64, claimant: &str, now: Timestamp) -> Result<()> {
+        let claimant = claimant.to_owned();
         self.pool
             .transaction(Durability::Full, move |tx| {
                 Box::pin(async move {
-                    let ended = end_successfully(tx, op_id, now).await?;
+                    let success = OperationStatus::Success;
+                    let ended = end_held(tx, op_id, &claimant, success, None, now).await?;
                     let name = ended.device_name.as_str();
                     let deleted = tx
                         .fetch_all(
