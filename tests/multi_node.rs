@@ -238,62 +238,127 @@ async fn two_nodes_start_together_on_an_empty_database() {
     db.drop_db().await;
 }
 
-/// A session whose claim another node took while its phone generated a key (its node could
-/// not reach the database for longer than the lease, say) issues nothing: END_SESSION 7, the
-/// attempt and the audit trail say the claim was lost, and the operation is left as the new
-/// holder has it.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_session_that_lost_its_claim_issues_nothing() {
-    let Some(engine) = postgres() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let db = TestDb::create(&engine, dir.path()).await;
-    let a = TestServer::start(dir.path(), &db.url, &["--node-id", "node-a"]);
+/// Node A (`--node-id node-a` and `extra`) serving a phone that takes `delay_ms` to generate
+/// its key, and meanwhile node B's session claims the operation, as it may once node A's
+/// lease ran out (node A could not reach the database for longer than the lease, say).
+struct ClaimTaken {
+    db: TestDb,
+    a: TestServer,
+    store: Arc<dyn capf::store::Store>,
+    name: DeviceName,
+    op: i64,
+    thief: &'static str,
+}
+
+async fn claim_taken_during_keygen(
+    engine: &Engine,
+    dir: &std::path::Path,
+    device: &str,
+    delay_ms: u64,
+    extra: &[&str],
+) -> (ClaimTaken, Child) {
+    let db = TestDb::create(engine, dir).await;
+    let mut args = vec!["--node-id", "node-a"];
+    args.extend_from_slice(extra);
+    let a = TestServer::start(dir, &db.url, &args);
     let store = a.store().await;
-    let device = "SEP0000000A0E11";
     let name = DeviceName::from_admin(device).unwrap();
     let op = install_p256(&*store, device, AuthMode::Null, None).await;
-    let slow = a.slow_phone(device, 2000);
+    let phone = a.slow_phone(device, delay_ms);
     wait_until_claimed(&*store, &name).await;
-    // Node B claims as it may once node A's lease ran out.
     let thief = "node-b/00000000/00000001";
     let later = chrono::Utc::now() + chrono::Duration::hours(1);
     assert!(store
         .claim(op, thief, later, Duration::from_secs(90))
         .await
         .unwrap());
+    let taken = ClaimTaken {
+        db,
+        a,
+        store,
+        name,
+        op,
+        thief,
+    };
+    (taken, phone)
+}
 
-    let (code, text) = finish(slow);
+impl ClaimTaken {
+    /// The device's audit trail.
+    async fn events(&self) -> Vec<capf::store::Event> {
+        self.store
+            .events(capf::store::EventFilter {
+                device_name: Some(self.name.as_str().to_string()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+    }
+
+    /// The details of the device's `claim_lost` events, once there is one.
+    async fn claim_lost_details(&self) -> Vec<String> {
+        let details = |events: Vec<capf::store::Event>| -> Vec<String> {
+            events
+                .into_iter()
+                .filter(|e| e.kind == "claim_lost")
+                .map(|e| e.detail)
+                .collect()
+        };
+        wait_until("node A's claim_lost event", || async {
+            !details(self.events().await).is_empty()
+        })
+        .await;
+        details(self.events().await)
+    }
+
+    /// The operation is still pending, held by node B, with no failure noted by node A.
+    async fn assert_left_to_the_thief(&self) {
+        let now = self.store.operation(self.op).await.unwrap().unwrap();
+        assert_eq!(now.status, OperationStatus::Pending);
+        assert_eq!(now.claimed_by.as_deref(), Some(self.thief));
+        assert_eq!(
+            now.cause, None,
+            "node A notes no failure on an operation it lost"
+        );
+    }
+
+    async fn end(self) {
+        drop(self.a);
+        self.db.drop_db().await;
+    }
+}
+
+/// A session whose claim another node took while its phone generated a key issues nothing:
+/// END_SESSION 7, the attempt and the audit trail say the claim was lost, and the operation
+/// is left as the new holder has it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_that_lost_its_claim_issues_nothing() {
+    let Some(engine) = postgres() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (taken, phone) =
+        claim_taken_during_keygen(&engine, dir.path(), "SEP0000000A0E11", 2000, &[]).await;
+    let (code, text) = finish(phone);
     assert_eq!(code, 2, "END_SESSION 7 once the claim is lost: {text}");
     assert!(text.contains("END_SESSION 7"), "{text}");
-    assert_eq!(store.certificates(&name).await.unwrap(), []);
-    let now = store.operation(op).await.unwrap().unwrap();
-    assert_eq!(now.status, OperationStatus::Pending);
-    assert_eq!(now.claimed_by.as_deref(), Some(thief));
-    assert_eq!(
-        now.cause, None,
-        "node A notes no failure on an operation it lost"
-    );
-    wait_until("node A's attempt record", || {
-        let store = Arc::clone(&store);
-        let name = name.clone();
-        async move { !store.attempts(&name, 10).await.unwrap().is_empty() }
+    assert_eq!(taken.store.certificates(&taken.name).await.unwrap(), []);
+    taken.assert_left_to_the_thief().await;
+    let lost = taken.claim_lost_details().await;
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    assert!(lost[0].contains(taken.thief), "{lost:?}");
+    wait_until("node A's attempt record", || async {
+        !taken
+            .store
+            .attempts(&taken.name, 10)
+            .await
+            .unwrap()
+            .is_empty()
     })
     .await;
-    let attempts = store.attempts(&name, 10).await.unwrap();
+    let attempts = taken.store.attempts(&taken.name, 10).await.unwrap();
     assert!(attempts[0].detail.starts_with("claim lost"), "{attempts:?}");
-    let events = store
-        .events(capf::store::EventFilter {
-            device_name: Some(device.to_string()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let lost: Vec<_> = events.iter().filter(|e| e.kind == "claim_lost").collect();
-    assert_eq!(lost.len(), 1, "{events:?}");
-    assert!(lost[0].detail.contains(thief), "{:?}", lost[0]);
+    let events = taken.events().await;
     assert!(!events.iter().any(|e| e.kind == "certificate_issued"));
-    drop(a);
-    db.drop_db().await;
+    taken.end().await;
 }
 
 /// A session whose claim another node took, and whose phone then runs out of key-generation
@@ -303,69 +368,18 @@ async fn a_session_that_lost_its_claim_issues_nothing() {
 async fn a_session_that_lost_its_claim_fails_nothing() {
     let Some(engine) = postgres() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let db = TestDb::create(&engine, dir.path()).await;
-    let a = TestServer::start(
-        dir.path(),
-        &db.url,
-        &[
-            "--node-id",
-            "node-a",
-            "--keygen-timeout",
-            "1",
-            "--keygen-max-attempts",
-            "1",
-        ],
-    );
-    let store = a.store().await;
-    let device = "SEP0000000A0E12";
-    let name = DeviceName::from_admin(device).unwrap();
-    let op = install_p256(&*store, device, AuthMode::Null, None).await;
-    let slow = a.slow_phone(device, 3000);
-    wait_until_claimed(&*store, &name).await;
-    let thief = "node-b/00000000/00000002";
-    let later = chrono::Utc::now() + chrono::Duration::hours(1);
-    assert!(store
-        .claim(op, thief, later, Duration::from_secs(90))
-        .await
-        .unwrap());
-
-    let (_, text) = finish(slow);
-    let lost = |events: &[capf::store::Event]| {
-        events
-            .iter()
-            .filter(|e| e.kind == "claim_lost")
-            .map(|e| e.detail.clone())
-            .collect::<Vec<_>>()
-    };
-    let events_of = || {
-        let store = Arc::clone(&store);
-        async move {
-            store
-                .events(capf::store::EventFilter {
-                    device_name: Some(device.to_string()),
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-        }
-    };
-    wait_until("node A's claim_lost event", || {
-        let events = events_of();
-        async move { !lost(&events.await).is_empty() }
-    })
-    .await;
-    let events = events_of().await;
-    let details = lost(&events);
-    assert_eq!(details.len(), 1, "{events:?}\n{text}");
-    assert!(details[0].contains("failure not recorded"), "{details:?}");
-    assert!(details[0].contains(thief), "{details:?}");
+    let extra = ["--keygen-timeout", "1", "--keygen-max-attempts", "1"];
+    let (taken, phone) =
+        claim_taken_during_keygen(&engine, dir.path(), "SEP0000000A0E12", 3000, &extra).await;
+    let (_, text) = finish(phone);
+    let lost = taken.claim_lost_details().await;
+    assert_eq!(lost.len(), 1, "{lost:?}\n{text}");
+    assert!(lost[0].contains("failure not recorded"), "{lost:?}");
+    assert!(lost[0].contains(taken.thief), "{lost:?}");
+    let events = taken.events().await;
     assert!(!events.iter().any(|e| e.kind == "operation_failed"));
-    let now = store.operation(op).await.unwrap().unwrap();
-    assert_eq!(now.status, OperationStatus::Pending, "{text}");
-    assert_eq!(now.claimed_by.as_deref(), Some(thief));
-    assert_eq!(now.cause, None, "no note on an operation node A lost");
-    drop(a);
-    db.drop_db().await;
+    taken.assert_left_to_the_thief().await;
+    taken.end().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
