@@ -1,5 +1,7 @@
 //! SIGHUP reloads the settings that may change while serving, from the config file, all or
-//! nothing. Against the real binary on SQLite, on loopback.
+//! nothing. Against the real binary, on loopback: the lockout threshold, which the store
+//! applies, on each engine; flood control and config validation, which never reach the store,
+//! on SQLite.
 
 mod common;
 
@@ -11,6 +13,7 @@ use capf::device::DeviceName;
 use capf::keyspec::{Curve, KeySpec};
 use capf::store::{AuthMode, OperationKind, OperationStatus};
 use chrono::Utc;
+use common::db::{engines, TestDb};
 use common::schedule;
 use common::server::TestServer;
 
@@ -26,10 +29,11 @@ fn wrong_strings(server: &TestServer, device: &str, count: u32) {
     }
 }
 
-/// A server whose config file allows 10 failures, and a pending install for `device` with
-/// the authentication string 123456.
+/// A server on `url` whose config file allows 10 failures, and a pending install for
+/// `device` with the authentication string 123456.
 async fn string_install_with_lockout_10(
     dir: &std::path::Path,
+    url: &str,
     device: &str,
 ) -> (
     TestServer,
@@ -37,8 +41,7 @@ async fn string_install_with_lockout_10(
     DeviceName,
     capf::store::Operation,
 ) {
-    let server =
-        TestServer::start_with_config(dir, &sqlite_url(dir), &[], "lockout_failures = 10\n");
+    let server = TestServer::start_with_config(dir, url, &[], "lockout_failures = 10\n");
     let store = server.store().await;
     let op = schedule(
         &*store,
@@ -58,9 +61,17 @@ fn count(log: &str, needle: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn lockout_threshold_and_log_filter_change_on_sighup() {
-    let dir = tempfile::tempdir().unwrap();
+    for engine in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = TestDb::create(&engine, dir.path()).await;
+        lockout_threshold_and_log_filter_change(dir.path(), &db.url).await;
+        db.drop_db().await;
+    }
+}
+
+async fn lockout_threshold_and_log_filter_change(dir: &std::path::Path, url: &str) {
     let device = "SEP0000000E0001";
-    let (server, store, name, op) = string_install_with_lockout_10(dir.path(), device).await;
+    let (server, store, name, op) = string_install_with_lockout_10(dir, url, device).await;
 
     // Ten allowed: two wrong strings do not lock.
     wrong_strings(&server, device, 2);
@@ -214,7 +225,8 @@ async fn flood_control_and_session_caps_change_on_sighup() {
 async fn an_invalid_config_is_refused_whole_and_the_server_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
     let device = "SEP0000000E0003";
-    let (server, store, name, op) = string_install_with_lockout_10(dir.path(), device).await;
+    let url = sqlite_url(dir.path());
+    let (server, store, name, op) = string_install_with_lockout_10(dir.path(), &url, device).await;
 
     // A valid lockout next to an invalid validity: neither is applied.
     let refused = server.reload("lockout_failures = 2\nlsc_validity_days = 5000\n");
