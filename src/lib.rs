@@ -11,6 +11,7 @@ pub mod certinfo;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod crypto_pool;
 pub mod device;
 pub mod files;
 pub mod keyspec;

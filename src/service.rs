@@ -18,6 +18,7 @@ use crate::ca::lsc::Issuer;
 use crate::ca::pubkey::check_public_key;
 use crate::certinfo;
 use crate::config::{LiveConfig, LiveSettings, Settings};
+use crate::crypto_pool::CryptoPool;
 use crate::device::DeviceName;
 use crate::keyspec::KeySpec;
 use crate::metrics::Metrics;
@@ -69,6 +70,8 @@ pub struct Service {
     /// Random per process: a node restarted under the same `node_id` must not renew (and so
     /// keep forever) the claims its previous run left behind.
     run: u32,
+    /// Where signatures are verified and LSCs signed.
+    crypto: CryptoPool,
     pub metrics: Arc<dyn Metrics>,
 }
 
@@ -139,11 +142,6 @@ impl SessionContext {
     }
 }
 
-/// Runs CPU-heavy work off the async workers.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-    tokio::task::spawn_blocking(f).await.ok()
-}
-
 /// Verifies the certificate authentication an AUTH_RESPONSE carries for `device`, on the
 /// connection of `session_id`: the leaf and any further certificates of CERTIFICATE,
 /// SIGNED_DATA, SHA2_SIGNED_DATA and SUDI_DATA, as a [`CertAuthRequest`] for
@@ -210,6 +208,7 @@ impl Service {
             unreleased: Mutex::default(),
             live_claimants: Mutex::default(),
             run: rand::random(),
+            crypto: CryptoPool::per_core(),
             metrics,
         }
     }
@@ -449,17 +448,19 @@ impl Service {
         let response = attempt.response.clone();
         let device = name.as_str().to_string();
         let session_id = ctx.session_id;
-        let verified = blocking(move || {
-            verify_auth_response(
-                &response,
-                &device,
-                session_id,
-                &anchors,
-                &policy,
-                Utc::now(),
-            )
-        })
-        .await;
+        let verified = self
+            .crypto
+            .run(move || {
+                verify_auth_response(
+                    &response,
+                    &device,
+                    session_id,
+                    &anchors,
+                    &policy,
+                    Utc::now(),
+                )
+            })
+            .await;
         let verified = match verified {
             Some(Some(Ok(v))) => v,
             Some(Some(Err(e))) => {
@@ -529,20 +530,22 @@ impl Service {
         let days = ctx.live.lsc_validity_days;
         let now = Utc::now();
         let name = device.as_str().to_string();
-        let result = blocking(move || {
-            check_public_key(&public_key, key).map_err(|e| {
-                warn!(error = %e, "phone key does not match the operation");
-                IssueFailure::WrongKey
-            })?;
-            issuer
-                .issue_lsc(&name, &public_key, days, now)
-                .map_err(|e| {
-                    warn!(error = %e, "issuing failed");
-                    IssueFailure::Internal
-                })
-        })
-        .await
-        .ok_or(IssueFailure::Internal)??;
+        let result = self
+            .crypto
+            .run(move || {
+                check_public_key(&public_key, key).map_err(|e| {
+                    warn!(error = %e, "phone key does not match the operation");
+                    IssueFailure::WrongKey
+                })?;
+                issuer
+                    .issue_lsc(&name, &public_key, days, now)
+                    .map_err(|e| {
+                        warn!(error = %e, "issuing failed");
+                        IssueFailure::Internal
+                    })
+            })
+            .await
+            .ok_or(IssueFailure::Internal)??;
         let record = NewCertificate {
             serial_hex: result.serial_hex.clone(),
             subject: result.subject.clone(),
