@@ -6,7 +6,7 @@
 //! thundering herd), hundreds of threads then sign side by side on two cores: each signature
 //! takes as long as all of them together, and every thread holds its stack and buffers. Here
 //! the jobs queue instead and run a core's worth at a time, oldest first (10,000 held RSA
-//! sessions released at once: 3,700-3,900 enrollments/s instead of 3,100, and 55 MB less
+//! sessions released at once: 3,700-3,900 enrollments/s instead of 3,100, and 55 MiB less
 //! peak memory; BENCHMARKS.md).
 
 use crossbeam_channel::{Receiver, Sender};
