@@ -46,8 +46,8 @@ use serde::Serialize;
 
 use crate::cli::ApiArgs;
 use crate::client::ClientError;
-use crate::keyspec::KeySpec;
 use crate::phone::{self, PhoneError, PhoneOptions};
+use capf_model::keyspec::KeySpec;
 use devices::{DevicesError, Group, RunNames, Schedule};
 use driver::Pace;
 use fds::FdError;

@@ -11,9 +11,9 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::client::{ApiClient, ClientError};
-use crate::config::{ServeArgs, Settings};
-use crate::store::TokenScope;
-use crate::tokens;
+use capf_model::operation::TokenScope;
+use capf_server::config::{ServeArgs, Settings};
+use capf_server::tokens;
 
 /// Where the API is and how to authenticate to it.
 #[derive(Debug, Clone, Args)]
@@ -449,7 +449,7 @@ fn count_rows(csv: &[u8]) -> usize {
 /// draws them from one generator per request, and it keeps them only in the operations
 /// (never handed back to a client to avoid), so separate requests could repeat a string.
 async fn import(client: &ApiClient, args: ImportArgs) -> ExitCode {
-    use crate::api::bulk::{MAX_BODY, MAX_ROWS};
+    use capf_server::api::bulk::{MAX_BODY, MAX_ROWS};
     let file = args.file.display();
     let body = match std::fs::read(&args.file) {
         Ok(b) => b,
@@ -600,7 +600,7 @@ pub async fn token(command: TokenCommand) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
-    let store = match crate::store::open(&settings.database_url).await {
+    let store = match capf_store::open(&settings.database_url).await {
         Ok(s) => s,
         Err(e) => return fail(format!("database {}: {e}", settings.database_url)),
     };

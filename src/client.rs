@@ -60,7 +60,7 @@ impl ApiClient {
             .connect_timeout(Duration::from_secs(10))
             .no_proxy();
         if let Some(der) = pinned_cert_der {
-            let config = crate::phone::pinned_client_config(der)
+            let config = capf_server::pinned::pinned_client_config(der)
                 .map_err(|e| ClientError::Setup(format!("TLS setup: {e}")))?;
             builder = builder.use_preconfigured_tls(config);
         }

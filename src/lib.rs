@@ -1,27 +1,7 @@
-//! capf: a Certificate Authority Proxy Function server for Cisco IP phones.
-//!
-//! See the README for the module layout and how data flows between modules.
+//! The `capf` binary's tools: the admin CLI and its API client, the phone simulator and the
+//! load generator. The server itself lives in `capf-server` and the layers below it.
 
-pub mod api;
-pub mod app;
-pub mod auth;
 pub mod bench;
-pub mod ca;
-pub mod certinfo;
 pub mod cli;
 pub mod client;
-pub mod config;
-pub mod crypto_pool;
-pub mod device;
-pub mod files;
-pub mod keyspec;
-pub mod logging;
-pub mod metrics;
 pub mod phone;
-pub mod proto;
-pub mod server;
-pub mod service;
-pub mod session;
-pub mod status;
-pub mod store;
-pub mod tokens;

@@ -5,8 +5,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use capf::cli::{ApiArgs, OpCommand, TokenCommand};
-use capf::config::{ServeArgs, Settings};
 use capf::phone::{Misbehave, PhoneOptions};
+use capf_server::config::{ServeArgs, Settings};
 
 /// capf: Certificate Authority Proxy Function server for Cisco IP phones.
 #[derive(Parser)]
@@ -130,14 +130,14 @@ fn main() -> ExitCode {
                 }
             };
             let (log, _flush) =
-                match capf::logging::init(settings.log_format, &settings.live.log_filter) {
+                match capf_server::logging::init(settings.log_format, &settings.live.log_filter) {
                     Ok(log) => log,
                     Err(e) => {
                         eprintln!("capf: {e}");
                         return ExitCode::FAILURE;
                     }
                 };
-            match runtime.block_on(capf::app::serve(*args, settings, log)) {
+            match runtime.block_on(capf_server::app::serve(*args, settings, log)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");

@@ -14,22 +14,21 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use crate::ca::phone_key::PhoneKey;
-use crate::keyspec::KeySpec;
-use crate::proto::{
+use capf_model::keyspec::KeySpec;
+use capf_pki::ca::phone_key::PhoneKey;
+use capf_proto::session::requested_key;
+use capf_proto::{
     cert_type, hash_id, reason, AuthResponse, CertificateElement, DecodeError, Empty,
     FetchCertificateResponse, Header, KeyGenerateResponse, Message, ReasonOnly, Sha2SignedData,
     SudiData, HEADER_LEN,
 };
-use crate::session::requested_key;
 
 pub const DEFAULT_PORT: u16 = 3804;
 
@@ -301,8 +300,8 @@ pub fn with_default_port(host: &str) -> String {
 /// handshake, and a load generator that resumed would measure a cheaper handshake than
 /// phones cause.
 pub fn phone_client_config(capf_cert_der: Vec<u8>) -> Result<Arc<ClientConfig>, PhoneError> {
-    let mut config =
-        pinned_client_config(capf_cert_der).map_err(|e| PhoneError::Tls(e.to_string()))?;
+    let mut config = capf_server::pinned::pinned_client_config(capf_cert_der)
+        .map_err(|e| PhoneError::Tls(e.to_string()))?;
     config.resumption = rustls::client::Resumption::disabled();
     Ok(Arc::new(config))
 }
@@ -354,22 +353,6 @@ fn negotiated(stream: &TlsStream<TcpStream>) -> String {
         .map(|g| format!("{:?}", g.name()))
         .unwrap_or_else(|| "?".into());
     format!("{version} {suite} {group}")
-}
-
-/// A TLS client config that trusts exactly the certificate `der` (DER), whatever name the
-/// server is reached by: how a phone trusts the CAPF certificate, and how the CLI trusts the
-/// API's.
-pub fn pinned_client_config(der: Vec<u8>) -> Result<ClientConfig, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let verifier = Arc::new(PinnedCertificate {
-        der,
-        provider: Arc::clone(&provider),
-    });
-    Ok(ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth())
 }
 
 async fn open_tcp(addr: &str, bind: Option<std::net::IpAddr>) -> std::io::Result<TcpStream> {
@@ -739,65 +722,4 @@ fn write_secret_file(path: &PathBuf, contents: &str) -> Result<(), PhoneError> {
             path: path.clone(),
             message: e.to_string(),
         })
-}
-
-/// Trusts exactly one certificate, as a phone trusts the CAPF certificate of its trust list;
-/// the handshake signature is still verified against it.
-#[derive(Debug)]
-struct PinnedCertificate {
-    der: Vec<u8>,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl ServerCertVerifier for PinnedCertificate {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if end_entity.as_ref() == self.der.as_slice() {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::UnknownIssuer,
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }

@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use capf::api::validate::*;
+use capf_server::api::validate::*;
 use common::api::{admin_token, Api};
 use common::db::{engines, Engine, TestDb};
 use common::server::{TestServer, BIN};
@@ -666,9 +666,9 @@ async fn bulk_import_40000_rows_and_a_file_with_bad_rows() {
         assert_eq!(body["scheduled"], 40_000);
         let store = server.store().await;
         let pending = store
-            .list_devices(&capf::store::DeviceFilter {
-                status: Some(capf::store::StatusFilter::Is(
-                    capf::store::OperationStatus::Pending,
+            .list_devices(&capf_store::DeviceFilter {
+                status: Some(capf_store::StatusFilter::Is(
+                    capf_model::operation::OperationStatus::Pending,
                 )),
                 ..Default::default()
             })
@@ -703,7 +703,7 @@ async fn bulk_import_40000_rows_and_a_file_with_bad_rows() {
             ]
         );
         assert_eq!(body["scheduled"], 0);
-        let name = capf::device::DeviceName::from_admin("SEP0000000000A1").unwrap();
+        let name = capf_model::device::DeviceName::from_admin("SEP0000000000A1").unwrap();
         assert!(
             store.device(&name).await.unwrap().is_none(),
             "nothing applied"
@@ -736,7 +736,7 @@ async fn bulk_import_40000_rows_and_a_file_with_bad_rows() {
         );
         assert_eq!(code, 0, "{err}");
         assert!(err.contains("dry run"), "{err}");
-        let b1 = capf::device::DeviceName::from_admin("SEP0000000000B1").unwrap();
+        let b1 = capf_model::device::DeviceName::from_admin("SEP0000000000B1").unwrap();
         assert!(store.device(&b1).await.unwrap().is_none());
         let (code, out, err) = cli(
             &server,
@@ -797,7 +797,7 @@ async fn bulk_import_40000_rows_and_a_file_with_bad_rows() {
         assert_eq!(strings.len(), generated.len(), "a generated string repeats");
         assert!(strings.iter().all(|s| check_auth_string(s).is_none()));
         let (last_device, last_secret) = generated[generated.len() - 1];
-        let last = capf::device::DeviceName::from_admin(last_device).unwrap();
+        let last = capf_model::device::DeviceName::from_admin(last_device).unwrap();
         let op = store
             .pending_operation(&last, chrono::Utc::now())
             .await
@@ -815,7 +815,7 @@ async fn bulk_import_40000_rows_and_a_file_with_bad_rows() {
 async fn bulk_row_limit_and_json_rows() {
     for engine in engines() {
         let (_dir, db, server, api) = started(&engine, &[]).await;
-        let over = capf::api::bulk::MAX_ROWS + 1;
+        let over = capf_server::api::bulk::MAX_ROWS + 1;
         let mut csv = String::from("device,operation,auth_mode\n");
         for i in 0..over {
             csv.push_str(&format!("SEP{:012X},install,null\n", i));
@@ -846,7 +846,7 @@ async fn bulk_row_limit_and_json_rows() {
                 Method::POST,
                 "/api/v1/operations/bulk",
                 "text/csv",
-                vec![b'x'; capf::api::bulk::MAX_BODY + 1],
+                vec![b'x'; capf_server::api::bulk::MAX_BODY + 1],
             )
             .await;
         let answer: Value = serde_json::from_slice(&answer).unwrap();

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use capf::auth::{
+use capf_pki::auth::{
     verify_certificate_auth, AuthError, AuthPolicy, CertAuthRequest, CertKind, ChainError,
     Precedence, SudiBlock, TrustAnchors, WhichSignature,
 };
@@ -1162,12 +1162,12 @@ fn sha1_rsa_signed_mic_is_accepted() {
 #[test]
 fn too_many_extra_certificates_are_refused() {
     let mut auth = vector_auth("04-install-mic-auth-rsa3072.txt");
-    auth.extra = vec![cert_der("certs/mic-root.pem"); capf::auth::MAX_EXTRA_CHAIN + 1];
+    auth.extra = vec![cert_der("certs/mic-root.pem"); capf_pki::auth::MAX_EXTRA_CHAIN + 1];
     assert!(matches!(
         verify(&auth, &vector_anchors(), &policy()),
         Err(AuthError::MalformedCertificate { .. })
     ));
-    auth.extra.truncate(capf::auth::MAX_EXTRA_CHAIN);
+    auth.extra.truncate(capf_pki::auth::MAX_EXTRA_CHAIN);
     assert_eq!(
         verify(&auth, &vector_anchors(), &policy()),
         Ok(CertKind::Mic)
@@ -1210,16 +1210,16 @@ proptest::proptest! {
 // blocks and session id as the server takes them).
 
 /// The decoded AUTH_RESPONSE of a vector, with its session id and device name.
-fn decoded_auth_response(file: &str) -> (u32, String, capf::proto::AuthResponse) {
+fn decoded_auth_response(file: &str) -> (u32, String, capf_proto::AuthResponse) {
     let text = read(file);
     let frame = text
         .lines()
         .filter_map(|l| l.strip_prefix("C>S "))
         .map(|h| hex::decode(h.trim()).unwrap())
-        .find(|f| f[1] == capf::proto::command::AUTH_RESPONSE)
+        .find(|f| f[1] == capf_proto::command::AUTH_RESPONSE)
         .unwrap();
-    let (session, message) = capf::proto::Message::decode(&frame).unwrap();
-    let capf::proto::Message::AuthResponse(response) = message else {
+    let (session, message) = capf_proto::Message::decode(&frame).unwrap();
+    let capf_proto::Message::AuthResponse(response) = message else {
         panic!("{file}: not an AUTH_RESPONSE");
     };
     let device = response.device_name.clone().unwrap();
@@ -1227,11 +1227,11 @@ fn decoded_auth_response(file: &str) -> (u32, String, capf::proto::AuthResponse)
 }
 
 fn verify_through_service(
-    response: &capf::proto::AuthResponse,
+    response: &capf_proto::AuthResponse,
     device: &str,
     session: u32,
 ) -> Result<CertKind, AuthError> {
-    capf::service::verify_auth_response(
+    capf_server::service::verify_auth_response(
         response,
         device,
         session,

@@ -2,9 +2,9 @@
 
 mod common;
 
-use capf::device::DeviceName;
-use capf::keyspec::{Curve, KeySpec};
-use capf::store::{AuthMode, OperationStatus};
+use capf_model::device::DeviceName;
+use capf_model::keyspec::{Curve, KeySpec};
+use capf_model::operation::{AuthMode, OperationStatus};
 use chrono::Utc;
 use common::db::{engines, TestDb};
 use common::server::TestServer;
@@ -84,7 +84,7 @@ async fn ten_wrong_strings_lock_the_device_across_a_restart() {
         assert_eq!(code, 2, "{text}");
         assert_eq!(common::status(&*store, op).await, OperationStatus::Pending);
         let events = store
-            .events(capf::store::EventFilter {
+            .events(capf_store::EventFilter {
                 device_name: Some(device.into()),
                 limit: 0,
                 ..Default::default()
@@ -140,7 +140,7 @@ async fn guesses_sent_at_once_are_checked_at_most_the_lockout_number() {
             assert!(text.contains("reason 7"), "{text}");
         }
         let events = store
-            .events(capf::store::EventFilter {
+            .events(capf_store::EventFilter {
                 device_name: Some(device.into()),
                 limit: 0,
                 ..Default::default()

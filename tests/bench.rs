@@ -8,7 +8,7 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use capf::store::DeviceFilter;
+use capf_store::DeviceFilter;
 use common::db::{engines, TestDb};
 use common::server::{TestServer, BIN};
 use serde_json::Value;

@@ -6,11 +6,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use capf::ca::{
+use capf_model::keyspec::{Curve, KeySpec};
+use capf_pki::ca::{
     CapfIdentity, CapfKeyAlgorithm, IdentityError, IdentityOptions, IssuedLsc, Issuer, Loaded,
     PhoneKey, SubjectFields,
 };
-use capf::keyspec::{Curve, KeySpec};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use der::{Decode, Encode, Tagged};
 use sha2::{Digest, Sha256};
@@ -730,13 +730,13 @@ fn intermediate_issuer_and_name_hash_against_openssl() {
     let inter_der = pem_block(&d.join("inter.pem"), "CERTIFICATE").into_contents();
     let inter = Certificate::from_der(&inter_der).unwrap();
     let subject_der = inter.tbs_certificate.subject.to_der().unwrap();
-    let ours = capf::ca::name_hash::format_hash(capf::ca::name_hash(&subject_der).unwrap());
+    let ours = capf_pki::ca::name_hash::format_hash(capf_pki::ca::name_hash(&subject_der).unwrap());
     assert_eq!(ours, openssl_hash(&d.join("inter.pem")));
     let root_der = pem_block(&d.join("root.pem"), "CERTIFICATE").into_contents();
     let root = Certificate::from_der(&root_der).unwrap();
     let root_subject = root.tbs_certificate.subject.to_der().unwrap();
     assert_eq!(
-        capf::ca::name_hash::format_hash(capf::ca::name_hash(&root_subject).unwrap()),
+        capf_pki::ca::name_hash::format_hash(capf_pki::ca::name_hash(&root_subject).unwrap()),
         openssl_hash(&d.join("root.pem"))
     );
 

@@ -31,12 +31,13 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use capf::ca::PhoneKey;
-use capf::device::DeviceName;
-use capf::keyspec::{Curve, KeySpec};
 use capf::phone::{connect, read_certificate, read_frame};
-use capf::proto::{reason, AuthResponse, KeyGenerateResponse, Message};
-use capf::store::{CertState, EventFilter, OperationStatus, Store};
+use capf_model::device::DeviceName;
+use capf_model::keyspec::{Curve, KeySpec};
+use capf_model::operation::{CertState, OperationStatus};
+use capf_pki::ca::PhoneKey;
+use capf_proto::{reason, AuthResponse, KeyGenerateResponse, Message};
+use capf_store::{EventFilter, Store};
 use common::api::{admin_token, Api};
 use common::db::{engines, Engine, TestDb};
 use common::server::{TestServer, BIN};
@@ -348,7 +349,7 @@ async fn kill_9_during_enrollments(engine: &Engine) {
         .collect();
     assert_eq!(sample.len(), SAMPLE);
 
-    let store = capf::store::open(&capf::store::DatabaseUrl::new(db.url.clone()).unwrap())
+    let store = capf_store::open(&capf_store::DatabaseUrl::new(db.url.clone()).unwrap())
         .await
         .expect("open the store");
 
@@ -435,7 +436,7 @@ async fn kill_9_during_enrollments(engine: &Engine) {
             .unwrap();
         assert_eq!(integrity, "ok");
     }
-    let store = capf::store::open(&capf::store::DatabaseUrl::new(db.url.clone()).unwrap())
+    let store = capf_store::open(&capf_store::DatabaseUrl::new(db.url.clone()).unwrap())
         .await
         .expect("open the store again");
 

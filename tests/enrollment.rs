@@ -6,10 +6,11 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use capf::ca::phone_key::PhoneKey;
-use capf::device::DeviceName;
-use capf::keyspec::{Curve, KeySpec};
-use capf::store::{AuthMode, CertState, OperationKind, OperationStatus, Store};
+use capf_model::device::DeviceName;
+use capf_model::keyspec::{Curve, KeySpec};
+use capf_model::operation::{AuthMode, CertState, OperationKind, OperationStatus};
+use capf_pki::ca::phone_key::PhoneKey;
+use capf_store::Store;
 use common::db::{engines, Engine, TestDb};
 use common::schedule;
 use common::server::TestServer;
@@ -22,7 +23,7 @@ const PHONE: &str = "SEP001122334455";
 async fn eventually<T, F, Fut>(query: F) -> Vec<T>
 where
     F: Fn() -> Fut,
-    Fut: std::future::Future<Output = capf::store::Result<Vec<T>>>,
+    Fut: std::future::Future<Output = capf_store::Result<Vec<T>>>,
 {
     for _ in 0..50 {
         let rows = query().await.unwrap();
@@ -296,7 +297,7 @@ async fn unknown_device_and_wrong_auth_string() {
         );
         // The attempt is on record, without the string.
         let events = store
-            .events(capf::store::EventFilter {
+            .events(capf_store::EventFilter {
                 device_name: Some(PHONE.into()),
                 limit: 100,
                 ..Default::default()

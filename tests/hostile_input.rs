@@ -3,15 +3,15 @@
 
 mod common;
 
-#[path = "common/vectors.rs"]
+#[path = "../crates/proto/tests/common/vectors.rs"]
 mod vectors;
 
 use std::time::Duration;
 
-use capf::keyspec::KeySpec;
 use capf::phone::{connect, read_certificate, read_frame, PhoneError};
-use capf::proto::{reason, Message};
-use capf::store::{AuthMode, OperationKind, OperationStatus};
+use capf_model::keyspec::KeySpec;
+use capf_model::operation::{AuthMode, OperationKind, OperationStatus};
+use capf_proto::{reason, Message};
 use common::db::{engines, TestDb};
 use common::server::TestServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -167,7 +167,7 @@ async fn a_connection_flood_from_one_address_does_not_stop_another() {
         OperationKind::Install,
         AuthMode::Null,
         None,
-        KeySpec::Ec(capf::keyspec::Curve::P256),
+        KeySpec::Ec(capf_model::keyspec::Curve::P256),
     )
     .await;
 
@@ -263,7 +263,7 @@ async fn slowloris_peers_are_dropped_at_the_deadline() {
         OperationKind::Install,
         AuthMode::Null,
         None,
-        KeySpec::Ec(capf::keyspec::Curve::P256),
+        KeySpec::Ec(capf_model::keyspec::Curve::P256),
     )
     .await;
 
@@ -291,7 +291,7 @@ async fn slowloris_peers_are_dropped_at_the_deadline() {
             // The server's frame deadline started when it sent AUTH_REQUEST.
             let since = std::time::Instant::now();
             assert!(matches!(first, Message::AuthRequest(_)));
-            let response = Message::AuthResponse(capf::proto::AuthResponse {
+            let response = Message::AuthResponse(capf_proto::AuthResponse {
                 reason: Some(1),
                 version: Some(3),
                 device_name: Some("SEP0000000000DD".into()),

@@ -11,10 +11,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use capf::device::DeviceName;
-use capf::keyspec::KeySpec;
 use capf::phone::{PhoneOptions, PhoneReport};
-use capf::store::{AuthMode, CertState, OperationKind, OperationStatus, Store};
+use capf_model::device::DeviceName;
+use capf_model::keyspec::KeySpec;
+use capf_model::operation::{AuthMode, CertState, OperationKind, OperationStatus};
+use capf_store::Store;
 use common::db::{Engine, TestDb};
 use common::schedule;
 use common::server::TestServer;

@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use capf::ca::identity::{CapfIdentity, CapfKeyAlgorithm, IdentityOptions};
-use capf::device::DeviceName;
-use capf::store::{AuthMode, CertState, OperationStatus};
+use capf_model::device::DeviceName;
+use capf_model::operation::{AuthMode, CertState, OperationStatus};
+use capf_pki::ca::identity::{CapfIdentity, CapfKeyAlgorithm, IdentityOptions};
 use common::api::{admin_token, Api};
 use common::db::{engines, Engine, TestDb};
 use common::server::TestServer;
@@ -244,7 +244,7 @@ async fn two_nodes_start_together_on_an_empty_database() {
 struct ClaimTaken {
     db: TestDb,
     a: TestServer,
-    store: Arc<dyn capf::store::Store>,
+    store: Arc<dyn capf_store::Store>,
     name: DeviceName,
     op: i64,
     thief: &'static str,
@@ -285,9 +285,9 @@ async fn claim_taken_during_keygen(
 
 impl ClaimTaken {
     /// The device's audit trail.
-    async fn events(&self) -> Vec<capf::store::Event> {
+    async fn events(&self) -> Vec<capf_store::Event> {
         self.store
-            .events(capf::store::EventFilter {
+            .events(capf_store::EventFilter {
                 device_name: Some(self.name.as_str().to_string()),
                 ..Default::default()
             })
@@ -297,7 +297,7 @@ impl ClaimTaken {
 
     /// The details of the device's `claim_lost` events, once there is one.
     async fn claim_lost_details(&self) -> Vec<String> {
-        let details = |events: Vec<capf::store::Event>| -> Vec<String> {
+        let details = |events: Vec<capf_store::Event>| -> Vec<String> {
             events
                 .into_iter()
                 .filter(|e| e.kind == "claim_lost")
@@ -529,7 +529,7 @@ async fn database_outage(outage: Outage) {
     via_relay.set_port(Some(relay.port)).unwrap();
     let server = TestServer::start(dir.path(), via_relay.as_str(), &[]);
     let api = Api::new(&server.api, &admin_token(dir.path()));
-    let store = capf::store::open(&capf::store::DatabaseUrl::new(db.url.clone()).unwrap())
+    let store = capf_store::open(&capf_store::DatabaseUrl::new(db.url.clone()).unwrap())
         .await
         .unwrap();
     let device = "SEP0000000A0E01";

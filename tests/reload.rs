@@ -9,9 +9,9 @@ use std::io::Read;
 use std::net::TcpStream;
 use std::time::Duration;
 
-use capf::device::DeviceName;
-use capf::keyspec::{Curve, KeySpec};
-use capf::store::{AuthMode, OperationKind, OperationStatus};
+use capf_model::device::DeviceName;
+use capf_model::keyspec::{Curve, KeySpec};
+use capf_model::operation::{AuthMode, OperationKind, OperationStatus};
 use chrono::Utc;
 use common::db::{engines, TestDb};
 use common::schedule;
@@ -37,9 +37,9 @@ async fn string_install_with_lockout_10(
     device: &str,
 ) -> (
     TestServer,
-    std::sync::Arc<dyn capf::store::Store>,
+    std::sync::Arc<dyn capf_store::Store>,
     DeviceName,
-    capf::store::Operation,
+    capf_store::Operation,
 ) {
     let server = TestServer::start_with_config(dir, url, &[], "lockout_failures = 10\n");
     let store = server.store().await;
@@ -83,12 +83,12 @@ async fn lockout_threshold_and_log_filter_change(dir: &std::path::Path, url: &st
     // Two allowed from now on; settings read only at start are named, not applied.
     let done = server.reload(
         "lockout_failures = 2\nclaim_lease = 45\nnode_id = \"elsewhere\"\n\
-         log_filter = \"info,capf::server=warn\"\n",
+         log_filter = \"info,capf_server::server=warn\"\n",
     );
     assert!(done.contains("reload done"), "{done}");
     assert!(done.contains("lockout_failures: 10 -> 2"), "{done}");
     assert!(
-        done.contains("log_filter: info -> info,capf::server=warn"),
+        done.contains("log_filter: info -> info,capf_server::server=warn"),
         "{done}"
     );
     let log = server.log();
@@ -114,7 +114,7 @@ async fn lockout_threshold_and_log_filter_change(dir: &std::path::Path, url: &st
         OperationStatus::Pending
     );
 
-    // The session lines of capf::server are filtered out now; capf::service's are not.
+    // The session lines of capf_server::server are filtered out now; capf_server::service's are not.
     let log = server.log();
     assert_eq!(count(&log, "TLS handshake done"), connections, "{log}");
     assert!(log.contains("device locked: attempt refused"), "{log}");
@@ -122,7 +122,7 @@ async fn lockout_threshold_and_log_filter_change(dir: &std::path::Path, url: &st
     // And back: no change is a reload too.
     let done = server.reload("lockout_failures = 2\nlog_filter = \"info\"\n");
     assert!(
-        done.contains("log_filter: info,capf::server=warn -> info"),
+        done.contains("log_filter: info,capf_server::server=warn -> info"),
         "{done}"
     );
     let done = server.reload("lockout_failures = 2\nlog_filter = \"info\"\n");

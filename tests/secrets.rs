@@ -6,7 +6,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use capf::store::{AuthMode, OperationStatus};
+use capf_model::operation::{AuthMode, OperationStatus};
 use common::db::{engines, Engine, TestDb};
 use common::install_p256;
 use common::server::{TestServer, BIN};

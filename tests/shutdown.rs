@@ -9,9 +9,10 @@ use std::process::{Command, ExitStatus};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use capf::device::DeviceName;
-use capf::keyspec::{Curve, KeySpec};
-use capf::store::{AuthMode, OperationKind, OperationStatus, Store};
+use capf_model::device::DeviceName;
+use capf_model::keyspec::{Curve, KeySpec};
+use capf_model::operation::{AuthMode, OperationKind, OperationStatus};
+use capf_store::Store;
 use common::db::{engines, Engine, TestDb};
 use common::server::TestServer;
 use common::{schedule, wait_until_claimed};

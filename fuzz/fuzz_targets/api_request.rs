@@ -15,12 +15,13 @@
 
 use std::collections::HashMap;
 
-use capf::api::bulk::{self, BulkRow};
-use capf::api::devices::{device_from_path, json_object, listing_filter};
-use capf::api::validate::{self, check_auth_string, Defaults};
-use capf::device::DeviceName;
-use capf::keyspec::KeySpec;
-use capf::store::{AuthMode, NewOperation};
+use capf_server::api::bulk::{self, BulkRow};
+use capf_server::api::devices::{device_from_path, json_object, listing_filter};
+use capf_server::api::validate::{self, check_auth_string, Defaults};
+use capf_model::device::DeviceName;
+use capf_model::keyspec::KeySpec;
+use capf_model::operation::AuthMode;
+use capf_store::NewOperation;
 use chrono::{Duration, TimeZone, Utc};
 use libfuzzer_sys::fuzz_target;
 
@@ -126,6 +127,6 @@ fn listing(input: &[u8]) {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     if let Ok(filter) = listing_filter(&params) {
-        assert!((1..=capf::api::devices::MAX_PAGE).contains(&filter.limit));
+        assert!((1..=capf_server::api::devices::MAX_PAGE).contains(&filter.limit));
     }
 }

@@ -2,7 +2,7 @@
 //! the same bytes and decodes again to the same value (frame layer and typed layer).
 #![no_main]
 
-use capf::proto::{Frame, Header, Message, HEADER_LEN};
+use capf_proto::{Frame, Header, Message, HEADER_LEN};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

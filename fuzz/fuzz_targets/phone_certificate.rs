@@ -17,12 +17,12 @@
 
 use std::sync::OnceLock;
 
-use capf::auth::{verify_certificate_auth, AuthPolicy, CertAuthRequest, Precedence, TrustAnchors};
-use capf::ca::identity::{CapfIdentity, CapfKeyAlgorithm, IdentityOptions};
-use capf::ca::{check_public_key, describe_public_key, Issuer};
-use capf::keyspec::{Curve, KeySpec};
-use capf::proto::Message;
-use capf::service::verify_auth_response;
+use capf_pki::auth::{verify_certificate_auth, AuthPolicy, CertAuthRequest, Precedence, TrustAnchors};
+use capf_pki::ca::identity::{CapfIdentity, CapfKeyAlgorithm, IdentityOptions};
+use capf_pki::ca::{check_public_key, describe_public_key, Issuer};
+use capf_model::keyspec::{Curve, KeySpec};
+use capf_proto::Message;
+use capf_server::service::verify_auth_response;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use libfuzzer_sys::arbitrary::Unstructured;
 use libfuzzer_sys::fuzz_target;
@@ -119,7 +119,7 @@ fn auth_response(mode: u8, frame: &[u8]) {
 
 /// Mode 1: a fetched certificate as the store records it.
 fn fetched_certificate(der: &[u8]) {
-    if let Ok(info) = capf::certinfo::describe(der) {
+    if let Ok(info) = capf_server::certinfo::describe(der) {
         assert_eq!(info.fingerprint_sha256.len(), 64);
         let _ = (&info.serial_hex, &info.subject, &info.issuer, info.not_after);
         let back = pem::parse(&info.pem).expect("describe writes PEM");
@@ -155,7 +155,7 @@ fn public_key(spki: &[u8]) {
         let issued = issuer()
             .issue_lsc("SEP001122334455", spki, 365, now())
             .expect("a checked key is certified");
-        let info = capf::certinfo::describe(&issued.der).expect("the LSC is DER");
+        let info = capf_server::certinfo::describe(&issued.der).expect("the LSC is DER");
         assert_eq!(info.fingerprint_sha256, issued.fingerprint_sha256);
         assert!(
             issued.der.windows(spki.len()).any(|w| w == spki),

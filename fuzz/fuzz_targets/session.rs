@@ -14,17 +14,17 @@
 //! the phone said it stored it and that was recorded; and an ended session stays ended.
 #![no_main]
 
-use capf::keyspec::{Curve, KeySpec};
-use capf::proto::{
+use capf_model::keyspec::{Curve, KeySpec};
+use capf_proto::{
     command, reason, AuthResponse, CertificateElement, Element, Empty, FetchCertificateResponse,
     Frame, Header, KeyGenerateResponse, Message, ReasonOnly, Sha2SignedData, SudiData,
     HEADER_LEN,
 };
-use capf::session::{
+use capf_proto::session::{
     is_server_command, AuthDecision, AuthProof, Effect, IssueFailure, Outcome, Plan, Resume,
     Session, Step, Wait, TIMEOUT,
 };
-use capf::store::OperationKind;
+use capf_model::operation::OperationKind;
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 

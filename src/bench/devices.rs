@@ -11,14 +11,14 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::client::{ApiClient, ClientError};
-use crate::device::DeviceName;
-use crate::keyspec::KeySpec;
+use capf_model::device::DeviceName;
+use capf_model::keyspec::KeySpec;
 
 /// Most rows sent in one bulk request (the API takes up to 100,000; smaller requests keep
 /// each transaction and its memory moderate).
-pub const CHUNK: usize = 50_000;
+pub(super) const CHUNK: usize = 50_000;
 /// Names one group can have: the counter has 7 hex digits.
-pub const MAX_PER_GROUP: usize = 1 << 28;
+pub(super) const MAX_PER_GROUP: usize = 1 << 28;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DevicesError {
@@ -53,26 +53,26 @@ pub enum DevicesError {
 
 /// The two groups of a run: sessions measured, and sessions held open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Group {
+pub(super) enum Group {
     Measured,
     Held,
 }
 
 /// Names `SEP` + run (4 hex digits) + group (1) + counter (7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RunNames {
+pub(super) struct RunNames {
     pub run: u16,
 }
 
 impl RunNames {
-    pub fn random() -> RunNames {
+    pub(super) fn random() -> RunNames {
         RunNames {
             run: rand::random(),
         }
     }
 
     /// What every name of `group` starts with.
-    pub fn prefix(&self, group: Group) -> String {
+    pub(super) fn prefix(&self, group: Group) -> String {
         let digit = match group {
             Group::Measured => 0,
             Group::Held => 1,
@@ -81,7 +81,7 @@ impl RunNames {
     }
 
     /// The first `count` names of `group`.
-    pub fn names(&self, group: Group, count: usize) -> Result<Vec<String>, DevicesError> {
+    pub(super) fn names(&self, group: Group, count: usize) -> Result<Vec<String>, DevicesError> {
         if count > MAX_PER_GROUP {
             return Err(DevicesError::TooMany);
         }
@@ -92,7 +92,7 @@ impl RunNames {
 
 /// Reads one device name per line; blank lines and lines starting with `#` are skipped.
 /// Names are checked as the wire accepts them (the server decides whether it knows them).
-pub fn read_file(path: &Path) -> Result<Vec<String>, DevicesError> {
+pub(super) fn read_file(path: &Path) -> Result<Vec<String>, DevicesError> {
     let text = std::fs::read_to_string(path).map_err(|e| DevicesError::File {
         path: path.to_path_buf(),
         message: e.to_string(),
@@ -116,7 +116,7 @@ pub fn read_file(path: &Path) -> Result<Vec<String>, DevicesError> {
 
 /// What every scheduled operation looks like.
 #[derive(Debug, Clone)]
-pub struct Schedule {
+pub(super) struct Schedule {
     pub key: KeySpec,
     /// `None`: null string; otherwise the authentication string.
     pub auth_string: Option<String>,
@@ -147,7 +147,7 @@ impl Schedule {
 
 /// Schedules an install for every name through capf's bulk API, in chunks of [`CHUNK`].
 /// Returns how many were scheduled.
-pub async fn schedule(
+pub(super) async fn schedule(
     client: &ApiClient,
     names: &[String],
     schedule: &Schedule,
@@ -192,7 +192,7 @@ pub async fn schedule(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keyspec::Curve;
+    use capf_model::keyspec::Curve;
 
     #[test]
     fn run_names_are_valid_unique_and_grouped() {
@@ -237,7 +237,7 @@ mod tests {
             key: KeySpec::Rsa(2048),
             auth_string: Some("123456".into()),
         };
-        let rows = crate::api::bulk::parse_csv(&string.csv(&names)).unwrap();
+        let rows = capf_server::api::bulk::parse_csv(&string.csv(&names)).unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].fields.auth_string.as_deref(), Some("123456"));
         assert_eq!(rows[0].fields.key.as_deref(), Some("rsa-2048"));

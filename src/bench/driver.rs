@@ -19,7 +19,7 @@ use super::phones::Phones;
 use super::stats::{PhaseReport, Recorder};
 
 #[derive(Debug, Clone, Copy)]
-pub struct Pace {
+pub(super) struct Pace {
     pub concurrency: usize,
     /// Sessions started per second; `None`: closed loop.
     pub rate: Option<f64>,
@@ -27,14 +27,14 @@ pub struct Pace {
 
 /// A poisoned lock only means another session's task panicked while recording; the
 /// figures recorded so far are still good.
-pub fn lock(recorder: &Mutex<Recorder>) -> MutexGuard<'_, Recorder> {
+pub(super) fn lock(recorder: &Mutex<Recorder>) -> MutexGuard<'_, Recorder> {
     recorder
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Runs one session per name; returns the phase's figures.
-pub async fn run(
+pub(super) async fn run(
     phones: &Arc<Phones>,
     names: Vec<String>,
     pace: Pace,

@@ -15,7 +15,7 @@ pub enum FdError {
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit and checks that `needed` fit.
 /// Returns the limit now in force.
-pub fn ensure(needed: u64) -> Result<u64, FdError> {
+pub(super) fn ensure(needed: u64) -> Result<u64, FdError> {
     let limit = rlimit::increase_nofile_limit(u64::MAX).map_err(FdError::Raise)?;
     if limit < needed {
         return Err(FdError::TooFew { needed, limit });

@@ -21,9 +21,9 @@ use super::keypool::KeyPool;
 use super::outcome::{Failure, Outcome};
 use super::phones::Phones;
 use super::stats::{PhaseReport, Recorder};
-use crate::ca::phone_key::PhoneKey;
-use crate::keyspec::KeySpec;
 use crate::phone::{KeySource, PhoneError};
+use capf_model::keyspec::KeySpec;
+use capf_pki::ca::phone_key::PhoneKey;
 
 /// What a held session tells the bench while it opens.
 enum Event {
@@ -72,7 +72,7 @@ impl Drop for HoldKeys {
 }
 
 /// Sessions opened and held.
-pub struct Holding {
+pub(super) struct Holding {
     release: watch::Sender<bool>,
     tasks: JoinSet<Outcome>,
     requested: u64,
@@ -82,7 +82,7 @@ pub struct Holding {
 
 /// Opens one held session per name, at most `concurrency` opening at a time; returns once
 /// every session is held or has ended.
-pub async fn open(
+pub(super) async fn open(
     phones: &Arc<Phones>,
     names: Vec<String>,
     concurrency: usize,
@@ -138,21 +138,21 @@ pub async fn open(
 
 impl Holding {
     /// Sessions in the key-generation wait.
-    pub fn held(&self) -> u64 {
+    pub(super) fn held(&self) -> u64 {
         self.held
     }
 
-    pub fn requested(&self) -> u64 {
+    pub(super) fn requested(&self) -> u64 {
         self.requested
     }
 
-    pub fn open_wall(&self) -> std::time::Duration {
+    pub(super) fn open_wall(&self) -> std::time::Duration {
         self.open_wall
     }
 
     /// Lets every held session send its key and finish; returns the outcomes of all the
     /// held sessions (those that failed while opening included).
-    pub async fn release(mut self, progress: &ProgressBar) -> PhaseReport {
+    pub(super) async fn release(mut self, progress: &ProgressBar) -> PhaseReport {
         let started = Instant::now();
         let _ = self.release.send(true);
         let mut recorder = Recorder::default();

@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use tokio::task::JoinSet;
 
-use crate::ca::phone_key::{PhoneKey, PhoneKeyError};
-use crate::keyspec::KeySpec;
 use crate::phone::{KeySource, PhoneError};
+use capf_model::keyspec::KeySpec;
+use capf_pki::ca::phone_key::{PhoneKey, PhoneKeyError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyPoolError {
@@ -23,7 +23,7 @@ pub enum KeyPoolError {
     Worker(String),
 }
 
-pub struct KeyPool {
+pub(super) struct KeyPool {
     spec: KeySpec,
     keys: Vec<Arc<PhoneKey>>,
     next: AtomicUsize,
@@ -32,7 +32,7 @@ pub struct KeyPool {
 impl KeyPool {
     /// Generates `count` (at least one) keys, on as many blocking threads as there are
     /// cores.
-    pub async fn generate(spec: KeySpec, count: usize) -> Result<KeyPool, KeyPoolError> {
+    pub(super) async fn generate(spec: KeySpec, count: usize) -> Result<KeyPool, KeyPoolError> {
         let count = count.max(1);
         let workers = std::thread::available_parallelism()
             .map(usize::from)
@@ -63,11 +63,11 @@ impl KeyPool {
     }
 
     /// Keys in the pool.
-    pub fn size(&self) -> usize {
+    pub(super) fn size(&self) -> usize {
         self.keys.len()
     }
 
-    pub fn spec(&self) -> KeySpec {
+    pub(super) fn spec(&self) -> KeySpec {
         self.spec
     }
 }
@@ -94,7 +94,7 @@ impl KeySource for KeyPool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keyspec::Curve;
+    use capf_model::keyspec::Curve;
 
     #[tokio::test]
     async fn round_robin_over_the_requested_count() {

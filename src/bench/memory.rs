@@ -12,12 +12,12 @@ pub struct MemoryError {
 
 /// One reading, in KiB (the unit /proc reports).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct ProcMemory {
+pub(super) struct ProcMemory {
     pub rss_kib: u64,
     pub peak_kib: u64,
 }
 
-pub fn read(pid: u32) -> Result<ProcMemory, MemoryError> {
+pub(super) fn read(pid: u32) -> Result<ProcMemory, MemoryError> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| MemoryError {
         pid,
         message: e.to_string(),

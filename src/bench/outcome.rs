@@ -4,14 +4,14 @@
 use serde::Serialize;
 
 use crate::phone::{PhoneError, PhoneReport, SessionTiming};
-use crate::proto::reason;
+use capf_proto::reason;
 
 /// Why a session did not enroll. The kinds are what an operator acts on differently: a
 /// connect error is the network or the listener, END_SESSION 9 is provisioning, a timeout
 /// is an overloaded server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Failure {
+pub(super) enum Failure {
     /// The TCP connect failed (refused, no route, out of ports or descriptors).
     Connect,
     /// The TLS handshake failed (including a server that closed before finishing it).
@@ -39,7 +39,7 @@ pub enum Failure {
 }
 
 impl Failure {
-    pub fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             Failure::Connect => "connect",
             Failure::Tls => "tls",
@@ -59,7 +59,7 @@ impl Failure {
 
 /// One session, as the benchmark records it.
 #[derive(Debug, Clone)]
-pub enum Outcome {
+pub(super) enum Outcome {
     Enrolled {
         timing: SessionTiming,
         tls: String,
@@ -74,7 +74,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub fn failed(kind: Failure, detail: impl Into<String>) -> Outcome {
+    pub(super) fn failed(kind: Failure, detail: impl Into<String>) -> Outcome {
         Outcome::Failed {
             kind,
             detail: detail.into(),
@@ -82,13 +82,13 @@ impl Outcome {
         }
     }
 
-    pub fn is_enrolled(&self) -> bool {
+    pub(super) fn is_enrolled(&self) -> bool {
         matches!(self, Outcome::Enrolled { .. })
     }
 }
 
 /// An enrollment is END_SESSION 1 after the phone received and stored a certificate.
-pub fn classify(result: Result<PhoneReport, PhoneError>) -> Outcome {
+pub(super) fn classify(result: Result<PhoneReport, PhoneError>) -> Outcome {
     let report = match result {
         Ok(report) => report,
         Err(e) => return Outcome::failed(error_kind(&e), e.to_string()),

@@ -11,7 +11,7 @@ use super::outcome::{classify, Outcome};
 use crate::phone::{run_with, KeySource, PhoneOptions};
 
 /// What every phone of a run shares.
-pub struct Phones {
+pub(super) struct Phones {
     /// Options of every session but the device name.
     template: PhoneOptions,
     config: Arc<ClientConfig>,
@@ -19,7 +19,11 @@ pub struct Phones {
 }
 
 impl Phones {
-    pub fn new(template: PhoneOptions, config: Arc<ClientConfig>, pool: Arc<KeyPool>) -> Phones {
+    pub(super) fn new(
+        template: PhoneOptions,
+        config: Arc<ClientConfig>,
+        pool: Arc<KeyPool>,
+    ) -> Phones {
         Phones {
             template,
             config,
@@ -27,13 +31,13 @@ impl Phones {
         }
     }
 
-    pub fn pool(&self) -> &Arc<KeyPool> {
+    pub(super) fn pool(&self) -> &Arc<KeyPool> {
         &self.pool
     }
 
     /// One session as `device`. `think`: whether the phone waits its think time before
     /// sending its key (held sessions wait for their release instead).
-    pub async fn session(&self, device: &str, keys: &dyn KeySource, think: bool) -> Outcome {
+    pub(super) async fn session(&self, device: &str, keys: &dyn KeySource, think: bool) -> Outcome {
         let mut opts = self.template.clone();
         device.clone_into(&mut opts.device);
         if !think {

@@ -21,7 +21,7 @@ pub struct Percentiles {
 }
 
 /// The distribution of `samples` (sorted in place); `None` when there are none.
-pub fn percentiles(samples: &mut [Duration]) -> Option<Percentiles> {
+pub(super) fn percentiles(samples: &mut [Duration]) -> Option<Percentiles> {
     if samples.is_empty() {
         return None;
     }
@@ -48,7 +48,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// Three decimals are microseconds: finer figures are noise, and they clutter the JSON.
-pub fn round3(x: f64) -> f64 {
+pub(super) fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
@@ -62,7 +62,7 @@ pub struct FailureCount {
 
 /// Outcomes of a set of sessions, as they come in.
 #[derive(Debug, Default)]
-pub struct Recorder {
+pub(super) struct Recorder {
     attempted: u64,
     succeeded: u64,
     server_share: Vec<Duration>,
@@ -75,7 +75,7 @@ pub struct Recorder {
 
 impl Recorder {
     /// `start_lag`: how late the session started against an open-loop schedule.
-    pub fn record(&mut self, outcome: Outcome, start_lag: Option<Duration>) {
+    pub(super) fn record(&mut self, outcome: Outcome, start_lag: Option<Duration>) {
         self.attempted += 1;
         if let Some(lag) = start_lag {
             self.start_lag.push(lag);
@@ -107,13 +107,13 @@ impl Recorder {
         }
     }
 
-    pub fn failed(&self) -> u64 {
+    pub(super) fn failed(&self) -> u64 {
         self.attempted - self.succeeded
     }
 
     /// The figures of a phase that took `wall` from its first session's start to its last
     /// session's end.
-    pub fn phase(mut self, wall: Duration) -> PhaseReport {
+    pub(super) fn phase(mut self, wall: Duration) -> PhaseReport {
         let seconds = wall.as_secs_f64();
         PhaseReport {
             attempted: self.attempted,

@@ -7,14 +7,14 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::Value;
 
-pub struct Api {
+pub(crate) struct Api {
     pub base: String,
     pub token: String,
     http: reqwest::Client,
 }
 
 /// The admin token the server wrote on first start.
-pub fn admin_token(dir: &Path) -> String {
+pub(crate) fn admin_token(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("data").join("admin.token"))
         .expect("admin.token")
         .trim()
@@ -22,7 +22,7 @@ pub fn admin_token(dir: &Path) -> String {
 }
 
 impl Api {
-    pub fn new(api_addr: &str, token: &str) -> Api {
+    pub(crate) fn new(api_addr: &str, token: &str) -> Api {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         Api {
             base: format!("http://{api_addr}"),
@@ -36,7 +36,7 @@ impl Api {
     }
 
     /// Any request; `token` None sends no Authorization header.
-    pub async fn raw(
+    pub(crate) async fn raw(
         &self,
         token: Option<&str>,
         method: Method,
@@ -63,7 +63,12 @@ impl Api {
     }
 
     /// A JSON request with the admin token; the answer as JSON (Null when not JSON).
-    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub(crate) async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
         let (status, _, body) = self
             .raw(Some(&self.token), method, path, "application/json", bytes)
@@ -71,15 +76,15 @@ impl Api {
         (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
     }
 
-    pub async fn get(&self, path: &str) -> (u16, Value) {
+    pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
         self.call(Method::GET, path, None).await
     }
 
-    pub async fn put(&self, path: &str, body: Value) -> (u16, Value) {
+    pub(crate) async fn put(&self, path: &str, body: Value) -> (u16, Value) {
         self.call(Method::PUT, path, Some(body)).await
     }
 
-    pub async fn csv(&self, query: &str, csv: String) -> (u16, Value) {
+    pub(crate) async fn csv(&self, query: &str, csv: String) -> (u16, Value) {
         let (status, _, body) = self
             .raw(
                 Some(&self.token),

@@ -4,10 +4,10 @@
 
 use sqlx::Connection;
 
-pub const POSTGRES_ENV: &str = "CAPF_TEST_POSTGRES";
+pub(crate) const POSTGRES_ENV: &str = "CAPF_TEST_POSTGRES";
 
 /// Which engines this run covers: SQLite always, PostgreSQL when the variable names a server.
-pub fn engines() -> Vec<Engine> {
+pub(crate) fn engines() -> Vec<Engine> {
     let mut engines = vec![Engine::Sqlite];
     match std::env::var(POSTGRES_ENV) {
         Ok(url) if !url.is_empty() => engines.push(Engine::Postgres(url)),
@@ -17,7 +17,7 @@ pub fn engines() -> Vec<Engine> {
 }
 
 #[derive(Clone, Debug)]
-pub enum Engine {
+pub(crate) enum Engine {
     Sqlite,
     /// Admin URL of the server; each test gets its own database there.
     Postgres(String),
@@ -25,7 +25,7 @@ pub enum Engine {
 
 impl Engine {
     /// For test output: which engine, without the server's URL.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Engine::Sqlite => "sqlite",
             Engine::Postgres(_) => "postgres",
@@ -36,14 +36,14 @@ impl Engine {
 /// A database that exists for one test and is dropped after it, pass or fail: a PostgreSQL
 /// database when this value goes (or by [`TestDb::drop_db`]), a SQLite file with its
 /// temporary directory.
-pub struct TestDb {
+pub(crate) struct TestDb {
     pub url: String,
     /// Admin URL and name of a PostgreSQL database still to drop.
     admin: Option<(String, String)>,
 }
 
 impl TestDb {
-    pub async fn create(engine: &Engine, dir: &std::path::Path) -> TestDb {
+    pub(crate) async fn create(engine: &Engine, dir: &std::path::Path) -> TestDb {
         match engine {
             Engine::Sqlite => TestDb {
                 url: format!("sqlite://{}", dir.join("data").join("capf.db").display()),
@@ -69,13 +69,13 @@ impl TestDb {
         }
     }
 
-    pub fn is_postgres(&self) -> bool {
+    pub(crate) fn is_postgres(&self) -> bool {
         self.admin.is_some()
     }
 
     /// Drops a PostgreSQL test database now (SQLite files go with their temporary
     /// directory). Dropping the value does the same; this way the test's own runtime does it.
-    pub async fn drop_db(mut self) {
+    pub(crate) async fn drop_db(mut self) {
         if let Some((admin, name)) = self.admin.take() {
             drop_database(&admin, &name).await;
         }

@@ -1,17 +1,18 @@
-pub mod api;
-pub mod db;
-pub mod server;
+pub(crate) mod api;
+pub(crate) mod db;
+pub(crate) mod server;
 
-use capf::device::DeviceName;
-use capf::keyspec::KeySpec;
+use capf_model::device::DeviceName;
+use capf_model::keyspec::KeySpec;
 use std::time::{Duration, Instant};
 
-use capf::store::{AuthMode, AuthString, NewOperation, Operation, OperationKind, Store};
+use capf_model::operation::{AuthMode, OperationKind};
+use capf_store::{AuthString, NewOperation, Operation, Store};
 use chrono::Utc;
 
 /// Schedules an operation through the store, due in a week.
 #[allow(dead_code)]
-pub async fn schedule(
+pub(crate) async fn schedule(
     store: &dyn Store,
     device: &str,
     kind: OperationKind,
@@ -37,7 +38,7 @@ pub async fn schedule(
 
 /// Schedules an install through the store (see [`schedule`]); returns its id.
 #[allow(dead_code)]
-pub async fn schedule_install(
+pub(crate) async fn schedule_install(
     store: &dyn Store,
     device: &str,
     mode: AuthMode,
@@ -51,19 +52,19 @@ pub async fn schedule_install(
 
 /// Schedules an install of an EC P-256 key, the tests' usual phone; returns its id.
 #[allow(dead_code)]
-pub async fn install_p256(
+pub(crate) async fn install_p256(
     store: &dyn Store,
     device: &str,
     mode: AuthMode,
     auth: Option<&str>,
 ) -> i64 {
-    let key = KeySpec::Ec(capf::keyspec::Curve::P256);
+    let key = KeySpec::Ec(capf_model::keyspec::Curve::P256);
     schedule_install(store, device, mode, auth, key).await
 }
 
 /// The status of an operation, which must exist.
 #[allow(dead_code)]
-pub async fn status(store: &dyn Store, id: i64) -> capf::store::OperationStatus {
+pub(crate) async fn status(store: &dyn Store, id: i64) -> capf_model::operation::OperationStatus {
     store
         .operation(id)
         .await
@@ -75,7 +76,7 @@ pub async fn status(store: &dyn Store, id: i64) -> capf::store::OperationStatus 
 /// Waits (up to 20 s) until a session has claimed the device's latest operation, e.g. while
 /// a [`server::TestServer::slow_phone`] is in key generation.
 #[allow(dead_code)]
-pub async fn wait_until_claimed(store: &dyn Store, device: &DeviceName) {
+pub(crate) async fn wait_until_claimed(store: &dyn Store, device: &DeviceName) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let op = store

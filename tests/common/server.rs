@@ -7,12 +7,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use capf::store::{DatabaseUrl, Store};
+use capf_store::{DatabaseUrl, Store};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_capf");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_capf");
 
 /// A running `capf serve`; killed when dropped.
-pub struct TestServer {
+pub(crate) struct TestServer {
     pub child: Child,
     pub addr: String,
     /// Address of the HTTP API.
@@ -28,7 +28,7 @@ pub struct TestServer {
 
 impl TestServer {
     /// Starts a server whose data and certs live under `dir`.
-    pub fn start(dir: &Path, database_url: &str, extra_args: &[&str]) -> TestServer {
+    pub(crate) fn start(dir: &Path, database_url: &str, extra_args: &[&str]) -> TestServer {
         let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
         let (child, addrs) = spawn(dir, database_url, &extra_args);
         TestServer {
@@ -45,7 +45,7 @@ impl TestServer {
 
     /// Starts a server that reads its settings from `dir/capf.toml`, written with `toml`
     /// first (flags in `extra_args` and those [`TestServer::start`] adds win over it).
-    pub fn start_with_config(
+    pub(crate) fn start_with_config(
         dir: &Path,
         database_url: &str,
         extra_args: &[&str],
@@ -61,7 +61,7 @@ impl TestServer {
 
     /// Rewrites the config file of [`TestServer::start_with_config`] and sends SIGHUP;
     /// returns the log line that ends the reload ("reload done" or "reload refused").
-    pub fn reload(&self, toml: &str) -> String {
+    pub(crate) fn reload(&self, toml: &str) -> String {
         std::fs::write(self.dir.join("capf.toml"), toml).expect("write the config file");
         let ends = |log: &str| -> Vec<String> {
             log.lines()
@@ -83,16 +83,16 @@ impl TestServer {
     }
 
     /// What the server has logged so far (every run in this directory).
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
     }
 
-    pub fn capf_pem(&self) -> PathBuf {
+    pub(crate) fn capf_pem(&self) -> PathBuf {
         self.dir.join("certs").join("capf.pem")
     }
 
     /// Stops the server with SIGTERM and waits for it.
-    pub fn stop(&mut self) -> std::process::ExitStatus {
+    pub(crate) fn stop(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
         for _ in 0..200 {
@@ -106,7 +106,7 @@ impl TestServer {
     }
 
     /// Stops and starts again on the same directories and database.
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         self.stop();
         let (child, addrs) = spawn(&self.dir, &self.database_url, &self.extra_args);
         self.child = child;
@@ -116,8 +116,8 @@ impl TestServer {
         self.metrics = addrs.metrics;
     }
 
-    pub async fn store(&self) -> Arc<dyn Store> {
-        capf::store::open(&DatabaseUrl::new(self.database_url.clone()).unwrap())
+    pub(crate) async fn store(&self) -> Arc<dyn Store> {
+        capf_store::open(&DatabaseUrl::new(self.database_url.clone()).unwrap())
             .await
             .expect("open test store")
     }
@@ -125,7 +125,7 @@ impl TestServer {
     /// Kills the server with SIGKILL (no drain, no cleanup: a crash) and starts it again on
     /// the same directories and database. Given fixed `--listen`/`--api-listen` addresses,
     /// phones find it where it was.
-    pub fn crash_and_restart(&mut self) {
+    pub(crate) fn crash_and_restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let (child, addrs) = spawn(&self.dir, &self.database_url, &self.extra_args);
@@ -152,7 +152,7 @@ impl TestServer {
     }
 
     /// Runs `capf phone` against this server; returns (exit code, stdout + stderr).
-    pub fn phone(&self, device: &str, args: &[&str]) -> (i32, String) {
+    pub(crate) fn phone(&self, device: &str, args: &[&str]) -> (i32, String) {
         let out = self
             .phone_command(device, args)
             .output()
@@ -166,7 +166,7 @@ impl TestServer {
     }
 
     /// Starts `capf phone` against this server in the background, its output piped.
-    pub fn spawn_phone(&self, device: &str, args: &[&str]) -> Child {
+    pub(crate) fn spawn_phone(&self, device: &str, args: &[&str]) -> Child {
         self.phone_command(device, args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -176,7 +176,7 @@ impl TestServer {
 
     /// Starts, in the background, a `capf phone` that takes `delay_ms` to generate its key,
     /// so its session holds the operation meanwhile.
-    pub fn slow_phone(&self, device: &str, delay_ms: u64) -> Child {
+    pub(crate) fn slow_phone(&self, device: &str, delay_ms: u64) -> Child {
         self.spawn_phone(device, &["--keygen-delay-ms", &delay_ms.to_string()])
     }
 }
@@ -189,7 +189,7 @@ impl Drop for TestServer {
 }
 
 /// Sends a GET to the HTTP API; returns (status, body).
-pub fn http_get(api: &str, path: &str) -> (u16, Vec<u8>) {
+pub(crate) fn http_get(api: &str, path: &str) -> (u16, Vec<u8>) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(api).expect("connect to the API");
     stream

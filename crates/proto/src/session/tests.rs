@@ -1,0 +1,498 @@
+//! Drives the state machine with the captured vectors and with hand-made sequences.
+
+use super::*;
+use crate::{FetchCertificateResponse, KeyGenerateResponse, HEADER_LEN};
+
+#[path = "../../tests/common/vectors.rs"]
+mod vectors;
+
+use vectors::{Direction, VectorFile};
+
+fn split(frame: &[u8]) -> (Header, &[u8]) {
+    let head: [u8; HEADER_LEN] = frame[..HEADER_LEN].try_into().unwrap();
+    (Header::decode(&head).unwrap(), &frame[HEADER_LEN..])
+}
+
+fn session_id(file: &VectorFile) -> u32 {
+    u32::from_str_radix(file.meta("session").unwrap(), 16).unwrap()
+}
+
+/// The decision a server configured as the vector says would reach.
+fn decision_for(file: &VectorFile) -> AuthDecision {
+    let outcome = file.meta("outcome").unwrap_or_default();
+    let operation = file.meta("operation").unwrap_or_default();
+    if outcome.contains("REASON 9") || outcome.contains("reason 9") {
+        return AuthDecision::UnknownDevice;
+    }
+    if file.name.contains("wrong-password") {
+        return AuthDecision::Refused;
+    }
+    if file.name.contains("no-pending") {
+        return AuthDecision::NoOperation;
+    }
+    let kind = if operation.starts_with("install") {
+        OperationKind::Install
+    } else if operation.starts_with("fetch") || operation.starts_with("troubleshoot") {
+        OperationKind::Troubleshoot
+    } else if operation.starts_with("delete") {
+        OperationKind::Delete
+    } else {
+        panic!(
+            "{}: cannot tell the operation from {operation:?}",
+            file.name
+        )
+    };
+    // The key the vector's server asked for.
+    let key = file
+        .frames
+        .iter()
+        .filter(|f| f.dir == Direction::ServerToClient)
+        .filter_map(|f| match Message::decode(&f.bytes).unwrap().1 {
+            Message::KeyGenerateRequest(r) => requested_key(&r),
+            _ => None,
+        })
+        .next()
+        .unwrap_or(KeySpec::Rsa(2048));
+    AuthDecision::Proceed(Plan { kind, key }, AuthProof::authenticated())
+}
+
+/// The LSC the vector's server sent, to stand in for our own issuance.
+fn issued_der(file: &VectorFile) -> Vec<u8> {
+    file.frames
+        .iter()
+        .find_map(|f| match Message::decode(&f.bytes).unwrap().1 {
+            Message::StoreCertificateRequest(r) => Some(r.certificate.unwrap().first().der.clone()),
+            _ => None,
+        })
+        .unwrap()
+}
+
+/// Replays a flow: our server frames must equal the captured ones byte for byte.
+fn replay(file: &VectorFile) {
+    let mut session = Session::new(session_id(file));
+    let mut expected = file
+        .frames
+        .iter()
+        .filter(|f| f.dir == Direction::ServerToClient)
+        .map(|f| f.bytes.clone());
+    let mut client = file
+        .frames
+        .iter()
+        .filter(|f| f.dir == Direction::ClientToServer)
+        .map(|f| f.bytes.clone());
+    let mut step = session.start();
+    loop {
+        step = match step {
+            Step::Send { frame, .. } => {
+                assert_eq!(
+                    Some(hex::encode(&frame)),
+                    expected.next().map(hex::encode),
+                    "{}",
+                    file.name
+                );
+                let next = client.next().expect("client frame");
+                let (h, b) = split(&next);
+                session.on_frame(&h, b)
+            }
+            Step::Read(_) => {
+                let next = client.next().expect("client frame");
+                let (h, b) = split(&next);
+                session.on_frame(&h, b)
+            }
+            Step::Do(Effect::Authenticate(attempt)) => {
+                assert_eq!(Some(attempt.device_name.as_str()), file.meta("device"));
+                session.resume(Resume::Auth(decision_for(file)))
+            }
+            Step::Do(Effect::Issue { .. }) => session.resume(Resume::Issued(Ok(issued_der(file)))),
+            Step::Do(_) => session.resume(Resume::Recorded(true)),
+            Step::End { frame, .. } => {
+                assert_eq!(
+                    frame.map(hex::encode),
+                    expected.next().map(hex::encode),
+                    "{}",
+                    file.name
+                );
+                break;
+            }
+        };
+    }
+    assert!(expected.next().is_none(), "{}: frames left over", file.name);
+    assert!(
+        client.next().is_none(),
+        "{}: client frames left over",
+        file.name
+    );
+}
+
+#[test]
+fn every_captured_flow_replays_byte_for_byte() {
+    let flows: Vec<_> = vectors::load_all()
+        .into_iter()
+        .filter(|f| f.meta("flow").is_some())
+        .collect();
+    assert!(flows.len() >= 10);
+    for file in &flows {
+        replay(file);
+    }
+}
+
+#[test]
+fn malformed_frames_are_classified() {
+    let file = vectors::load("malformed-frames");
+    let mut checked = 0;
+    for case in &file.frames {
+        let expect = case.expect.as_deref().unwrap();
+        let mut session = Session::new(0x1a2b3c41);
+        assert!(matches!(session.start(), Step::Send { .. }));
+        let step = match case.bytes.get(..HEADER_LEN) {
+            None => session.on_broken_stream("truncated-header"),
+            Some(head) => match Header::decode(head.try_into().unwrap()) {
+                Err(e) => session.on_broken_stream(e.kind()),
+                Ok(h) if case.bytes.len() - HEADER_LEN < h.body_len as usize => {
+                    session.on_broken_stream("truncated-frame")
+                }
+                Ok(h) => session.on_frame(&h, &case.bytes[HEADER_LEN..]),
+            },
+        };
+        match (expect, step) {
+            ("accept" | "accept-skip-unknown", Step::Do(Effect::Authenticate(_))) => {}
+            ("reject:bad-device-name", Step::End { frame, outcome }) => {
+                assert_eq!(outcome, Outcome::UnknownDevice);
+                let (_, m) = Message::decode(&frame.unwrap()).unwrap();
+                assert_eq!(
+                    m,
+                    Message::EndSession(ReasonOnly::new(reason::UNKNOWN_DEVICE))
+                );
+            }
+            (kind, Step::End { frame, outcome }) => {
+                assert!(
+                    matches!(outcome, Outcome::ProtocolError(_)),
+                    "line {}",
+                    case.line
+                );
+                assert_eq!(
+                    kind.strip_prefix("reject:").unwrap(),
+                    outcome.detail(),
+                    "line {}",
+                    case.line
+                );
+                // END_SESSION 7 only while the stream is in sync.
+                let in_sync = !matches!(kind, "reject:protocol-id" | "reject:truncated-frame");
+                assert_eq!(frame.is_some(), in_sync, "line {}", case.line);
+                if let Some(frame) = frame {
+                    let (_, m) = Message::decode(&frame).unwrap();
+                    assert_eq!(
+                        m,
+                        Message::EndSession(ReasonOnly::new(reason::INVALID_ELEMENT))
+                    );
+                }
+            }
+            (expect, step) => panic!("line {}: expected {expect}, got {step:?}", case.line),
+        }
+        checked += 1;
+    }
+    assert!(checked >= 15);
+}
+
+const SID: u32 = 0x01020304;
+
+fn frame(message: Message) -> (Header, Vec<u8>) {
+    let bytes = message.encode(SID).unwrap();
+    let (h, b) = split(&bytes);
+    (h, b.to_vec())
+}
+
+fn feed(session: &mut Session, message: Message) -> Step {
+    let (h, b) = frame(message);
+    session.on_frame(&h, &b)
+}
+
+fn auth_response(version: u8) -> Message {
+    Message::AuthResponse(AuthResponse {
+        reason: Some(1),
+        version: Some(version),
+        device_name: Some("SEP001122334455".into()),
+        password: Some("123456".into()),
+        ..Default::default()
+    })
+}
+
+fn end_reason(step: &Step) -> u8 {
+    match step {
+        Step::End { frame: Some(f), .. } => match Message::decode(f).unwrap().1 {
+            Message::EndSession(r) => r.reason.unwrap(),
+            other => panic!("not END_SESSION: {other:?}"),
+        },
+        other => panic!("not an end: {other:?}"),
+    }
+}
+
+/// A session authenticated for `plan`, having sent its first operation frame.
+fn authenticated(plan: Plan, version: u8) -> (Session, Step) {
+    let mut s = Session::new(SID);
+    s.start();
+    assert!(matches!(
+        feed(&mut s, auth_response(version)),
+        Step::Do(Effect::Authenticate(_))
+    ));
+    let step = s.resume(Resume::Auth(AuthDecision::Proceed(
+        plan,
+        AuthProof::authenticated(),
+    )));
+    (s, step)
+}
+
+const INSTALL_RSA: Plan = Plan {
+    kind: OperationKind::Install,
+    key: KeySpec::Rsa(2048),
+};
+
+#[test]
+fn request_in_progress_any_number_of_times_then_key() {
+    let (mut s, step) = authenticated(INSTALL_RSA, 3);
+    assert!(matches!(
+        step,
+        Step::Send {
+            wait: Wait::KeyGeneration,
+            ..
+        }
+    ));
+    for _ in 0..3 {
+        let step = feed(&mut s, Message::RequestInProgress(Empty::default()));
+        assert_eq!(step, Step::Read(Wait::KeyGeneration));
+    }
+    let step = feed(
+        &mut s,
+        Message::KeyGenerateResponse(KeyGenerateResponse {
+            public_key: Some(vec![1, 2, 3]),
+            ..Default::default()
+        }),
+    );
+    assert_eq!(
+        step,
+        Step::Do(Effect::Issue {
+            public_key: vec![1, 2, 3],
+            key: KeySpec::Rsa(2048)
+        })
+    );
+    let step = s.resume(Resume::Issued(Ok(vec![0x30, 0x00])));
+    assert!(matches!(
+        step,
+        Step::Send {
+            wait: Wait::Frame,
+            ..
+        }
+    ));
+    let step = feed(
+        &mut s,
+        Message::StoreCertificateResponse(ReasonOnly::new(1)),
+    );
+    assert_eq!(step, Step::Do(Effect::RecordStore { stored: true }));
+    let step = s.resume(Resume::Recorded(true));
+    assert_eq!(end_reason(&step), reason::UPDATE_CERTIFICATE);
+}
+
+#[test]
+fn failed_store_or_unrecorded_store_ends_with_7() {
+    let run = |phone_reason: u8, recorded: bool| {
+        let (mut s, _) = authenticated(INSTALL_RSA, 3);
+        feed(
+            &mut s,
+            Message::KeyGenerateResponse(KeyGenerateResponse {
+                public_key: Some(vec![1]),
+                ..Default::default()
+            }),
+        );
+        s.resume(Resume::Issued(Ok(vec![0x30, 0x00])));
+        feed(
+            &mut s,
+            Message::StoreCertificateResponse(ReasonOnly::new(phone_reason)),
+        );
+        s.resume(Resume::Recorded(recorded))
+    };
+    assert_eq!(end_reason(&run(7, true)), reason::INVALID_ELEMENT);
+    assert_eq!(end_reason(&run(1, false)), reason::INVALID_ELEMENT);
+    assert!(matches!(
+        run(7, true),
+        Step::End {
+            outcome: Outcome::StoreFailed,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn key_generation_failure_and_wrong_key_end_with_7() {
+    let (mut s, _) = authenticated(INSTALL_RSA, 3);
+    let step = feed(
+        &mut s,
+        Message::KeyGenerateResponse(KeyGenerateResponse {
+            reason: Some(7),
+            ..Default::default()
+        }),
+    );
+    assert_eq!(end_reason(&step), reason::INVALID_ELEMENT);
+    assert!(matches!(
+        step,
+        Step::End {
+            outcome: Outcome::KeyGenerationFailed,
+            ..
+        }
+    ));
+
+    let (mut s, _) = authenticated(INSTALL_RSA, 3);
+    feed(
+        &mut s,
+        Message::KeyGenerateResponse(KeyGenerateResponse {
+            public_key: Some(vec![1]),
+            ..Default::default()
+        }),
+    );
+    let step = s.resume(Resume::Issued(Err(IssueFailure::WrongKey)));
+    assert!(matches!(
+        step,
+        Step::End {
+            outcome: Outcome::WrongKey,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn older_clients_get_key_size_alone_and_never_ec() {
+    let (_, step) = authenticated(INSTALL_RSA, 2);
+    let Step::Send { frame, .. } = step else {
+        panic!("{step:?}")
+    };
+    let Message::KeyGenerateRequest(r) = Message::decode(&frame).unwrap().1 else {
+        panic!()
+    };
+    assert_eq!((r.key_size, r.key_type, r.curve), (Some(2048), None, None));
+
+    let ec = Plan {
+        kind: OperationKind::Install,
+        key: KeySpec::Ec(Curve::P384),
+    };
+    let (_, step) = authenticated(ec, 2);
+    assert_eq!(end_reason(&step), reason::INVALID_ELEMENT);
+    let (_, step) = authenticated(ec, 3);
+    let Step::Send { frame, .. } = step else {
+        panic!("{step:?}")
+    };
+    let Message::KeyGenerateRequest(r) = Message::decode(&frame).unwrap().1 else {
+        panic!()
+    };
+    assert_eq!((r.key_size, r.key_type, r.curve), (None, Some(1), Some(1)));
+}
+
+#[test]
+fn fetch_without_certificate_ends_with_0_and_with_certificate_records_it() {
+    let plan = Plan {
+        kind: OperationKind::Troubleshoot,
+        key: KeySpec::Rsa(2048),
+    };
+    let (mut s, _) = authenticated(plan, 3);
+    let step = feed(
+        &mut s,
+        Message::FetchCertificateResponse(FetchCertificateResponse {
+            reason: Some(7),
+            ..Default::default()
+        }),
+    );
+    assert_eq!(step, Step::Do(Effect::RecordFetch { certificate: None }));
+    assert_eq!(
+        end_reason(&s.resume(Resume::Recorded(true))),
+        reason::NO_ACTION
+    );
+
+    let (mut s, _) = authenticated(plan, 3);
+    let step = feed(
+        &mut s,
+        Message::FetchCertificateResponse(FetchCertificateResponse {
+            reason: Some(1),
+            certificate: Some(CertificateElement::single(1, vec![0x30, 0])),
+            ..Default::default()
+        }),
+    );
+    assert_eq!(
+        step,
+        Step::Do(Effect::RecordFetch {
+            certificate: Some((1, vec![0x30, 0]))
+        })
+    );
+    // Reason 1 without the certificate is malformed.
+    let (mut s, _) = authenticated(plan, 3);
+    let step = feed(
+        &mut s,
+        Message::FetchCertificateResponse(FetchCertificateResponse {
+            reason: Some(1),
+            ..Default::default()
+        }),
+    );
+    assert_eq!(end_reason(&step), reason::INVALID_ELEMENT);
+}
+
+#[test]
+fn unexpected_commands_in_every_state_end_with_7() {
+    // Before authentication.
+    let mut s = Session::new(SID);
+    s.start();
+    let step = feed(&mut s, Message::RequestInProgress(Empty::default()));
+    assert_eq!(end_reason(&step), reason::INVALID_ELEMENT);
+
+    // REQUEST_IN_PROGRESS is only welcome while a key is generated.
+    let plan = Plan {
+        kind: OperationKind::Delete,
+        key: KeySpec::Rsa(2048),
+    };
+    let (mut s, _) = authenticated(plan, 3);
+    let step = feed(&mut s, Message::RequestInProgress(Empty::default()));
+    assert_eq!(end_reason(&step), reason::INVALID_ELEMENT);
+
+    // Commands known only by number.
+    let (mut s, _) = authenticated(INSTALL_RSA, 3);
+    let other = Frame {
+        command: 18,
+        session_id: SID,
+        elements: vec![],
+    };
+    let bytes = other.encode().unwrap();
+    let (h, b) = split(&bytes);
+    assert_eq!(end_reason(&s.on_frame(&h, b)), reason::INVALID_ELEMENT);
+
+    // A second AUTH_RESPONSE while waiting for the key.
+    let (mut s, _) = authenticated(INSTALL_RSA, 3);
+    assert_eq!(
+        end_reason(&feed(&mut s, auth_response(3))),
+        reason::INVALID_ELEMENT
+    );
+}
+
+#[test]
+fn resuming_with_the_wrong_result_ends_cleanly() {
+    let mut s = Session::new(SID);
+    s.start();
+    feed(&mut s, auth_response(3));
+    let step = s.resume(Resume::Recorded(true));
+    assert!(matches!(
+        step,
+        Step::End {
+            outcome: Outcome::Internal,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn decisions_map_to_reasons() {
+    for (decision, expected) in [
+        (AuthDecision::UnknownDevice, reason::UNKNOWN_DEVICE),
+        (AuthDecision::Refused, reason::INVALID_ELEMENT),
+        (AuthDecision::NoOperation, reason::NO_ACTION),
+    ] {
+        let mut s = Session::new(SID);
+        s.start();
+        feed(&mut s, auth_response(3));
+        assert_eq!(end_reason(&s.resume(Resume::Auth(decision))), expected);
+    }
+}

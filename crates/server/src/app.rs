@@ -1,0 +1,578 @@
+//! `capf serve`: puts the pieces together and runs until SIGTERM/SIGINT.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::Utc;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::api;
+use crate::config::{LiveConfig, ServeArgs, Settings};
+use crate::logging::LogControl;
+use crate::metrics::{Metrics, NoMetrics, Prometheus};
+use crate::server::acceptor::Acceptor;
+use crate::server::{self, Server};
+use crate::service::Service;
+use crate::tokens;
+use capf_pki::auth::TrustAnchors;
+use capf_pki::ca::identity::{CapfIdentity, Loaded};
+use capf_pki::ca::lsc::Issuer;
+use capf_store as store;
+
+/// Serves until SIGTERM/SIGINT. `settings` were resolved from `args`; SIGHUP resolves them
+/// again from the same `args` (the config file is read anew) and applies what may change
+/// live, the log filter through `log`.
+pub async fn serve(args: ServeArgs, settings: Settings, log: LogControl) -> anyhow::Result<()> {
+    let mut signals = StopSignals::register();
+    // Registered this early so a SIGHUP during start-up is not the default action (exit).
+    let hangup = Hangup::register();
+    let settings = Arc::new(settings);
+
+    // Key files, the issuer and the manufacturer CAs are read (and a new key generated) on
+    // the blocking pool, never on the async workers.
+    let (identity, loaded, issuer, anchors) = {
+        let settings = Arc::clone(&settings);
+        tokio::task::spawn_blocking(move || load_keys(&settings))
+            .await
+            .context("key loading task failed")??
+    };
+    match loaded {
+        Loaded::Created => warn!(
+            subject = %identity.subject_string(),
+            dir = %settings.certs_dir.display(),
+            "NEW CAPF KEY AND CERTIFICATE GENERATED: phones trust only the CAPF certificate in \
+             their CTL/ITL, so capf.pem must be added to the CTL/ITL files before phones can \
+             enroll"
+        ),
+        Loaded::Existing => info!(subject = %identity.subject_string(), "CAPF identity loaded"),
+    }
+
+    info!(database = %settings.database_url, "opening database");
+    let store = store::open(&settings.database_url)
+        .await
+        .context("database")?;
+
+    let tls = server::tls::server_config(identity.cert_der(), identity.key_pkcs8_der())?;
+    let prometheus = settings.metrics_listen.map(|_| Arc::new(Prometheus::new()));
+    let metrics: Arc<dyn Metrics> = match &prometheus {
+        Some(p) => Arc::clone(p) as Arc<dyn Metrics>,
+        None => Arc::new(NoMetrics),
+    };
+    let service = Arc::new(Service::new(
+        Arc::clone(&store),
+        Arc::new(issuer),
+        Arc::clone(&settings),
+        anchors,
+        metrics,
+    ));
+    let server = Arc::new(Server::new(Arc::clone(&service)));
+    let (acceptor, legacy_listener) = acceptors(&settings, &identity, tls)?;
+    let listener = server::bind(settings.listen)
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let local = listener.local_addr()?;
+    info!(address = %local, node = %settings.node_id, "CAPF listener ready");
+    // Scripts and tests read the bound address (the port may have been 0) from stdout.
+    println!("capf listening on {local}");
+    let legacy_listener = match legacy_listener {
+        Some((addr, acceptor)) => {
+            let listener = server::bind(addr)
+                .with_context(|| format!("cannot listen on {addr} for legacy TLS"))?;
+            let local = listener.local_addr()?;
+            info!(address = %local, "legacy TLS listener ready");
+            println!("capf legacy tls listening on {local}");
+            Some((listener, acceptor))
+        }
+        None => None,
+    };
+    let _ = std::io::stdout().flush();
+
+    let shutdown = CancellationToken::new();
+    // Before the API: scripts take the API's line as "started".
+    if let (Some(addr), Some(prometheus)) = (settings.metrics_listen, prometheus) {
+        serve_metrics(addr, prometheus, Arc::clone(&store), shutdown.clone()).await?;
+    }
+    let api = serve_api(
+        &settings,
+        &identity,
+        Arc::clone(&store),
+        Arc::clone(&service.live),
+        shutdown.clone(),
+    )
+    .await?;
+    let tasks = TaskTracker::new();
+    tokio::spawn(sweep(
+        Arc::clone(&store),
+        settings.sweep_interval,
+        shutdown.clone(),
+    ));
+    tokio::spawn(Arc::clone(&server).housekeeping(shutdown.clone()));
+    let mut accept = vec![tokio::spawn(Arc::clone(&server).serve(
+        listener,
+        acceptor,
+        shutdown.clone(),
+        tasks.clone(),
+    ))];
+    if let Some((listener, acceptor)) = legacy_listener {
+        accept.push(tokio::spawn(Arc::clone(&server).serve(
+            listener,
+            acceptor,
+            shutdown.clone(),
+            tasks.clone(),
+        )));
+    }
+    tokio::spawn(renew_claims(Arc::clone(&service), shutdown.clone()));
+    tokio::spawn(reload_on_hangup(
+        hangup,
+        Reloader {
+            args,
+            settings: Arc::clone(&settings),
+            service: Arc::clone(&service),
+            server: Arc::clone(&server),
+            log,
+            capf_der: identity.cert_der().to_vec(),
+        },
+    ));
+
+    signals.recv().await;
+    info!("shutting down: no new connections, letting sessions in flight finish");
+    shutdown.cancel();
+    for task in accept {
+        let _ = task.await;
+    }
+    let _ = api.await;
+    tasks.close();
+    let drained = tokio::select! {
+        _ = tasks.wait() => {
+            info!("all sessions finished");
+            true
+        }
+        _ = tokio::time::sleep(service.live.current().limits.drain_timeout) => {
+            warn!("drain deadline passed; exiting with sessions in flight");
+            false
+        }
+        _ = signals.recv() => {
+            warn!("second signal: exiting now");
+            false
+        }
+    };
+    if !drained {
+        // The sessions cut short keep their operations pending; free them for the phones'
+        // retries now rather than when the leases run out. Bounded: we are exiting.
+        let prefix = service.claimant_prefix();
+        let release = service.store.release_claims(&prefix);
+        match tokio::time::timeout(Duration::from_secs(2), release).await {
+            Ok(Ok(n)) => info!(count = n, "released the operations of cut sessions"),
+            Ok(Err(e)) => warn!(error = %e, "could not release the operations of cut sessions"),
+            Err(_) => warn!("releasing the operations of cut sessions timed out"),
+        }
+    }
+    if settings.legacy_tls.enabled() {
+        // The final count: which phones still needed legacy TLS during this run.
+        server.log_legacy_counts();
+    }
+    Ok(())
+}
+
+/// The acceptor of the main listener, and the address and acceptor of the legacy TLS
+/// listener when one is configured.
+type Acceptors = (Arc<Acceptor>, Option<(SocketAddr, Arc<Acceptor>)>);
+
+/// Builds the TLS acceptors: rustls alone unless legacy TLS is configured (which settings
+/// allow only in a `legacy-tls` build).
+fn acceptors(
+    settings: &Settings,
+    identity: &CapfIdentity,
+    tls: Arc<rustls::ServerConfig>,
+) -> anyhow::Result<Acceptors> {
+    #[cfg(feature = "legacy-tls")]
+    if settings.legacy_tls.enabled() {
+        use crate::server::legacy::LegacyAcceptor;
+        let legacy = Arc::new(
+            LegacyAcceptor::new(identity.cert_der(), identity.key_pkcs8_der())
+                .context("legacy TLS")?,
+        );
+        warn!(
+            on_listen = settings.legacy_tls.on_listen,
+            listen = ?settings.legacy_tls.listen,
+            "LEGACY TLS ENABLED: phones that need it get TLS 1.0/1.1, RSA key exchange (no \
+             forward secrecy) and CBC suites; turn it off once no legacy handshakes are counted"
+        );
+        let main = if settings.legacy_tls.on_listen {
+            let profile = server::tls::modern_profile(&tls, identity.key_pkcs8_der())?;
+            Acceptor::Sniff {
+                modern: TlsAcceptor::from(tls),
+                profile,
+                legacy: Arc::clone(&legacy),
+            }
+        } else {
+            Acceptor::Rustls(TlsAcceptor::from(tls))
+        };
+        let extra = settings
+            .legacy_tls
+            .listen
+            .map(|addr| (addr, Arc::new(Acceptor::Legacy(legacy))));
+        return Ok((Arc::new(main), extra));
+    }
+    // Without the feature, settings refuse legacy TLS, so there is nothing else to build.
+    let _ = (settings, identity);
+    Ok((Arc::new(Acceptor::Rustls(TlsAcceptor::from(tls))), None))
+}
+
+/// Starts the HTTP API (HTTPS beyond loopback or when asked for); returns its task.
+async fn serve_api(
+    settings: &Settings,
+    identity: &CapfIdentity,
+    store: Arc<dyn store::Store>,
+    live: Arc<LiveConfig>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    match tokens::bootstrap(store.as_ref(), &settings.data_dir).await {
+        Ok(Some(path)) => warn!(
+            file = %path.display(),
+            "admin API token created: the file holds the only copy of the secret"
+        ),
+        Ok(None) => {
+            // Another node (or an earlier run) made the first token. Several nodes starting
+            // together on an empty database land here all but one: say where the token is
+            // rather than leave an operator looking for a file that was never written.
+            let file = settings.data_dir.join(tokens::TOKEN_FILE);
+            if !tokio::fs::try_exists(&file).await.unwrap_or(false) {
+                info!(
+                    file = %file.display(),
+                    "admin API token not created here: the database already holds one, made \
+                     by another node or an earlier run (its admin.token is in that node's data \
+                     dir); copy that file here, or make one with `capf token create`"
+                );
+            }
+        }
+        Err(e) => return Err(e).context("creating the first admin API token"),
+    }
+    let certificate = {
+        let dir = settings.certs_dir.clone();
+        let hash = identity.subject_hash();
+        tokio::task::spawn_blocking(move || api::PublishedCertificate::read(&dir, &hash))
+            .await
+            .context("certificate reading task failed")??
+    };
+    let transport = api::transport(
+        settings.api_listen,
+        settings.api_tls,
+        settings.api_tls_files.clone(),
+    );
+    let tls = match transport {
+        api::ApiTransport::PlainHttp => None,
+        api::ApiTransport::TlsFiles(cert, key) => {
+            let (chain, key) = tokio::task::spawn_blocking(move || api::tls::load_pem(&cert, &key))
+                .await
+                .context("API key loading task failed")?
+                .context("API TLS certificate")?;
+            Some(api::tls::config(chain, key)?)
+        }
+        api::ApiTransport::TlsCapfIdentity => Some(api::tls::config(
+            vec![identity.cert_der().to_vec().into()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(identity.key_pkcs8_der().to_vec().into()),
+        )?),
+    };
+    let listener = tokio::net::TcpListener::bind(settings.api_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} for the API", settings.api_listen))?;
+    let local = listener.local_addr()?;
+    let router = api::router(api::ApiState {
+        store,
+        certificate,
+        live,
+    });
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    info!(address = %local, scheme, "HTTP API ready");
+    println!("capf api listening on {local}");
+    let _ = std::io::stdout().flush();
+    let stop_accepting = shutdown.clone();
+    let graceful = async move { shutdown.cancelled().await };
+    Ok(match tls {
+        None => tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router)
+                .with_graceful_shutdown(graceful)
+                .await
+            {
+                error!(error = %e, "HTTP API stopped");
+            }
+        }),
+        Some(config) => {
+            let listener =
+                api::tls::TlsListener::spawn(listener, TlsAcceptor::from(config), stop_accepting)?;
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router)
+                    .with_graceful_shutdown(graceful)
+                    .await
+                {
+                    error!(error = %e, "HTTPS API stopped");
+                }
+            })
+        }
+    })
+}
+
+/// The Prometheus endpoint: `GET /metrics`, plain HTTP, no token (bind it where only the
+/// monitoring system reaches). Operation counts are read from the database at each scrape.
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    prometheus: Arc<Prometheus>,
+    store: Arc<dyn store::Store>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    use axum::http::{header, StatusCode};
+    use axum::response::IntoResponse;
+
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+    let local = listener.local_addr()?;
+    let scrape = move || {
+        let (prometheus, store) = (Arc::clone(&prometheus), Arc::clone(&store));
+        async move {
+            let counts = match store.operation_counts().await {
+                Ok(counts) => counts
+                    .into_iter()
+                    .map(|(status, n)| (status.as_str().to_string(), n))
+                    .collect(),
+                Err(e) => {
+                    // The process counters are still worth serving.
+                    prometheus.database_error();
+                    warn!(error = %e, "metrics: could not count operations");
+                    Vec::new()
+                }
+            };
+            (
+                StatusCode::OK,
+                [(
+                    header::CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )],
+                prometheus.render(&counts),
+            )
+                .into_response()
+        }
+    };
+    let router = axum::Router::new().route("/metrics", axum::routing::get(scrape));
+    info!(address = %local, "metrics endpoint ready");
+    println!("capf metrics listening on {local}");
+    let _ = std::io::stdout().flush();
+    tokio::spawn(async move {
+        let graceful = async move { shutdown.cancelled().await };
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(graceful)
+            .await
+        {
+            error!(error = %e, "metrics endpoint stopped");
+        }
+    });
+    Ok(())
+}
+
+/// Creates the data dir (SQLite) and loads the CAPF identity (created if absent), the LSC
+/// issuer and the trust anchors.
+fn load_keys(settings: &Settings) -> anyhow::Result<(CapfIdentity, Loaded, Issuer, TrustAnchors)> {
+    if !settings.database_url.is_postgres() {
+        std::fs::create_dir_all(&settings.data_dir)
+            .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
+    }
+    let (identity, loaded) = CapfIdentity::load_or_create(&settings.certs_dir, &settings.identity)
+        .context("CAPF identity")?;
+    let issuer = match &settings.issuer {
+        Some((cert, key)) => Issuer::load(cert, key).context("LSC issuer")?,
+        None => Issuer::from_identity(&identity),
+    };
+    let anchors = trust_anchors(settings, identity.cert_der(), issuer.cert_der())?;
+    Ok((identity, loaded, issuer, anchors))
+}
+
+/// LSCs chain to the issuer (and to the CAPF certificate when a separate issuer signs);
+/// MICs and SUDIs to the manufacturer CAs in `certs/mic-trust/`.
+fn trust_anchors(
+    settings: &Settings,
+    capf_der: &[u8],
+    issuer_der: &[u8],
+) -> anyhow::Result<TrustAnchors> {
+    let mut lsc_issuers = vec![issuer_der.to_vec()];
+    if issuer_der != capf_der {
+        lsc_issuers.push(capf_der.to_vec());
+    }
+    let dir = settings.certs_dir.join("mic-trust");
+    let (manufacturer, warnings) = TrustAnchors::load_manufacturer_dir(&dir);
+    for warning in &warnings {
+        warn!(dir = %dir.display(), "{warning}");
+    }
+    info!(count = manufacturer.len(), dir = %dir.display(), "manufacturer CA certificates loaded");
+    TrustAnchors::new(lsc_issuers, manufacturer).context("trust anchors")
+}
+
+/// SIGHUP, when it could be registered.
+struct Hangup {
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangup {
+    fn register() -> Hangup {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let signal = signal(SignalKind::hangup()).ok();
+            if signal.is_none() {
+                warn!(
+                    "cannot listen for SIGHUP: settings and trust anchors reload only on restart"
+                );
+            }
+            Hangup { signal }
+        }
+        #[cfg(not(unix))]
+        Hangup {}
+    }
+
+    /// The next SIGHUP; `None` when there will be none.
+    async fn recv(&mut self) -> Option<()> {
+        #[cfg(unix)]
+        if let Some(signal) = self.signal.as_mut() {
+            return signal.recv().await;
+        }
+        None
+    }
+}
+
+/// What a SIGHUP reloads, and what it applies the result to.
+struct Reloader {
+    /// As given at start: flags and the environment stay, the config file is read again.
+    args: ServeArgs,
+    /// The settings at start; those that need a restart stay in force.
+    settings: Arc<Settings>,
+    service: Arc<Service>,
+    server: Arc<Server>,
+    log: LogControl,
+    capf_der: Vec<u8>,
+}
+
+/// Each SIGHUP reloads the settings that may change live and the trust anchors, all or
+/// nothing: a broken config file or anchor set is refused and the old ones kept.
+async fn reload_on_hangup(mut hangup: Hangup, reloader: Reloader) {
+    while hangup.recv().await.is_some() {
+        match reloader.reload().await {
+            Ok(summary) => info!("SIGHUP: reload done; {summary}"),
+            Err(e) => error!(
+                "SIGHUP: reload refused, the old settings and trust anchors stay in force: {e:#}"
+            ),
+        }
+    }
+}
+
+impl Reloader {
+    /// Reads and applies; returns what changed, for the log.
+    async fn reload(&self) -> anyhow::Result<String> {
+        let args = self.args.clone();
+        let settings = Arc::clone(&self.settings);
+        let capf_der = self.capf_der.clone();
+        let issuer_der = self.service.issuer.cert_der().to_vec();
+        // Files are read on the blocking pool, never on the async workers.
+        let (new, anchors) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let new = Settings::resolve(&args).context("settings")?;
+            // From the running certs dir: a new one needs a restart.
+            let anchors = trust_anchors(&settings, &capf_der, &issuer_der)?;
+            Ok((new, anchors))
+        })
+        .await
+        .context("reload task failed")??;
+        for name in self.settings.needing_restart(&new) {
+            warn!(
+                setting = name,
+                "SIGHUP: {name} changed but needs a restart; the running value stays in force"
+            );
+        }
+        let old = self.service.live.current();
+        if old.log_filter != new.live.log_filter {
+            // Before anything else, so a failure here leaves everything as it was.
+            self.log.set_filter(&new.live.log_filter)?;
+        }
+        self.server.apply(&new.live);
+        self.service.live.replace(new.live.clone());
+        self.service.replace_trust_anchors(anchors);
+        let changes = old.changes(&new.live);
+        Ok(if changes.is_empty() {
+            "no setting changed".to_string()
+        } else {
+            let list: Vec<String> = changes.iter().map(ToString::to_string).collect();
+            format!("settings changed: {}", list.join(", "))
+        })
+    }
+}
+
+/// Marks operations whose deadline passed, so listings are true without a phone connecting.
+async fn sweep(store: Arc<dyn store::Store>, every: Duration, shutdown: CancellationToken) {
+    let mut interval = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        match store.expire_operations(Utc::now()).await {
+            Ok(0) => {}
+            Ok(n) => info!(count = n, "operations past their deadline marked timed out"),
+            Err(e) => error!(error = %e, "could not expire operations"),
+        }
+    }
+}
+
+/// The node's heartbeat on the operations its sessions hold (see `Settings::claim_lease`).
+async fn renew_claims(service: Arc<Service>, shutdown: CancellationToken) {
+    let prefix = service.claimant_prefix();
+    let lease = service.settings.claim_lease;
+    let mut interval = tokio::time::interval(crate::service::claim_renew_every(lease));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        // Renewing by prefix would also renew the claims of ended sessions that could not be
+        // released: release those first, and renew only once none is left.
+        if !service.retry_releases().await {
+            warn!("could not release the claims of ended sessions; renewal skipped");
+            continue;
+        }
+        let renewed = service.store.renew_claims(&prefix, Utc::now(), lease).await;
+        if let Err(e) = renewed {
+            warn!(error = %e, "could not renew this node's claims");
+        }
+    }
+}
+
+/// SIGTERM and SIGINT, registered first thing so a signal during start-up is not lost to
+/// the default action.
+struct StopSignals {
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn register() -> StopSignals {
+        StopSignals {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok(),
+        }
+    }
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some(term) = self.term.as_mut() {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
