@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use capf_model::keyspec::{Curve, KeySpec};
+use capf_pki::ca::identity::load_issuer;
 use capf_pki::ca::{
     CapfIdentity, CapfKeyAlgorithm, IdentityError, IdentityOptions, IssuedLsc, Issuer, Loaded,
     PhoneKey, SubjectFields,
@@ -534,7 +535,7 @@ fn lsc_matches_the_reference_lscs() {
     fs::write(&cert_path, pem::encode(&pem_block(&source, "CERTIFICATE"))).unwrap();
     fs::write(&key_path, pem::encode(&pem_block(&source, "PRIVATE KEY"))).unwrap();
     fs::set_permissions(&key_path, fs::Permissions::from_mode(0o600)).unwrap();
-    let issuer = Issuer::load(&cert_path, &key_path).unwrap();
+    let issuer = load_issuer(&cert_path, &key_path).unwrap();
     assert_eq!(
         issuer.cert_der(),
         pem_block(&source, "CERTIFICATE").contents()
@@ -611,7 +612,7 @@ fn created_identity_issues_verifiable_lscs() {
     ] {
         let tmp = tempfile::tempdir().unwrap();
         let (id, _) = CapfIdentity::load_or_create(tmp.path(), &options(alg)).unwrap();
-        let issuer = Issuer::from_identity(&id);
+        let issuer = id.issuer().clone();
         assert_eq!(issuer.cert_der(), id.cert_der());
         for spec in [
             KeySpec::Rsa(2048),
@@ -740,7 +741,7 @@ fn intermediate_issuer_and_name_hash_against_openssl() {
         openssl_hash(&d.join("root.pem"))
     );
 
-    let issuer = Issuer::load(&d.join("inter.pem"), &d.join("inter.key")).unwrap();
+    let issuer = load_issuer(&d.join("inter.pem"), &d.join("inter.key")).unwrap();
     let phone = PhoneKey::generate(KeySpec::Rsa(2048)).unwrap();
     let spki = phone.spki_der();
     let now = Utc::now();
@@ -766,7 +767,7 @@ fn intermediate_issuer_and_name_hash_against_openssl() {
 
     // Refusals: a key that does not match, a non-CA certificate, a readable key.
     assert!(matches!(
-        Issuer::load(&d.join("inter.pem"), &d.join("root.key")),
+        load_issuer(&d.join("inter.pem"), &d.join("root.key")),
         Err(IdentityError::KeyMismatch { .. })
     ));
     run(&[
@@ -805,12 +806,12 @@ fn intermediate_issuer_and_name_hash_against_openssl() {
     ]);
     fs::set_permissions(d.join("leaf.key"), fs::Permissions::from_mode(0o600)).unwrap();
     assert!(matches!(
-        Issuer::load(&d.join("leaf.pem"), &d.join("leaf.key")),
+        load_issuer(&d.join("leaf.pem"), &d.join("leaf.key")),
         Err(IdentityError::NotCa { .. })
     ));
     fs::set_permissions(d.join("inter.key"), fs::Permissions::from_mode(0o644)).unwrap();
     assert!(matches!(
-        Issuer::load(&d.join("inter.pem"), &d.join("inter.key")),
+        load_issuer(&d.join("inter.pem"), &d.join("inter.key")),
         Err(IdentityError::InsecureKeyPermissions { .. })
     ));
 }

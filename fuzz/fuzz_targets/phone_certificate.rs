@@ -137,7 +137,7 @@ fn issuer() -> &'static Issuer {
             ..IdentityOptions::default()
         };
         let (identity, _) = CapfIdentity::load_or_create(&dir, &options).expect("CAPF identity");
-        let issuer = Issuer::from_identity(&identity);
+        let issuer = identity.issuer().clone();
         let _ = std::fs::remove_dir_all(&dir);
         issuer
     })

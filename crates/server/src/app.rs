@@ -385,8 +385,10 @@ fn load_keys(settings: &Settings) -> anyhow::Result<(CapfIdentity, Loaded, Issue
     let (identity, loaded) = CapfIdentity::load_or_create(&settings.certs_dir, &settings.identity)
         .context("CAPF identity")?;
     let issuer = match &settings.issuer {
-        Some((cert, key)) => Issuer::load(cert, key).context("LSC issuer")?,
-        None => Issuer::from_identity(&identity),
+        Some((cert, key)) => {
+            capf_pki::ca::identity::load_issuer(cert, key).context("LSC issuer")?
+        }
+        None => identity.issuer().clone(),
     };
     let anchors = trust_anchors(settings, identity.cert_der(), issuer.cert_der())?;
     Ok((identity, loaded, issuer, anchors))

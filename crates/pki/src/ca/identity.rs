@@ -233,7 +233,8 @@ impl CapfIdentity {
         self.not_after
     }
 
-    pub(crate) fn issuer(&self) -> &Issuer {
+    /// The identity as the LSC issuer (the default, unless a separate issuing CA is configured).
+    pub fn issuer(&self) -> &Issuer {
         &self.issuer
     }
 
@@ -446,6 +447,34 @@ fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), IdentityErro
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// A separate issuing CA (PEM certificate + PEM key). Refuses a key that does not match the
+/// certificate, a certificate that is not a CA, and a key file readable by group/others.
+pub fn load_issuer(cert_path: &Path, key_path: &Path) -> Result<Issuer, IdentityError> {
+    check_key_permissions(key_path)?;
+    let cert_der = read_certificate(cert_path)?;
+    let bad_cert = |reason: &str| IdentityError::Certificate {
+        path: cert_path.to_path_buf(),
+        reason: reason.to_string(),
+    };
+    let fields =
+        cert_fields::parse(&cert_der).ok_or_else(|| bad_cert("not an X.509 certificate"))?;
+    if let Some(reason) = lsc::ca_problem(&fields) {
+        return Err(IdentityError::NotCa {
+            path: cert_path.to_path_buf(),
+            reason,
+        });
+    }
+    let signer = read_key(key_path)?;
+    if signer.public_key_spki_der() != fields.spki {
+        return Err(IdentityError::KeyMismatch {
+            key_path: key_path.to_path_buf(),
+            cert_path: cert_path.to_path_buf(),
+        });
+    }
+    let subject = fields.subject.to_vec();
+    Issuer::new(cert_der.clone(), &subject, Arc::new(signer)).map_err(|e| bad_cert(&e.to_string()))
 }
 
 /// Refuses a private key file that group or others may read or write.

@@ -7,7 +7,6 @@
 //! the [`Issuer`] is built, so issuing costs one signature plus some copying.
 
 use std::fmt;
-use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, Datelike, Duration, TimeZone, Utc};
@@ -16,7 +15,6 @@ use sha2::{Digest, Sha256};
 
 use super::cert_fields;
 use super::der_io;
-use super::identity::{self, IdentityError};
 use super::name_hash::{self, NameError};
 use super::signer::{self, KeySigner, SignError, Signer};
 use capf_model::device::DeviceName;
@@ -108,40 +106,6 @@ impl fmt::Debug for Issuer {
 }
 
 impl Issuer {
-    /// The CAPF identity itself as the issuer (the default).
-    pub fn from_identity(id: &identity::CapfIdentity) -> Issuer {
-        id.issuer().clone()
-    }
-
-    /// A separate issuing CA (PEM certificate + PEM key). Refuses a key that does not match the
-    /// certificate, a certificate that is not a CA, and a key file readable by group/others.
-    pub fn load(cert_path: &Path, key_path: &Path) -> Result<Issuer, IdentityError> {
-        identity::check_key_permissions(key_path)?;
-        let cert_der = identity::read_certificate(cert_path)?;
-        let bad_cert = |reason: &str| IdentityError::Certificate {
-            path: cert_path.to_path_buf(),
-            reason: reason.to_string(),
-        };
-        let fields =
-            cert_fields::parse(&cert_der).ok_or_else(|| bad_cert("not an X.509 certificate"))?;
-        if let Some(reason) = ca_problem(&fields) {
-            return Err(IdentityError::NotCa {
-                path: cert_path.to_path_buf(),
-                reason,
-            });
-        }
-        let signer = identity::read_key(key_path)?;
-        if signer.public_key_spki_der() != fields.spki {
-            return Err(IdentityError::KeyMismatch {
-                key_path: key_path.to_path_buf(),
-                cert_path: cert_path.to_path_buf(),
-            });
-        }
-        let subject = fields.subject.to_vec();
-        Issuer::new(cert_der.clone(), &subject, Arc::new(signer))
-            .map_err(|e| bad_cert(&e.to_string()))
-    }
-
     /// Builds an issuer from its certificate, that certificate's subject and its key.
     pub(crate) fn new(
         cert_der: Vec<u8>,
@@ -269,7 +233,7 @@ impl Issuer {
 }
 
 /// Why a certificate cannot issue certificates, if it cannot.
-fn ca_problem(fields: &cert_fields::CertFields<'_>) -> Option<String> {
+pub(crate) fn ca_problem(fields: &cert_fields::CertFields<'_>) -> Option<String> {
     let find = |oid: &[u8]| fields.extensions.iter().find(|(o, _, _)| *o == oid);
     let Some((_, _, bc)) = find(OID_BASIC_CONSTRAINTS) else {
         return Some("it has no BasicConstraints extension".into());

@@ -16,7 +16,7 @@ use openssl::ssl::{
 use openssl::x509::X509;
 use tokio_openssl::SslStream;
 
-use super::acceptor::{HandshakeError, Inbound, Negotiated, TlsConn};
+use super::stream::{HandshakeError, Inbound, Negotiated, TlsConn};
 use super::tls::off_worker;
 
 /// Suites in the server's order of preference. ECDHE first: a phone that offers it keeps

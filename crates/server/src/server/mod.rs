@@ -9,6 +9,7 @@ pub mod gate;
 #[cfg(feature = "legacy-tls")]
 pub mod legacy;
 pub mod session_ids;
+pub mod stream;
 pub mod tls;
 
 use std::net::SocketAddr;
