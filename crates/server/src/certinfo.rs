@@ -63,7 +63,7 @@ mod tests {
     fn describes_a_vector_lsc() {
         let pem_text = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/tests/vectors/device/01-SEP001122334455-rsa2048.pem"
+            "/../../tests/vectors/device/01-SEP001122334455-rsa2048.pem"
         ))
         .unwrap();
         let der = pem::parse_many(&pem_text)
