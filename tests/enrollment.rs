@@ -341,8 +341,8 @@ async fn phone_that_drops_after_the_certificate_can_retry() {
         .await;
         let (code, text) = server.phone(PHONE, &["--drop-after-certificate"]);
         assert_eq!(code, 4, "{text}");
-        // Give the server a moment to notice the closed connection.
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        // The server noticed the closed connection when it released the session's claim.
+        common::wait_until_released(&*store, &name(PHONE)).await;
         assert_eq!(
             common::status(&*store, op.id).await,
             OperationStatus::Pending

@@ -65,7 +65,10 @@ where
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[cfg_attr(not(capf_postgres), ignore = "needs PostgreSQL: set CAPF_TEST_POSTGRES")]
+#[cfg_attr(
+    not(capf_postgres),
+    ignore = "needs PostgreSQL: set CAPF_TEST_POSTGRES"
+)]
 async fn same_phone_on_two_nodes_gets_one_certificate() {
     let engine = postgres();
     let dir = tempfile::tempdir().unwrap();
@@ -146,7 +149,10 @@ async fn same_phone_on_two_nodes_gets_one_certificate() {
 /// up, the migrations are applied once, one node creates the admin token and the other says
 /// it did not, the token works on both, and each node enrolls a phone.
 #[tokio::test(flavor = "multi_thread")]
-#[cfg_attr(not(capf_postgres), ignore = "needs PostgreSQL: set CAPF_TEST_POSTGRES")]
+#[cfg_attr(
+    not(capf_postgres),
+    ignore = "needs PostgreSQL: set CAPF_TEST_POSTGRES"
+)]
 async fn two_nodes_start_together_on_an_empty_database() {
     let engine = postgres();
     let root = tempfile::tempdir().unwrap();
@@ -337,7 +343,10 @@ impl ClaimTaken {
 /// END_SESSION 7, the attempt and the audit trail say the claim was lost, and the operation
 /// is left as the new holder has it.
 #[tokio::test(flavor = "multi_thread")]
-#[cfg_attr(not(capf_postgres), ignore = "needs PostgreSQL: set CAPF_TEST_POSTGRES")]
+#[cfg_attr(
+    not(capf_postgres),
+    ignore = "needs PostgreSQL: set CAPF_TEST_POSTGRES"
+)]
 async fn a_session_that_lost_its_claim_issues_nothing() {
     let engine = postgres();
     let dir = tempfile::tempdir().unwrap();
@@ -371,7 +380,10 @@ async fn a_session_that_lost_its_claim_issues_nothing() {
 /// time on its last allowed attempt, does not fail the operation the new holder is
 /// performing: the failure is not recorded and the audit trail says why.
 #[tokio::test(flavor = "multi_thread")]
-#[cfg_attr(not(capf_postgres), ignore = "needs PostgreSQL: set CAPF_TEST_POSTGRES")]
+#[cfg_attr(
+    not(capf_postgres),
+    ignore = "needs PostgreSQL: set CAPF_TEST_POSTGRES"
+)]
 async fn a_session_that_lost_its_claim_fails_nothing() {
     let engine = postgres();
     let dir = tempfile::tempdir().unwrap();
@@ -390,7 +402,10 @@ async fn a_session_that_lost_its_claim_fails_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[cfg_attr(not(capf_postgres), ignore = "needs PostgreSQL: set CAPF_TEST_POSTGRES")]
+#[cfg_attr(
+    not(capf_postgres),
+    ignore = "needs PostgreSQL: set CAPF_TEST_POSTGRES"
+)]
 async fn lockout_is_shared_by_the_nodes() {
     let engine = postgres();
     let dir = tempfile::tempdir().unwrap();
@@ -513,13 +528,19 @@ enum Outage {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[cfg_attr(not(capf_postgres), ignore = "needs PostgreSQL: set CAPF_TEST_POSTGRES")]
+#[cfg_attr(
+    not(capf_postgres),
+    ignore = "needs PostgreSQL: set CAPF_TEST_POSTGRES"
+)]
 async fn a_database_restart_loses_nothing() {
     database_outage(Outage::Restart).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[cfg_attr(not(capf_postgres), ignore = "needs PostgreSQL: set CAPF_TEST_POSTGRES")]
+#[cfg_attr(
+    not(capf_postgres),
+    ignore = "needs PostgreSQL: set CAPF_TEST_POSTGRES"
+)]
 async fn a_silent_database_loses_nothing() {
     database_outage(Outage::Partition).await;
 }

@@ -77,18 +77,30 @@ pub(crate) async fn status(store: &dyn Store, id: i64) -> capf_model::operation:
 /// a [`server::TestServer::slow_phone`] is in key generation.
 #[allow(dead_code)]
 pub(crate) async fn wait_until_claimed(store: &dyn Store, device: &DeviceName) {
+    wait_for_claim(store, device, true).await
+}
+
+/// Waits (up to 20 s) until no session holds the device's latest operation: the server has
+/// ended the session and released its claim.
+#[allow(dead_code)]
+pub(crate) async fn wait_until_released(store: &dyn Store, device: &DeviceName) {
+    wait_for_claim(store, device, false).await
+}
+
+async fn wait_for_claim(store: &dyn Store, device: &DeviceName, claimed: bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let op = store
             .latest_operation(device)
             .await
             .expect("read operation");
-        if op.is_some_and(|o| o.claimed_by.is_some()) {
+        if op.is_some_and(|o| o.claimed_by.is_some() == claimed) {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "no session claimed the operation of {device:?} within 20 s"
+            "the operation of {device:?} was not {} within 20 s",
+            if claimed { "claimed" } else { "released" }
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -4,6 +4,7 @@
 //! No I/O, no async runtime, no database, TLS or HTTP crate: the protocol crate and its fuzz
 //! targets build on this alone.
 
+pub mod clock;
 pub mod device;
 pub mod keyspec;
 pub mod operation;

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::Utc;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -19,7 +18,9 @@ use crate::metrics::{Metrics, NoMetrics, Prometheus};
 use crate::server::acceptor::Acceptor;
 use crate::server::{self, Server};
 use crate::service::Service;
+use crate::supervise::supervise;
 use crate::tokens;
+use capf_model::clock::{Clock, SystemClock};
 use capf_pki::auth::TrustAnchors;
 use capf_pki::ca::identity::{CapfIdentity, Loaded};
 use capf_pki::ca::lsc::Issuer;
@@ -33,6 +34,7 @@ pub async fn serve(args: ServeArgs, settings: Settings, log: LogControl) -> anyh
     // Registered this early so a SIGHUP during start-up is not the default action (exit).
     let hangup = Hangup::register();
     let settings = Arc::new(settings);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
 
     // Key files, the issuer and the manufacturer CAs are read (and a new key generated) on
     // the blocking pool, never on the async workers.
@@ -102,16 +104,34 @@ pub async fn serve(args: ServeArgs, settings: Settings, log: LogControl) -> anyh
         &identity,
         Arc::clone(&store),
         Arc::clone(&service.live),
+        Arc::clone(&clock),
         shutdown.clone(),
     )
     .await?;
     let tasks = TaskTracker::new();
-    tokio::spawn(sweep(
-        Arc::clone(&store),
-        settings.sweep_interval,
-        shutdown.clone(),
-    ));
-    tokio::spawn(Arc::clone(&server).housekeeping(shutdown.clone()));
+    // Background tasks for the life of the service: a panic in one is logged and the task
+    // restarted (supervise), never silently lost.
+    let mut background = Vec::new();
+    background.push(supervise("sweeper", shutdown.clone(), {
+        let (store, clock, every, shutdown) = (
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            settings.sweep_interval,
+            shutdown.clone(),
+        );
+        move || {
+            sweep(
+                Arc::clone(&store),
+                Arc::clone(&clock),
+                every,
+                shutdown.clone(),
+            )
+        }
+    }));
+    background.push(supervise("housekeeping", shutdown.clone(), {
+        let (server, shutdown) = (Arc::clone(&server), shutdown.clone());
+        move || Arc::clone(&server).housekeeping(shutdown.clone())
+    }));
     let mut accept = vec![tokio::spawn(Arc::clone(&server).serve(
         listener,
         acceptor,
@@ -126,8 +146,15 @@ pub async fn serve(args: ServeArgs, settings: Settings, log: LogControl) -> anyh
             tasks.clone(),
         )));
     }
-    tokio::spawn(renew_claims(Arc::clone(&service), shutdown.clone()));
-    tokio::spawn(reload_on_hangup(
+    background.push(supervise("claim renewal", shutdown.clone(), {
+        let (service, clock, shutdown) =
+            (Arc::clone(&service), Arc::clone(&clock), shutdown.clone());
+        move || renew_claims(Arc::clone(&service), Arc::clone(&clock), shutdown.clone())
+    }));
+    // The reloader owns the SIGHUP stream, so it cannot be rebuilt after a panic: it is
+    // watched instead, and a panic there stops the server cleanly rather than leaving a
+    // node that ignores reloads.
+    let mut reloader = tokio::spawn(reload_on_hangup(
         hangup,
         Reloader {
             args,
@@ -139,9 +166,27 @@ pub async fn serve(args: ServeArgs, settings: Settings, log: LogControl) -> anyh
         },
     ));
 
-    signals.recv().await;
-    info!("shutting down: no new connections, letting sessions in flight finish");
+    let mut reloader_running = true;
+    loop {
+        tokio::select! {
+            _ = signals.recv() => {
+                info!("shutting down: no new connections, letting sessions in flight finish");
+                break;
+            }
+            ended = &mut reloader, if reloader_running => {
+                // It returns when no SIGHUP can come (nothing is lost); it fails on a panic.
+                reloader_running = false;
+                if let Err(e) = ended {
+                    error!(error = %e, "the SIGHUP reloader panicked; shutting down");
+                    break;
+                }
+            }
+        }
+    }
     shutdown.cancel();
+    for task in background {
+        let _ = task.await;
+    }
     for task in accept {
         let _ = task.await;
     }
@@ -230,9 +275,10 @@ async fn serve_api(
     identity: &CapfIdentity,
     store: Arc<dyn store::Store>,
     live: Arc<LiveConfig>,
+    clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    match tokens::bootstrap(store.as_ref(), &settings.data_dir).await {
+    match tokens::bootstrap(store.as_ref(), &settings.data_dir, clock.as_ref()).await {
         Ok(Some(path)) => warn!(
             file = %path.display(),
             "admin API token created: the file holds the only copy of the secret"
@@ -287,6 +333,7 @@ async fn serve_api(
         store,
         certificate,
         live,
+        clock,
     });
     let scheme = if tls.is_some() { "https" } else { "http" };
     info!(address = %local, scheme, "HTTP API ready");
@@ -513,23 +560,40 @@ impl Reloader {
 }
 
 /// Marks operations whose deadline passed, so listings are true without a phone connecting.
-async fn sweep(store: Arc<dyn store::Store>, every: Duration, shutdown: CancellationToken) {
+async fn sweep(
+    store: Arc<dyn store::Store>,
+    clock: Arc<dyn Clock>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
     let mut interval = tokio::time::interval(every);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = interval.tick() => {}
         }
-        match store.expire_operations(Utc::now()).await {
-            Ok(0) => {}
-            Ok(n) => info!(count = n, "operations past their deadline marked timed out"),
-            Err(e) => error!(error = %e, "could not expire operations"),
+        let _ = sweep_once(store.as_ref(), clock.as_ref()).await;
+    }
+}
+
+/// One pass of the sweeper: marks the operations whose deadline is before the clock's now.
+/// Returns how many it marked; a database error is logged and counted as none.
+pub async fn sweep_once(store: &dyn store::Store, clock: &dyn Clock) -> u64 {
+    match store.expire_operations(clock.now()).await {
+        Ok(0) => 0,
+        Ok(n) => {
+            info!(count = n, "operations past their deadline marked timed out");
+            n
+        }
+        Err(e) => {
+            error!(error = %e, "could not expire operations");
+            0
         }
     }
 }
 
 /// The node's heartbeat on the operations its sessions hold (see `Settings::claim_lease`).
-async fn renew_claims(service: Arc<Service>, shutdown: CancellationToken) {
+async fn renew_claims(service: Arc<Service>, clock: Arc<dyn Clock>, shutdown: CancellationToken) {
     let prefix = service.claimant_prefix();
     let lease = service.settings.claim_lease;
     let mut interval = tokio::time::interval(crate::service::claim_renew_every(lease));
@@ -544,7 +608,10 @@ async fn renew_claims(service: Arc<Service>, shutdown: CancellationToken) {
             warn!("could not release the claims of ended sessions; renewal skipped");
             continue;
         }
-        let renewed = service.store.renew_claims(&prefix, Utc::now(), lease).await;
+        let renewed = service
+            .store
+            .renew_claims(&prefix, clock.now(), lease)
+            .await;
         if let Err(e) = renewed {
             warn!(error = %e, "could not renew this node's claims");
         }

@@ -12,4 +12,5 @@ pub mod metrics;
 pub mod pinned;
 pub mod server;
 pub mod service;
+pub mod supervise;
 pub mod tokens;

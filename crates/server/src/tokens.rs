@@ -7,10 +7,10 @@
 
 use std::path::{Path, PathBuf};
 
-use chrono::Utc;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
+use capf_model::clock::Clock;
 use capf_model::operation::TokenScope;
 use capf_store::{ApiToken, Store, StoreError, Timestamp};
 
@@ -95,9 +95,13 @@ pub async fn lookup(store: &dyn Store, secret: &str) -> Result<Option<ApiToken>,
 /// First start: when the database holds no token at all, creates `admin` and writes its
 /// secret to `<data_dir>/admin.token`. Returns the file written, if any. Safe when several
 /// nodes start at once: only one creates the token (the others find one exists).
-pub async fn bootstrap(store: &dyn Store, data_dir: &Path) -> Result<Option<PathBuf>, TokenError> {
-    let token = generate(BOOTSTRAP_NAME, TokenScope::Admin, Utc::now())?;
-    if !store.bootstrap_token(&token.record, Utc::now()).await? {
+pub async fn bootstrap(
+    store: &dyn Store,
+    data_dir: &Path,
+    clock: &dyn Clock,
+) -> Result<Option<PathBuf>, TokenError> {
+    let token = generate(BOOTSTRAP_NAME, TokenScope::Admin, clock.now())?;
+    if !store.bootstrap_token(&token.record, clock.now()).await? {
         return Ok(None);
     }
     let path = data_dir.join(TOKEN_FILE);
@@ -116,7 +120,7 @@ pub async fn bootstrap(store: &dyn Store, data_dir: &Path) -> Result<Option<Path
     if let Err(source) = written {
         // Without the file nobody knows the secret: drop the token so the next start tries
         // again instead of leaving an API nobody can use.
-        let _ = store.revoke_token(BOOTSTRAP_NAME, Utc::now()).await;
+        let _ = store.revoke_token(BOOTSTRAP_NAME, clock.now()).await;
         return Err(TokenError::Write { path, source });
     }
     Ok(Some(path))
@@ -128,8 +132,8 @@ mod tests {
 
     #[test]
     fn tokens_are_random_and_hashed() {
-        let a = generate("a", TokenScope::Admin, Utc::now()).unwrap();
-        let b = generate("b", TokenScope::ReadOnly, Utc::now()).unwrap();
+        let a = generate("a", TokenScope::Admin, chrono::Utc::now()).unwrap();
+        let b = generate("b", TokenScope::ReadOnly, chrono::Utc::now()).unwrap();
         assert_ne!(a.secret, b.secret);
         assert_eq!(a.secret.len(), 5 + 64);
         assert_eq!(a.record.token_sha256, hash(&a.secret));

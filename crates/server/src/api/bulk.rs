@@ -477,7 +477,7 @@ pub async fn bulk(
     if !errors.is_empty() || request.dry_run {
         return Ok(answer(request.dry_run, count, valid, 0, errors, Vec::new()));
     }
-    let ids = state.store.schedule_many(&ops, Utc::now()).await?;
+    let ids = state.store.schedule_many(&ops, state.clock.now()).await?;
     tracing::info!(count = ids.len(), "bulk: operations scheduled");
     Ok(answer(false, count, valid, ids.len(), errors, generated))
 }
@@ -525,7 +525,7 @@ pub async fn report(
     params.remove("cursor");
     let mut filter = listing_filter(&params)?;
     filter.limit = REPORT_PAGE;
-    let now = Utc::now();
+    let now = state.clock.now();
     let mut out = csv::Writer::from_writer(Vec::new());
     let header = [
         "device",

@@ -8,7 +8,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::Utc;
 use serde_json::{Map, Value};
 
 use super::access::{AdminAccess, ReadAccess};
@@ -44,7 +43,7 @@ impl ApiState {
         Defaults {
             key: live.default_key,
             window: live.operation_window,
-            now: Utc::now(),
+            now: self.clock.now(),
         }
     }
 }
@@ -97,7 +96,7 @@ pub async fn put_operation(
     } else {
         None
     };
-    let op = state.store.schedule(valid.op, Utc::now()).await?;
+    let op = state.store.schedule(valid.op, state.clock.now()).await?;
     Ok(Json(ScheduleResponse {
         device: op.device_name.as_str().to_string(),
         status: capf_model::status::describe(Some(op.status_of())),
@@ -135,7 +134,7 @@ pub async fn delete_operation(
     Path(name): Path<String>,
 ) -> Result<Json<OperationView>, Problem> {
     let device = device_from_path(&name)?;
-    match state.store.cancel(&device, Utc::now()).await? {
+    match state.store.cancel(&device, state.clock.now()).await? {
         Some(op) => Ok(Json(OperationView::new(&op, false))),
         None => Err(Problem::NotFound(format!(
             "{device} has no pending operation"
@@ -166,7 +165,7 @@ pub async fn get_device(
         op.as_ref(),
         lsc.as_ref().map(LscView::from),
         access.is_admin(),
-        Utc::now(),
+        state.clock.now(),
     )))
 }
 
@@ -199,7 +198,7 @@ pub async fn patch_device(
     if let Some(require) = require_sudi {
         state
             .store
-            .set_require_sudi(&name, require, Utc::now())
+            .set_require_sudi(&name, require, state.clock.now())
             .await?;
     }
     let device = state
@@ -214,7 +213,7 @@ pub async fn patch_device(
         op.as_ref(),
         lsc.as_ref().map(LscView::from),
         true,
-        Utc::now(),
+        state.clock.now(),
     )))
 }
 
@@ -275,7 +274,7 @@ pub async fn list_devices(
 ) -> Result<Json<DeviceList>, Problem> {
     let filter = listing_filter(&params)?;
     let rows = state.store.list_devices(&filter).await?;
-    let now = Utc::now();
+    let now = state.clock.now();
     let next_cursor = if rows.len() as u32 == filter.limit {
         rows.last().map(|r| r.device.name.as_str().to_string())
     } else {
@@ -338,10 +337,10 @@ pub async fn unlock(
     Path(name): Path<String>,
 ) -> Result<Json<LockView>, Problem> {
     let name = device_from_path(&name)?;
-    state.store.unlock(&name, Utc::now()).await?;
+    state.store.unlock(&name, state.clock.now()).await?;
     let lock = state.store.lock_state(&name).await?;
     Ok(Json(LockView {
-        locked: lock.is_locked(Utc::now()),
+        locked: lock.is_locked(state.clock.now()),
         locked_until: lock.locked_until,
         failed_auth_count: lock.failed_auth_count,
     }))

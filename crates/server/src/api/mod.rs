@@ -25,6 +25,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use crate::config::LiveConfig;
+use capf_model::clock::Clock;
 use capf_store::Store;
 
 /// How long a health check waits for the database.
@@ -77,6 +78,8 @@ pub struct ApiState {
     pub certificate: PublishedCertificate,
     /// Where the default key and operation window come from (SIGHUP may change them).
     pub live: Arc<LiveConfig>,
+    /// Where "now" comes from: deadlines, listings' expiry views, lock states.
+    pub clock: Arc<dyn Clock>,
 }
 
 pub fn router(state: ApiState) -> Router {
