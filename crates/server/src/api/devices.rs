@@ -43,7 +43,7 @@ impl ApiState {
         let live = self.live.current();
         Defaults {
             key: live.default_key,
-            window: live.operation_window,
+            window: live.operation_window(),
             now: Utc::now(),
         }
     }
