@@ -324,3 +324,146 @@ fn live_config_swaps_whole() {
     assert_eq!(held.lockout().max_failures, 10);
     assert_eq!(live.current().lockout().max_failures, 3);
 }
+
+#[test]
+fn every_setting_is_in_exactly_one_reload_list() {
+    for setting in SETTINGS {
+        let live = LIVE_SETTINGS.contains(&setting.name);
+        let restart = RESTART_SETTINGS.contains(&setting.name);
+        assert_ne!(
+            live, restart,
+            "{} in both lists or in neither",
+            setting.name
+        );
+        assert_eq!(live, setting.reload == Reload::Live, "{}", setting.name);
+    }
+    assert_eq!(SETTINGS.len(), LIVE_SETTINGS.len() + RESTART_SETTINGS.len());
+
+    // The flags are generated from the same declaration: one per setting, and --config.
+    use clap::CommandFactory;
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+    let command = Cli::command();
+    let mut flags: Vec<&str> = command
+        .get_arguments()
+        .map(|a| a.get_id().as_str())
+        .filter(|id| !["config", "help"].contains(id))
+        .collect();
+    let mut declared: Vec<&str> = SETTINGS.iter().map(|s| s.name).collect();
+    flags.sort_unstable();
+    declared.sort_unstable();
+    assert_eq!(flags, declared);
+}
+
+/// Values under which every setting resolves; the pairs are given whole, so that one half
+/// of a pair can change alone, and the database URL is given so that it does not follow
+/// `data_dir`.
+const BASE_FILE: &[(&str, &str)] = &[
+    ("api_cert", "\"/etc/capf/api.pem\""),
+    ("api_key", "\"/etc/capf/api.key\""),
+    ("issuer_cert", "\"/etc/capf/issuer.pem\""),
+    ("issuer_key", "\"/etc/capf/issuer.key\""),
+    ("database_url", "\"sqlite:///var/lib/capf/capf.db\""),
+    ("node_id", "\"node-a\""),
+];
+
+/// For each setting, a value, as the config file writes it, that differs from its value
+/// under [`BASE_FILE`].
+const OTHER_VALUES: &[(&str, &str)] = &[
+    ("listen", "\"127.0.0.1:4000\""),
+    ("legacy_tls", "true"),
+    ("legacy_tls_listen", "\"127.0.0.1:4001\""),
+    ("api_listen", "\"127.0.0.1:4002\""),
+    ("metrics_listen", "\"127.0.0.1:4003\""),
+    ("api_tls", "true"),
+    ("api_cert", "\"/etc/capf/api-2.pem\""),
+    ("api_key", "\"/etc/capf/api-2.key\""),
+    ("operation_window_days", "8"),
+    ("keygen_max_attempts", "4"),
+    ("sweep_interval", "31"),
+    ("claim_lease", "91"),
+    ("data_dir", "\"/var/lib/capf-2\""),
+    ("certs_dir", "\"/etc/capf-2\""),
+    ("database_url", "\"postgres://capf@db/capf\""),
+    ("capf_key", "\"ec-p256\""),
+    ("capf_validity_days", "365"),
+    ("subject_o", "\"Example\""),
+    ("subject_ou", "\"Phones\""),
+    ("subject_l", "\"Zurich\""),
+    ("subject_st", "\"ZH\""),
+    ("subject_c", "\"CH\""),
+    ("issuer_cert", "\"/etc/capf/issuer-2.pem\""),
+    ("issuer_key", "\"/etc/capf/issuer-2.key\""),
+    ("lsc_validity_days", "365"),
+    ("default_key", "\"ec-p256\""),
+    ("handshake_timeout", "16"),
+    ("frame_timeout", "31"),
+    ("keygen_timeout", "1801"),
+    ("session_timeout", "2401"),
+    ("drain_timeout", "31"),
+    ("max_sessions", "19999"),
+    ("conn_rate", "49"),
+    ("conn_burst", "499"),
+    ("max_sessions_per_address", "1999"),
+    ("mic_expiry_allowance_days", "1"),
+    ("lockout_failures", "9"),
+    ("lockout_seconds", "601"),
+    ("node_id", "\"node-b\""),
+    ("log_format", "\"json\""),
+    ("log_filter", "\"debug\""),
+];
+
+/// Settings from a config file made of `entries`.
+fn resolve_file(entries: &std::collections::BTreeMap<&str, &str>) -> Settings {
+    let text: String = entries
+        .iter()
+        .map(|(name, value)| format!("{name} = {value}\n"))
+        .collect();
+    let given: ServeArgs = toml::from_str(&text).unwrap();
+    Settings::resolve(&given).unwrap_or_else(|e| panic!("{text}: {e}"))
+}
+
+/// A setting changed alone shows up in the reload list its declaration names, and only
+/// there: `changes` for a live setting, `needing_restart` for the others.
+#[test]
+fn each_setting_reloads_as_declared() {
+    // A setting declared without a value here fails this test rather than skipping it.
+    let mut valued: Vec<&str> = OTHER_VALUES.iter().map(|(name, _)| *name).collect();
+    let mut declared: Vec<&str> = SETTINGS.iter().map(|s| s.name).collect();
+    valued.sort_unstable();
+    declared.sort_unstable();
+    assert_eq!(valued, declared);
+
+    let base: std::collections::BTreeMap<&str, &str> = BASE_FILE.iter().copied().collect();
+    let before = resolve_file(&base);
+    for (name, value) in OTHER_VALUES {
+        if name.starts_with("legacy_tls") && !cfg!(feature = "legacy-tls") {
+            // Refused in such a build, so it cannot change.
+            continue;
+        }
+        let mut changed = base.clone();
+        changed.insert(name, value);
+        let after = resolve_file(&changed);
+        let live: Vec<&str> = before
+            .live
+            .changes(&after.live)
+            .iter()
+            .map(|c| c.name)
+            .collect();
+        let restart = before.needing_restart(&after);
+        let declared = SETTINGS.iter().find(|s| s.name == *name).unwrap();
+        match declared.reload {
+            Reload::Live => {
+                assert_eq!(live, [*name]);
+                assert!(restart.is_empty(), "{name}: {restart:?}");
+            }
+            Reload::Restart => {
+                assert_eq!(restart, [*name]);
+                assert!(live.is_empty(), "{name}: {live:?}");
+            }
+        }
+    }
+}
