@@ -120,7 +120,7 @@ macro_rules! declare_settings {
         impl ServeArgs {
             /// Each setting from `self` (flags and environment: clap merges those two) where
             /// given, else from `file`.
-            pub fn over(self, file: ServeArgs) -> ServeArgs {
+            pub(super) fn over(self, file: ServeArgs) -> ServeArgs {
                 ServeArgs {
                     config: self.config,
                     $($name: self.$name.or(file.$name),)*

@@ -69,29 +69,37 @@ impl Settings {
             "issuer_cert",
             "issuer_cert and issuer_key go together",
         )?;
-        let limits = Limits::default();
+        let limit_defaults = Limits::default();
         let handshake_timeout = secs(
             given.handshake_timeout,
             "handshake_timeout",
-            limits.handshake_timeout,
+            limit_defaults.handshake_timeout,
         )?;
-        let frame_timeout = secs(given.frame_timeout, "frame_timeout", limits.frame_timeout)?;
+        let frame_timeout = secs(
+            given.frame_timeout,
+            "frame_timeout",
+            limit_defaults.frame_timeout,
+        )?;
         let keygen_timeout = secs(
             given.keygen_timeout,
             "keygen_timeout",
-            limits.keygen_timeout,
+            limit_defaults.keygen_timeout,
         )?;
         let session_timeout = secs(
             given.session_timeout,
             "session_timeout",
-            limits.session_timeout,
+            limit_defaults.session_timeout,
         )?;
-        let drain_timeout = secs(given.drain_timeout, "drain_timeout", limits.drain_timeout)?;
-        let lockout = LockoutPolicy::default();
+        let drain_timeout = secs(
+            given.drain_timeout,
+            "drain_timeout",
+            limit_defaults.drain_timeout,
+        )?;
+        let lockout_defaults = LockoutPolicy::default();
         let lockout_seconds = secs(
             given.lockout_seconds,
             "lockout_seconds",
-            lockout.lock_duration,
+            lockout_defaults.lock_duration,
         )?;
         let (api_cert, api_key) = pair(
             given.api_cert,
@@ -170,7 +178,7 @@ impl Settings {
             "sweep_interval",
             Duration::from_secs(30),
         )?;
-        let gate = GateLimits::default();
+        let gate_defaults = GateLimits::default();
         Ok(Settings {
             listen,
             legacy_tls,
@@ -209,17 +217,23 @@ impl Settings {
                 session_timeout,
                 drain_timeout,
                 // Caps and rates of zero would refuse everything: one is the least.
-                max_sessions: given.max_sessions.unwrap_or(limits.max_sessions).max(1),
-                conn_rate: given.conn_rate.unwrap_or(gate.rate_per_second).max(1),
-                conn_burst: given.conn_burst.unwrap_or(gate.burst).max(1),
+                max_sessions: given
+                    .max_sessions
+                    .unwrap_or(limit_defaults.max_sessions)
+                    .max(1),
+                conn_rate: given
+                    .conn_rate
+                    .unwrap_or(gate_defaults.rate_per_second)
+                    .max(1),
+                conn_burst: given.conn_burst.unwrap_or(gate_defaults.burst).max(1),
                 max_sessions_per_address: given
                     .max_sessions_per_address
-                    .unwrap_or(gate.max_per_address)
+                    .unwrap_or(gate_defaults.max_per_address)
                     .max(1),
                 mic_expiry_allowance_days: Days(given.mic_expiry_allowance_days.unwrap_or(0)),
                 lockout_failures: given
                     .lockout_failures
-                    .unwrap_or(lockout.max_failures)
+                    .unwrap_or(lockout_defaults.max_failures)
                     .max(1),
                 lockout_seconds,
                 log_filter,
