@@ -197,7 +197,7 @@ pub async fn serve(args: ServeArgs, settings: Settings, log: LogControl) -> anyh
             info!("all sessions finished");
             true
         }
-        _ = tokio::time::sleep(service.live.current().limits.drain_timeout) => {
+        _ = tokio::time::sleep(service.live.current().drain_timeout) => {
             warn!("drain deadline passed; exiting with sessions in flight");
             false
         }
@@ -217,7 +217,7 @@ pub async fn serve(args: ServeArgs, settings: Settings, log: LogControl) -> anyh
             Err(_) => warn!("releasing the operations of cut sessions timed out"),
         }
     }
-    if settings.legacy_tls.enabled() {
+    if settings.legacy().enabled() {
         // The final count: which phones still needed legacy TLS during this run.
         server.log_legacy_counts();
     }
@@ -236,19 +236,19 @@ fn acceptors(
     tls: Arc<rustls::ServerConfig>,
 ) -> anyhow::Result<Acceptors> {
     #[cfg(feature = "legacy-tls")]
-    if settings.legacy_tls.enabled() {
+    if settings.legacy().enabled() {
         use crate::server::legacy::LegacyAcceptor;
         let legacy = Arc::new(
             LegacyAcceptor::new(identity.cert_der(), identity.key_pkcs8_der())
                 .context("legacy TLS")?,
         );
         warn!(
-            on_listen = settings.legacy_tls.on_listen,
-            listen = ?settings.legacy_tls.listen,
+            on_listen = settings.legacy_tls,
+            listen = ?settings.legacy_tls_listen,
             "LEGACY TLS ENABLED: phones that need it get TLS 1.0/1.1, RSA key exchange (no \
              forward secrecy) and CBC suites; turn it off once no legacy handshakes are counted"
         );
-        let main = if settings.legacy_tls.on_listen {
+        let main = if settings.legacy_tls {
             let profile = server::tls::modern_profile(&tls, identity.key_pkcs8_der())?;
             Acceptor::Sniff {
                 modern: TlsAcceptor::from(tls),
@@ -259,8 +259,7 @@ fn acceptors(
             Acceptor::Rustls(TlsAcceptor::from(tls))
         };
         let extra = settings
-            .legacy_tls
-            .listen
+            .legacy_tls_listen
             .map(|addr| (addr, Arc::new(Acceptor::Legacy(legacy))));
         return Ok((Arc::new(main), extra));
     }
@@ -309,7 +308,7 @@ async fn serve_api(
     let transport = api::transport(
         settings.api_listen,
         settings.api_tls,
-        settings.api_tls_files.clone(),
+        settings.api_tls_files(),
     );
     let tls = match transport {
         api::ApiTransport::PlainHttp => None,
@@ -429,11 +428,12 @@ fn load_keys(settings: &Settings) -> anyhow::Result<(CapfIdentity, Loaded, Issue
         std::fs::create_dir_all(&settings.data_dir)
             .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
     }
-    let (identity, loaded) = CapfIdentity::load_or_create(&settings.certs_dir, &settings.identity)
-        .context("CAPF identity")?;
-    let issuer = match &settings.issuer {
+    let (identity, loaded) =
+        CapfIdentity::load_or_create(&settings.certs_dir, &settings.identity())
+            .context("CAPF identity")?;
+    let issuer = match settings.issuer() {
         Some((cert, key)) => {
-            capf_pki::ca::identity::load_issuer(cert, key).context("LSC issuer")?
+            capf_pki::ca::identity::load_issuer(&cert, &key).context("LSC issuer")?
         }
         None => identity.issuer().clone(),
     };

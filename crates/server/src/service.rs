@@ -345,7 +345,7 @@ impl Service {
         } else {
             match self
                 .store
-                .admit_auth_attempt(name, &ctx.source(), now, ctx.live.lockout)
+                .admit_auth_attempt(name, &ctx.source(), now, ctx.live.lockout())
                 .await?
             {
                 AuthAdmission::Admitted(ticket) => Some(ticket),
@@ -441,7 +441,7 @@ impl Service {
         let policy = AuthPolicy {
             precedence,
             require_sudi,
-            mic_expiry_allowance: ctx.live.mic_expiry_allowance,
+            mic_expiry_allowance: ctx.live.mic_expiry_allowance(),
             device_has_lsc,
         };
         let anchors = self.trust_anchors();

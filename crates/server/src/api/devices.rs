@@ -42,7 +42,7 @@ impl ApiState {
         let live = self.live.current();
         Defaults {
             key: live.default_key,
-            window: live.operation_window,
+            window: live.operation_window(),
             now: self.clock.now(),
         }
     }

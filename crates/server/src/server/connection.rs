@@ -23,7 +23,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     // Copied out: `perform` borrows the context mutably.
-    let limits = ctx.live.limits;
+    let limits = ctx.live.limits();
     let session_deadline = Instant::now() + limits.session_timeout;
     let mut session = Session::new(ctx.session_id);
     let mut step = session.start();

@@ -12,27 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-/// Settings of the gate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GateLimits {
-    /// New connections per second per source address, sustained.
-    pub rate_per_second: u32,
-    /// Connections a source address may open at once above the rate.
-    pub burst: u32,
-    /// Concurrent sessions per source address.
-    pub max_per_address: usize,
-}
-
-impl Default for GateLimits {
-    /// Generous enough for a building of phones behind one NAT address rebooting at once.
-    fn default() -> Self {
-        GateLimits {
-            rate_per_second: 50,
-            burst: 500,
-            max_per_address: 2000,
-        }
-    }
-}
+use crate::config::GateLimits;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {

@@ -102,8 +102,8 @@ impl Server {
         Server {
             service,
             session_ids: Arc::new(SessionIds::default()),
-            slots: SessionSlots::new(live.limits.max_sessions),
-            gate: ConnectionGate::new(live.gate),
+            slots: SessionSlots::new(live.max_sessions),
+            gate: ConnectionGate::new(live.gate()),
             legacy: LegacyStats::default(),
         }
     }
@@ -111,10 +111,10 @@ impl Server {
     /// Applies reloaded flood control and session cap to the connections that come next.
     /// (Deadlines need nothing here: each session reads them from the service at its start.)
     pub fn apply(&self, live: &LiveSettings) {
-        self.gate.set_limits(live.gate);
+        self.gate.set_limits(live.gate());
         self.slots
             .max
-            .store(live.limits.max_sessions.max(1), Ordering::Release);
+            .store(live.max_sessions.max(1), Ordering::Release);
     }
 
     /// Handshakes the legacy (OpenSSL) acceptor has done since start.
@@ -227,7 +227,7 @@ impl Server {
             debug!("new phone connection");
             // The deadline covers the whole handshake, reading the ClientHello included.
             let handshake =
-                tokio::time::timeout(live.limits.handshake_timeout, acceptor.accept(stream)).await;
+                tokio::time::timeout(live.handshake_timeout, acceptor.accept(stream)).await;
             let (mut tls, negotiated) = match handshake {
                 Ok(Ok(established)) => established,
                 Ok(Err(e)) => {
