@@ -26,7 +26,8 @@ use capf_pki::ca::pubkey::check_public_key;
 use capf_proto::session::{AuthAttempt, AuthDecision, AuthProof, IssueFailure, Outcome, Plan};
 use capf_proto::AuthResponse;
 use capf_store::{
-    Attempt, AuthAdmission, AuthTicket, NewCertificate, Operation, Store, StoreError, Timestamp,
+    Attempt, AuthAdmission, AuthTicket, ClaimLost, NewCertificate, Operation, Store, StoreError,
+    Timestamp,
 };
 
 /// Why a phone's credentials were refused: the cause the operation's status shows, and the
@@ -735,7 +736,7 @@ impl Service {
     /// The store refused a write because another session holds the operation's claim now
     /// (this node lost the database for longer than the lease, say): the session ends with
     /// END_SESSION 7 and the attempt record and audit trail say why.
-    async fn claim_lost(&self, ctx: &mut SessionContext, op_id: i64, what: &str, why: &str) {
+    async fn claim_lost(&self, ctx: &mut SessionContext, op_id: i64, what: &str, why: &ClaimLost) {
         ctx.claim_lost = true;
         self.live_claims().remove(&self.claimant(ctx));
         let detail = format!("claim lost: {what}: {why}");

@@ -14,304 +14,22 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use serde::Serialize;
 
 use capf_model::device::DeviceName;
-use capf_model::keyspec::KeySpec;
-use capf_model::operation::{
-    AuthMode, CertState, FailureCause, OperationKind, OperationStatus, TokenScope,
-};
+use capf_model::operation::{FailureCause, OperationStatus};
 
+mod database_url;
+mod error;
 pub mod postgres;
+mod records;
 mod sql;
 pub mod sqlite;
 mod sqlite_engine;
 
+pub use database_url::{redact_url, DatabaseUrl};
+pub use error::{BadUrl, ClaimLost, Conflict, Corrupt, Missing, Result, StoreError, Unavailable};
+pub use records::*;
 pub use sql::SqlStore;
-
-pub type Timestamp = DateTime<Utc>;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The database could not be reached or failed; the caller should retry later.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    #[error("database migration failed: {0}")]
-    Migration(String),
-    #[error("not found: {0}")]
-    NotFound(String),
-    /// A row read back holds a value this build does not understand.
-    #[error("corrupt row: {0}")]
-    Corrupt(String),
-    #[error("invalid database url: {0}")]
-    BadUrl(String),
-    /// The change would break a uniqueness rule (e.g. a token name already in use).
-    #[error("conflict: {0}")]
-    Conflict(String),
-    /// The session no longer holds the operation's claim: another session took it over
-    /// (after this one's lease ran out), so this one must not issue or complete anything.
-    #[error("claim lost: {0}")]
-    ClaimLost(String),
-}
-
-impl From<capf_model::operation::ParseError> for StoreError {
-    fn from(e: capf_model::operation::ParseError) -> Self {
-        StoreError::Corrupt(e.to_string())
-    }
-}
-
-impl From<sqlx::Error> for StoreError {
-    fn from(e: sqlx::Error) -> Self {
-        match e {
-            sqlx::Error::RowNotFound => StoreError::NotFound("row".into()),
-            sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
-                StoreError::Corrupt(e.to_string())
-            }
-            other => StoreError::Unavailable(other.to_string()),
-        }
-    }
-}
-
-pub type Result<T> = std::result::Result<T, StoreError>;
-
-/// A device capf knows about.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Device {
-    pub name: DeviceName,
-    /// Certificate authentication must carry a valid SUDI block.
-    pub require_sudi: bool,
-    pub created_at: Timestamp,
-    /// Consecutive failed authentications since the last success or lock.
-    pub failed_auth_count: u32,
-    pub locked_until: Option<Timestamp>,
-    pub last_attempt: Option<LastAttempt>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct LastAttempt {
-    pub at: Timestamp,
-    pub source_addr: String,
-    pub outcome: String,
-}
-
-/// An authentication string. Its `Debug` never shows the digits.
-#[derive(Clone, PartialEq, Eq)]
-pub struct AuthString(pub String);
-
-impl fmt::Debug for AuthString {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("AuthString(<redacted>)")
-    }
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct NewOperation {
-    pub device_name: DeviceName,
-    pub kind: OperationKind,
-    pub auth_mode: AuthMode,
-    /// Required for `AuthMode::String`, ignored otherwise.
-    pub auth_string: Option<AuthString>,
-    pub key: KeySpec,
-    pub completes_by: Timestamp,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct Operation {
-    pub id: i64,
-    pub device_name: DeviceName,
-    pub kind: OperationKind,
-    pub auth_mode: AuthMode,
-    pub auth_string: Option<AuthString>,
-    pub key: KeySpec,
-    pub completes_by: Timestamp,
-    pub status: OperationStatus,
-    pub cause: Option<FailureCause>,
-    /// How many times a phone was asked to generate a key for this operation.
-    pub keygen_attempts: u32,
-    pub created_at: Timestamp,
-    pub updated_at: Timestamp,
-    /// Node holding the operation for a session in flight, and until when.
-    pub claimed_by: Option<String>,
-    pub claim_expires_at: Option<Timestamp>,
-}
-
-/// A certificate to record (issued by us, or fetched from a phone).
-impl Operation {
-    /// What its status is worded from (`capf_model::status::describe`).
-    pub fn status_of(&self) -> capf_model::status::StatusOf {
-        capf_model::status::StatusOf {
-            kind: self.kind,
-            status: self.status,
-            cause: self.cause,
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct NewCertificate {
-    /// Serial as lower-case hex of the unsigned integer, no leading zero bytes.
-    pub serial_hex: String,
-    pub subject: String,
-    pub issuer: String,
-    pub not_before: Timestamp,
-    pub not_after: Timestamp,
-    /// SHA-256 of the DER, lower-case hex.
-    pub fingerprint_sha256: String,
-    pub pem: String,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct CertificateRecord {
-    pub id: i64,
-    pub device_name: DeviceName,
-    pub operation_id: Option<i64>,
-    pub serial_hex: String,
-    pub subject: String,
-    pub issuer: String,
-    pub not_before: Timestamp,
-    pub not_after: Timestamp,
-    pub fingerprint_sha256: String,
-    pub pem: String,
-    pub state: CertState,
-    pub created_at: Timestamp,
-    pub updated_at: Timestamp,
-}
-
-/// One audit record. `detail` is free text for people; it never holds a secret.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Event {
-    pub id: i64,
-    pub at: Timestamp,
-    pub device_name: Option<String>,
-    pub operation_id: Option<i64>,
-    pub kind: String,
-    pub source_addr: Option<String>,
-    pub detail: String,
-}
-
-/// One connection of a phone, as recorded in the operation's attempt history.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Attempt {
-    pub device_name: DeviceName,
-    pub operation_id: Option<i64>,
-    pub session_id: u32,
-    pub source_addr: String,
-    pub started_at: Timestamp,
-    pub ended_at: Timestamp,
-    /// Short machine-readable outcome, e.g. `installed`, `auth_failed`, `no_operation`.
-    pub outcome: String,
-    pub detail: String,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LockoutPolicy {
-    /// Consecutive failures that lock the device.
-    pub max_failures: u32,
-    pub lock_duration: Duration,
-}
-
-impl Default for LockoutPolicy {
-    fn default() -> Self {
-        LockoutPolicy {
-            max_failures: 10,
-            lock_duration: Duration::from_secs(600),
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct LockState {
-    pub failed_auth_count: u32,
-    pub locked_until: Option<Timestamp>,
-}
-
-/// A credential check admitted by [`Store::admit_auth_attempt`], already counted as a failure.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AuthTicket {
-    /// Consecutive failures including this attempt, should it fail.
-    pub failures: u32,
-    /// Set when this admission reached the limit and locked the device.
-    pub locks_until: Option<Timestamp>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AuthAdmission {
-    Admitted(AuthTicket),
-    /// Locked: the secret must not be checked.
-    Locked,
-}
-
-impl LockState {
-    pub fn is_locked(&self, now: Timestamp) -> bool {
-        self.locked_until.is_some_and(|t| t > now)
-    }
-}
-
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct EventFilter {
-    pub device_name: Option<String>,
-    pub since: Option<Timestamp>,
-    /// Return events with id greater than this (cursor).
-    pub after_id: Option<i64>,
-    pub limit: u32,
-}
-
-/// An admin API token as stored: its name, scope and the SHA-256 of its secret.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct ApiToken {
-    pub name: String,
-    #[serde(skip)]
-    pub token_sha256: String,
-    pub scope: TokenScope,
-    pub created_at: Timestamp,
-}
-
-/// The installed certificate of a device, without its PEM (for listings and reports).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct LscSummary {
-    pub serial_hex: String,
-    pub subject: String,
-    pub not_before: Timestamp,
-    pub not_after: Timestamp,
-    pub fingerprint_sha256: String,
-}
-
-/// One device as listed: the device, its latest operation and its installed certificate.
-#[derive(Clone, Debug, PartialEq)]
-pub struct DeviceSummary {
-    pub device: Device,
-    pub operation: Option<Operation>,
-    pub lsc: Option<LscSummary>,
-}
-
-/// Which devices a listing (or a bulk schedule by query) selects. Every condition given must
-/// hold. Results come in name order, after `after_name` (the cursor).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct DeviceFilter {
-    /// Status of the device's latest operation; `None` in the vector matches devices without
-    /// an operation (or whose latest was cancelled).
-    pub status: Option<StatusFilter>,
-    /// Kind of the device's latest operation.
-    pub operation: Option<OperationKind>,
-    /// Whether the device has an installed LSC.
-    pub has_lsc: Option<bool>,
-    /// Installed LSC expiring strictly before this time.
-    pub lsc_expires_before: Option<Timestamp>,
-    /// Device names starting with this text.
-    pub name_prefix: Option<String>,
-    pub after_name: Option<String>,
-    /// At most this many rows (0: no limit).
-    pub limit: u32,
-}
-
-/// The status part of a [`DeviceFilter`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StatusFilter {
-    /// No operation, or the latest one was cancelled.
-    None,
-    Is(OperationStatus),
-}
 
 /// Everything the service does with its database.
 ///
@@ -326,8 +44,6 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     // ---- devices ----
 
-    /// Creates the device if it does not exist (audit `device_created`), returns it.
-    async fn ensure_device(&self, name: &DeviceName, now: Timestamp) -> Result<Device>;
     async fn device(&self, name: &DeviceName) -> Result<Option<Device>>;
     /// What authenticating a phone needs first, read together (one round trip on SQLite's
     /// readers): the device, if known, and its pending operation as [`Store::pending_operation`]
@@ -382,30 +98,15 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Marks every pending operation whose deadline passed as timed out; returns how many.
     async fn expire_operations(&self, now: Timestamp) -> Result<u64>;
     /// Claims a pending operation for `claimant` (one session: `<node>/<session id>`) until
-    /// `now + lease`. Succeeds only if the operation is still pending and unclaimed, already
-    /// held by the same claimant, or its lease expired. Audit `operation_claimed` on success.
-    async fn claim(
-        &self,
-        op_id: i64,
-        claimant: &str,
-        now: Timestamp,
-        lease: Duration,
-    ) -> Result<bool>;
-    /// Like [`Store::claim`], and also succeeds when the operation is held by `from`: a node
-    /// taking over the claim of one of its own sessions that has ended but whose release has
-    /// not reached the database yet. Audit `operation_claimed` on success.
-    async fn take_over(
-        &self,
-        op_id: i64,
-        from: &str,
-        claimant: &str,
-        now: Timestamp,
-        lease: Duration,
-    ) -> Result<bool>;
-    /// What a session does once authenticated, in one transaction: [`Store::claim`] (or with
-    /// `from`, [`Store::take_over`]), and with `count_keygen` also
-    /// [`Store::count_keygen_attempt`]. `None` when the operation could not be claimed;
-    /// otherwise its key-generation attempts, this one included when counted.
+    /// `now + lease`, as a session does once authenticated, in one transaction. Succeeds only
+    /// if the operation is still pending and unclaimed, already held by the same claimant, its
+    /// lease expired, or (with `from`) it is held by `from`: a node taking over the claim of
+    /// one of its own sessions that has ended but whose release has not reached the database
+    /// yet. Audit `operation_claimed` on success. With `count_keygen` it also counts a key
+    /// generation request sent to the phone (audit `keygen_requested`).
+    ///
+    /// `None` when the operation could not be claimed; otherwise its key-generation attempts,
+    /// this one included when counted.
     async fn claim_for_session(
         &self,
         op_id: i64,
@@ -415,6 +116,20 @@ pub trait Store: Send + Sync + fmt::Debug {
         lease: Duration,
         count_keygen: bool,
     ) -> Result<Option<u32>>;
+    /// [`Store::claim_for_session`] without `from` or counting: whether `claimant` holds the
+    /// operation now.
+    async fn claim(
+        &self,
+        op_id: i64,
+        claimant: &str,
+        now: Timestamp,
+        lease: Duration,
+    ) -> Result<bool> {
+        let claimed = self
+            .claim_for_session(op_id, None, claimant, now, lease, false)
+            .await?;
+        Ok(claimed.is_some())
+    }
     /// Releases a claim held by `claimant` (no-op otherwise). No audit event.
     async fn release(&self, op_id: i64, claimant: &str) -> Result<()>;
     /// Extends to `now + lease` every claim on a pending operation whose claimant starts with
@@ -425,8 +140,6 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// sessions cut short, so their phones' retries need not wait for the leases to run out.
     /// No audit event (the attempts record how those sessions ended).
     async fn release_claims(&self, prefix: &str) -> Result<u64>;
-    /// Counts a key generation request sent to the phone; returns the new count.
-    async fn count_keygen_attempt(&self, op_id: i64, now: Timestamp) -> Result<u32>;
     /// Ends a pending operation as `Failed` with a cause (audit `operation_failed`), fenced
     /// like [`Store::record_issued`]: `ClaimLost`, changing nothing, unless `claimant` still
     /// holds the claim (a session that lost it must not fail the operation its new holder
@@ -499,12 +212,6 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn current_certificate(&self, name: &DeviceName) -> Result<Option<CertificateRecord>>;
     /// Every certificate of the device, newest first.
     async fn certificates(&self, name: &DeviceName) -> Result<Vec<CertificateRecord>>;
-    /// A certificate of this device with this SHA-256 fingerprint, in any state.
-    async fn certificate_by_fingerprint(
-        &self,
-        name: &DeviceName,
-        fingerprint_sha256: &str,
-    ) -> Result<Option<CertificateRecord>>;
 
     // ---- authentication failures and lockout ----
 
@@ -598,172 +305,5 @@ pub async fn open(url: &DatabaseUrl) -> Result<std::sync::Arc<dyn Store>> {
         Ok(std::sync::Arc::new(postgres::PgStore::open(url).await?))
     } else {
         Ok(std::sync::Arc::new(sqlite::SqliteStore::open(url).await?))
-    }
-}
-
-/// A database URL whose `Debug`/`Display` hide the password.
-#[derive(Clone, PartialEq, Eq)]
-pub struct DatabaseUrl(String);
-
-impl DatabaseUrl {
-    pub fn new(url: impl Into<String>) -> Result<DatabaseUrl> {
-        let url = url.into();
-        if url.starts_with("sqlite:")
-            || url.starts_with("postgres://")
-            || url.starts_with("postgresql://")
-        {
-            Ok(DatabaseUrl(url))
-        } else {
-            Err(StoreError::BadUrl(
-                "expected sqlite://PATH or postgres://USER@HOST/DB".into(),
-            ))
-        }
-    }
-
-    /// A SQLite database file.
-    pub fn sqlite_file(path: &std::path::Path) -> DatabaseUrl {
-        DatabaseUrl(format!("sqlite://{}", path.display()))
-    }
-
-    pub fn is_postgres(&self) -> bool {
-        self.0.starts_with("postgres")
-    }
-
-    /// The full URL, password included: only for handing to the driver.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// The URL with any password replaced, for logs (see [`redact_url`]).
-    pub fn redacted(&self) -> String {
-        redact_url(&self.0)
-    }
-}
-
-/// Whether a URL query parameter carries a secret. sqlx takes the password from
-/// `?password=` as well as from the user info, libpq's `sslpassword` unlocks a client key;
-/// anything else named like a password or token is masked too, since a log line is no
-/// place to find out it mattered. Names are compared without case, `-` or `_`.
-fn is_secret_param(name: &str) -> bool {
-    let name: String = name
-        .chars()
-        .filter(|c| !matches!(c, '-' | '_'))
-        .flat_map(char::to_lowercase)
-        .collect();
-    ["password", "passwd", "pwd", "secret", "token"]
-        .iter()
-        .any(|word| name.contains(word))
-}
-
-/// A database URL fit for logs: the user info's password and every secret-bearing query
-/// parameter (see [`is_secret_param`]) become `***`. A URL that does not parse is hidden
-/// whole: where its password starts cannot be told.
-pub fn redact_url(url: &str) -> String {
-    let Ok(mut parsed) = url::Url::parse(url) else {
-        return "<unparseable database url>".into();
-    };
-    let mut masked = false;
-    if parsed.password().is_some() {
-        // Fails only for URLs that cannot have user info, which then have no password.
-        masked = parsed.set_password(Some("***")).is_ok();
-    }
-    if parsed.query_pairs().any(|(name, _)| is_secret_param(&name)) {
-        let pairs: Vec<(String, String)> = parsed
-            .query_pairs()
-            .map(|(name, value)| {
-                let value = if is_secret_param(&name) {
-                    "***".to_string()
-                } else {
-                    value.into_owned()
-                };
-                (name.into_owned(), value)
-            })
-            .collect();
-        parsed.query_pairs_mut().clear().extend_pairs(pairs);
-        masked = true;
-    }
-    if masked {
-        parsed.to_string()
-    } else {
-        // Unchanged, byte for byte: the URL crate's normal form may differ from the text.
-        url.to_string()
-    }
-}
-
-impl fmt::Debug for DatabaseUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "DatabaseUrl({})", self.redacted())
-    }
-}
-
-impl fmt::Display for DatabaseUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.redacted())
-    }
-}
-
-/// Milliseconds since the Unix epoch, the storage form of every timestamp.
-pub fn to_millis(t: Timestamp) -> i64 {
-    t.timestamp_millis()
-}
-
-pub fn from_millis(ms: i64) -> Result<Timestamp> {
-    DateTime::from_timestamp_millis(ms)
-        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {ms}")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn database_url_hides_password() {
-        let url = DatabaseUrl::new("postgres://capf:s3cret@db.example:5432/capf").unwrap();
-        assert!(!format!("{url:?}").contains("s3cret"));
-        assert!(!url.to_string().contains("s3cret"));
-        assert!(url.expose().contains("s3cret"));
-        assert!(DatabaseUrl::new("mysql://x").is_err());
-    }
-
-    #[test]
-    fn database_url_hides_secret_query_parameters() {
-        for text in [
-            "postgres://capf@db/capf?password=s3cret",
-            "postgres://capf@db/capf?PassWord=s3cret&application_name=capf",
-            "postgres://capf@db/capf?sslmode=require&sslpassword=s3cret",
-            "postgres://capf@db/capf?ssl-password=s3cret",
-            "postgres://capf@db/capf?pass%77ord=s3cret",
-            "postgresql://capf:s3cret@db/capf?password=s3cret&password=s3cret",
-            "postgres://capf@db/capf?auth_token=s3cret",
-        ] {
-            let url = DatabaseUrl::new(text).unwrap();
-            for shown in [url.to_string(), format!("{url:?}"), url.redacted()] {
-                assert!(!shown.contains("s3cret"), "{text} shown as {shown}");
-                assert!(shown.contains("***"), "{text} shown as {shown}");
-            }
-            assert_eq!(url.expose(), text);
-        }
-        // What is not secret stays readable.
-        let url = DatabaseUrl::new("postgres://capf:pw@db/capf?sslmode=require&user=capf").unwrap();
-        assert_eq!(
-            url.redacted(),
-            "postgres://capf:***@db/capf?sslmode=require&user=capf"
-        );
-        let url = DatabaseUrl::new("postgres://capf@db:5432/capf?sslmode=disable").unwrap();
-        assert_eq!(url.redacted(), url.expose());
-        let url = DatabaseUrl::sqlite_file(std::path::Path::new("./data/capf.db"));
-        assert_eq!(url.redacted(), "sqlite://./data/capf.db");
-    }
-
-    #[test]
-    fn unparseable_database_url_is_hidden_whole() {
-        let url = DatabaseUrl::new("postgres://capf:s3cret@[db/capf").unwrap();
-        assert_eq!(url.redacted(), "<unparseable database url>");
-        assert!(!format!("{url:?}").contains("s3cret"));
-    }
-
-    #[test]
-    fn auth_string_debug_is_redacted() {
-        assert!(!format!("{:?}", AuthString("123456".into())).contains("123456"));
     }
 }

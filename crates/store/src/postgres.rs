@@ -3,14 +3,16 @@
 //! The behaviour is in `sql.rs`; this file only knows how to connect and migrate.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection};
 
-use super::sql::{Pool, SqlStore};
-use super::{DatabaseUrl, Result, StoreError};
+use crate::error::{BadUrl, Result, StoreError, Unavailable};
+use crate::sql::{Pool, SqlStore};
+use crate::DatabaseUrl;
 
 static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/postgres");
 
@@ -48,7 +50,12 @@ fn connect_options(url: &DatabaseUrl) -> Result<PgConnectOptions> {
     let silent = tracing::subscriber::NoSubscriber::default();
     let parsed =
         tracing::subscriber::with_default(silent, || PgConnectOptions::from_str(url.expose()));
-    let options = parsed.map_err(|e| StoreError::BadUrl(format!("{url}: {e}")))?;
+    let options = parsed.map_err(|e| {
+        StoreError::BadUrl(BadUrl::Driver {
+            url: url.redacted(),
+            source: Arc::new(e),
+        })
+    })?;
     if let Ok(parsed) = url::Url::parse(url.expose()) {
         for (name, _) in parsed.query_pairs() {
             let known = KNOWN_PARAMETERS.contains(&name.as_ref())
@@ -65,7 +72,7 @@ fn connect_options(url: &DatabaseUrl) -> Result<PgConnectOptions> {
 #[derive(Debug)]
 pub enum PgBackend {}
 
-/// A [`super::Store`] in a PostgreSQL database.
+/// A [`crate::Store`] in a PostgreSQL database.
 pub type PgStore = SqlStore<PgBackend>;
 
 impl SqlStore<PgBackend> {
@@ -83,11 +90,11 @@ impl SqlStore<PgBackend> {
         // back to a pool still holding the lock.
         let mut conn = tokio::time::timeout(ACQUIRE_TIMEOUT, options.connect())
             .await
-            .map_err(|_| StoreError::Unavailable("timed out connecting to PostgreSQL".into()))??;
+            .map_err(|_| Unavailable::TimedOut(ACQUIRE_TIMEOUT))??;
         let migrated = MIGRATOR.run(&mut conn).await;
         // Best effort: if closing fails the socket is dropped anyway, ending the session.
         let _ = conn.close().await;
-        migrated.map_err(|e| StoreError::Migration(e.to_string()))?;
+        migrated.map_err(|e| StoreError::Migration(Arc::new(e)))?;
 
         let pool = PgPoolOptions::new()
             .max_connections(10)

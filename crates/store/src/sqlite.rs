@@ -4,14 +4,16 @@
 //! only knows how to open and migrate the file safely.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use super::sql::{Pool, SqlStore};
-use super::sqlite_engine::{file_of, Engine};
-use super::{DatabaseUrl, Result, StoreError};
+use crate::error::{BadUrl, Result, StoreError, Unavailable};
+use crate::sql::{Pool, SqlStore};
+use crate::sqlite_engine::{file_of, Engine};
+use crate::DatabaseUrl;
 
 static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/sqlite");
 
@@ -19,14 +21,19 @@ static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/sqlite");
 #[derive(Debug)]
 pub enum SqliteBackend {}
 
-/// A [`super::Store`] in a SQLite file.
+/// A [`crate::Store`] in a SQLite file.
 pub type SqliteStore = SqlStore<SqliteBackend>;
 
 impl SqlStore<SqliteBackend> {
     /// Opens (creating it and its directory if needed) and migrates the database file.
     pub async fn open(url: &DatabaseUrl) -> Result<SqliteStore> {
         let options = SqliteConnectOptions::from_str(url.expose())
-            .map_err(|e| StoreError::BadUrl(format!("{url}: {e}")))?
+            .map_err(|e| {
+                StoreError::BadUrl(BadUrl::Driver {
+                    url: url.redacted(),
+                    source: Arc::new(e),
+                })
+            })?
             .create_if_missing(true)
             // WAL lets readers run while one connection writes.
             .journal_mode(SqliteJournalMode::Wal)
@@ -38,8 +45,9 @@ impl SqlStore<SqliteBackend> {
             .busy_timeout(Duration::from_secs(5));
         if let Some(dir) = options.get_filename().parent() {
             if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    StoreError::Unavailable(format!("creating {}: {e}", dir.display()))
+                std::fs::create_dir_all(dir).map_err(|e| Unavailable::Io {
+                    what: format!("creating {}", dir.display()),
+                    source: Arc::new(e),
                 })?;
             }
         }
@@ -55,14 +63,14 @@ impl SqlStore<SqliteBackend> {
         let migrated = MIGRATOR
             .run(&migrate)
             .await
-            .map_err(|e| StoreError::Migration(e.to_string()));
+            .map_err(|e| StoreError::Migration(Arc::new(e)));
         migrate.close().await;
         migrated?;
         // Reads: a few connections, which WAL lets proceed during a write; bulk listings
         // should not hold up a phone's lookups.
         let engine = tokio::task::spawn_blocking(move || Engine::start(&file, 4))
             .await
-            .map_err(|e| StoreError::Unavailable(format!("opening the SQLite store: {e}")))??;
+            .map_err(|_| Unavailable::Stopped("opening the SQLite store panicked"))??;
         tracing::info!(database = %url, "opened SQLite store");
         Ok(SqlStore::from_pool(Pool::Sqlite(engine)))
     }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::{Result, StoreError};
+use crate::error::{BadUrl, Corrupt, Result, StoreError, Unavailable};
 
 /// How many queued write transactions one commit may carry. Enough that a burst of sessions
 /// shares one fsync; small enough that a batch is a few milliseconds of work.
@@ -123,7 +123,7 @@ impl Engine {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let job: ReadJob = Box::new(move |conn| {
             let result = catch_unwind(AssertUnwindSafe(|| read(conn)))
-                .unwrap_or_else(|_| Err(StoreError::Unavailable("a read panicked".into())));
+                .unwrap_or_else(|_| Err(Unavailable::Stopped("a read panicked").into()));
             let _ = reply.send(result);
         });
         match lock(&self.readers).as_ref() {
@@ -163,14 +163,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn closed() -> StoreError {
-    StoreError::Unavailable("the SQLite store is closed".into())
+    Unavailable::Stopped("the SQLite store is closed").into()
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name(name.into())
         .spawn(f)
-        .map_err(|e| StoreError::Unavailable(format!("starting a SQLite thread: {e}")))
+        .map_err(|e| {
+            StoreError::from(Unavailable::Io {
+                what: "starting a SQLite thread".into(),
+                source: Arc::new(e),
+            })
+        })
 }
 
 /// Opens a connection with the settings every capf connection has.
@@ -178,9 +183,8 @@ fn open(path: &Path) -> Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_URI;
-    let conn = Connection::open_with_flags(path, flags).map_err(|e| from_sqlite(&e))?;
-    conn.busy_timeout(BUSY_TIMEOUT)
-        .map_err(|e| from_sqlite(&e))?;
+    let conn = Connection::open_with_flags(path, flags).map_err(from_sqlite)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(from_sqlite)?;
     // The schema's statements, bulk import's chunk sizes included, fit comfortably.
     conn.set_prepared_statement_cache_capacity(256);
     // temp_store: the savepoint each write runs in keeps its undo pages in memory, not in a
@@ -191,7 +195,7 @@ fn open(path: &Path) -> Result<Connection> {
         "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; PRAGMA journal_mode = WAL; \
          PRAGMA temp_store = MEMORY; PRAGMA cache_size = -32768;",
     )
-    .map_err(|e| from_sqlite(&e))?;
+    .map_err(from_sqlite)?;
     Ok(conn)
 }
 
@@ -201,20 +205,17 @@ pub(crate) fn file_of(options: &sqlx::sqlite::SqliteConnectOptions) -> Result<Pa
     let name = path.to_string_lossy();
     // sqlx names its in-memory databases `file:sqlx-in-memory-N`.
     if name.is_empty() || name.contains(":memory:") || name.contains("sqlx-in-memory") {
-        return Err(StoreError::BadUrl(
-            "an in-memory SQLite database cannot be shared by capf's connections; name a file"
-                .into(),
-        ));
+        return Err(StoreError::BadUrl(BadUrl::InMemory));
     }
     Ok(path.to_path_buf())
 }
 
-pub(crate) fn from_sqlite(e: &rusqlite::Error) -> StoreError {
+pub(crate) fn from_sqlite(e: rusqlite::Error) -> StoreError {
     match e {
         rusqlite::Error::FromSqlConversionFailure(..)
         | rusqlite::Error::IntegralValueOutOfRange(..)
-        | rusqlite::Error::InvalidColumnType(..) => StoreError::Corrupt(e.to_string()),
-        other => StoreError::Unavailable(other.to_string()),
+        | rusqlite::Error::InvalidColumnType(..) => Corrupt::Sqlite(Arc::new(e)).into(),
+        other => Unavailable::Sqlite(Arc::new(other)).into(),
     }
 }
 
@@ -257,10 +258,8 @@ fn write_loop(mut conn: Connection, jobs: Receiver<Queued>) {
             .into_iter()
             .partition(|q| q.at.elapsed() > QUEUE_DEADLINE);
         for q in late {
-            q.job.finish(Err(StoreError::Unavailable(format!(
-                "the write waited more than {} s for the database",
-                QUEUE_DEADLINE.as_secs()
-            ))));
+            q.job
+                .finish(Err(Unavailable::Queued(QUEUE_DEADLINE).into()));
         }
         if batch.is_empty() {
             continue;
@@ -285,10 +284,7 @@ fn run_batch(
     batch: Vec<Queued>,
 ) -> Vec<(Box<dyn WriteJob>, Result<()>)> {
     if let Err(e) = begin(conn, current, wanted) {
-        return batch
-            .into_iter()
-            .map(|q| (q.job, Err(clone_error(&e))))
-            .collect();
+        return batch.into_iter().map(|q| (q.job, Err(e.clone()))).collect();
     }
     let mut jobs = Vec::with_capacity(batch.len());
     let mut lost = None;
@@ -345,7 +341,7 @@ fn run_batch(
         .map(|(job, kept)| {
             let committed = kept.and_then(|()| match &commit {
                 Ok(()) => Ok(()),
-                Err(e) => Err(clone_error(e)),
+                Err(e) => Err(e.clone()),
             });
             (job, committed)
         })
@@ -359,7 +355,7 @@ fn begin(conn: &mut Connection, current: &mut SyncMode, wanted: SyncMode) -> Res
             SyncMode::Full => "PRAGMA synchronous = FULL",
             SyncMode::Normal => "PRAGMA synchronous = NORMAL",
         };
-        conn.execute_batch(pragma).map_err(|e| from_sqlite(&e))?;
+        conn.execute_batch(pragma).map_err(from_sqlite)?;
         *current = wanted;
     }
     // IMMEDIATE takes the write lock up front: another process (a backup) waits or fails
@@ -368,24 +364,12 @@ fn begin(conn: &mut Connection, current: &mut SyncMode, wanted: SyncMode) -> Res
 }
 
 fn step(conn: &Connection, sql: &str) -> Result<()> {
-    let mut stmt = conn.prepare_cached(sql).map_err(|e| from_sqlite(&e))?;
-    stmt.execute([]).map(|_| ()).map_err(|e| from_sqlite(&e))
+    let mut stmt = conn.prepare_cached(sql).map_err(from_sqlite)?;
+    stmt.execute([]).map(|_| ()).map_err(from_sqlite)
 }
 
 fn rolled_back() -> StoreError {
-    StoreError::Unavailable("SQLite rolled the write transaction back (see the log)".into())
-}
-
-fn clone_error(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::Unavailable(s) => StoreError::Unavailable(s.clone()),
-        StoreError::Migration(s) => StoreError::Migration(s.clone()),
-        StoreError::NotFound(s) => StoreError::NotFound(s.clone()),
-        StoreError::Corrupt(s) => StoreError::Corrupt(s.clone()),
-        StoreError::BadUrl(s) => StoreError::BadUrl(s.clone()),
-        StoreError::Conflict(s) => StoreError::Conflict(s.clone()),
-        StoreError::ClaimLost(s) => StoreError::ClaimLost(s.clone()),
-    }
+    Unavailable::Stopped("SQLite rolled the write transaction back (see the log)").into()
 }
 
 #[cfg(test)]
@@ -424,8 +408,8 @@ mod tests {
         fn finish(self: Box<Self>, committed: Result<()>) {
             let outcome = match self.ran {
                 Some(true) => committed,
-                Some(false) => Err(StoreError::Conflict("refused".into())),
-                None => committed.and(Err(StoreError::NotFound("did not run".into()))),
+                Some(false) => Err(Unavailable::Stopped("refused").into()),
+                None => committed.and(Err(Unavailable::Stopped("did not run").into())),
             };
             if let Some(reply) = self.reply {
                 let _ = reply.send((self.value, outcome));
@@ -497,7 +481,7 @@ mod tests {
         let n = engine
             .read(|conn| {
                 conn.query_row("SELECT COUNT(*) FROM t", [], |r| r.get::<_, i64>(0))
-                    .map_err(|e| from_sqlite(&e))
+                    .map_err(from_sqlite)
             })
             .await
             .unwrap();

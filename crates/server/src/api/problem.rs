@@ -42,7 +42,7 @@ impl From<StoreError> for Problem {
     fn from(e: StoreError) -> Problem {
         match e {
             StoreError::NotFound(what) => Problem::NotFound(format!("not found: {what}")),
-            StoreError::Conflict(what) => Problem::Conflict(what),
+            StoreError::Conflict(what) => Problem::Conflict(what.to_string()),
             StoreError::Unavailable(detail) => {
                 tracing::warn!(error = %detail, "API: database unavailable");
                 Problem::Unavailable
