@@ -13,7 +13,8 @@
 //! makes sense in a session (session id, required elements, command order, versions, device
 //! names) is the session's job, not the codec's.
 //!
-//! Numbers and names follow sections 1-3 of the protocol specification.
+//! Numbers and names follow sections 1-3 of the protocol description, `docs/protocol.md`
+//! (code comments cite its sections as "spec N.N").
 
 mod error;
 mod frame;
