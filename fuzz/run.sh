@@ -6,7 +6,9 @@
 # Needs a nightly toolchain (`rustup toolchain list`) and cargo-fuzz
 # (`cargo install cargo-fuzz --locked`). Seeds each target's corpus from the test vectors
 # (tests/vectors) first; the corpus grows in fuzz/corpus/<target> across runs and crashing
-# inputs land in fuzz/artifacts/<target> (both ignored by git). Logs go to
+# inputs land in fuzz/artifacts/<target> or fuzz/proto/artifacts/<target> (all ignored by
+# git). The codec and session targets are a fuzz project of their own (fuzz/proto), built on
+# capf-model and capf-proto alone; the others are in fuzz/. Logs go to
 # fuzz/target/run-logs/<target>.log; the summary at the end gives the executions each target
 # reached. Environment: CAPF_FUZZ_TARGETS="a b" to run only some targets,
 # CAPF_FUZZ_TOOLCHAIN (default nightly).
@@ -31,6 +33,14 @@ if ! cargo "+$toolchain" fuzz --version >/dev/null 2>&1; then
 fi
 
 vectors=../tests/vectors
+corpus_root="$PWD/corpus"
+# Which fuzz project holds a target.
+project_of() {
+    case "$1" in
+        frame_roundtrip | session) echo proto ;;
+        *) echo . ;;
+    esac
+}
 logs=target/run-logs
 mkdir -p "$logs"
 
@@ -100,7 +110,8 @@ mkdir -p corpus/session
 # --- Build once, then run each target ------------------------------------------------------
 # -a: debug assertions and overflow checks, so arithmetic overflow is a finding too.
 echo "fuzz/run.sh: building the targets ($toolchain; log: fuzz/$logs/build.log)"
-if ! cargo "+$toolchain" fuzz build -a >"$logs/build.log" 2>&1; then
+if ! { cargo "+$toolchain" fuzz build -a && (cd proto && cargo "+$toolchain" fuzz build -a); } \
+    >"$logs/build.log" 2>&1; then
     tail -n 40 "$logs/build.log" >&2
     echo "fuzz/run.sh: build failed" >&2
     exit 1
@@ -113,9 +124,11 @@ for target in "${targets[@]}"; do
     echo "fuzz/run.sh: $target for ${seconds}s (log: fuzz/$log)"
     status=0
     # -timeout: one input running 10 s is a finding (a hang); -rss_limit_mb bounds memory.
-    cargo "+$toolchain" fuzz run -a "$target" "corpus/$target" -- \
+    project="$(project_of "$target")"
+    log_file="$PWD/$log"
+    (cd "$project" && cargo "+$toolchain" fuzz run -a "$target" "$corpus_root/$target" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-        >"$log" 2>&1 || status=$?
+        >"$log_file" 2>&1) || status=$?
     execs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)"
     rate="$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -n 1)"
     done_line="$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -n 1 || true)"
@@ -123,7 +136,7 @@ for target in "${targets[@]}"; do
     corp="$(sed -n 's/.* corp: \([0-9]*\/[0-9A-Za-z]*\).*/\1/p' <<<"$done_line")"
     if [ "$status" -ne 0 ] || grep -qE '^(==[0-9]+== ?ERROR|SUMMARY: libFuzzer)|panicked at' "$log"; then
         failed+=("$target")
-        summary+=("$target: FAILED (exit $status) after ${execs:-?} executions; see fuzz/$log and fuzz/artifacts/$target")
+        summary+=("$target: FAILED (exit $status) after ${execs:-?} executions; see fuzz/$log and fuzz/$project/artifacts/$target")
     else
         summary+=("$target: ${execs:-?} executions, ${rate:-?} exec/s, coverage ${cov:-?}, corpus ${corp:-?}")
     fi

@@ -11,20 +11,20 @@ use capf_store::NewCertificate;
 #[derive(Debug, thiserror::Error)]
 pub enum CertInfoError {
     #[error("not a DER X.509 certificate: {0}")]
-    Malformed(String),
+    Malformed(#[from] der::Error),
+    #[error("not a DER X.509 certificate: non-canonical encoding")]
+    NotCanonical,
+    #[error("certificate validity out of range")]
+    ValidityOutOfRange,
 }
 
 /// Describes a DER certificate for the store.
 pub fn describe(der: &[u8]) -> Result<NewCertificate, CertInfoError> {
-    let cert = Certificate::from_der(der).map_err(|e| CertInfoError::Malformed(e.to_string()))?;
+    let cert = Certificate::from_der(der)?;
     // Re-encoding must give the same bytes, or the fingerprint would describe something else.
-    let again = cert
-        .to_der()
-        .map_err(|e| CertInfoError::Malformed(e.to_string()))?;
+    let again = cert.to_der()?;
     if again != der {
-        return Err(CertInfoError::Malformed(
-            "not DER (non-canonical encoding)".into(),
-        ));
+        return Err(CertInfoError::NotCanonical);
     }
     let tbs = &cert.tbs_certificate;
     Ok(NewCertificate {
@@ -52,7 +52,7 @@ fn to_chrono(t: &Time) -> Result<DateTime<Utc>, CertInfoError> {
     i64::try_from(secs)
         .ok()
         .and_then(|s| DateTime::from_timestamp(s, 0))
-        .ok_or_else(|| CertInfoError::Malformed("validity out of range".into()))
+        .ok_or(CertInfoError::ValidityOutOfRange)
 }
 
 #[cfg(test)]

@@ -12,9 +12,9 @@ pub enum LogError {
     #[error("invalid log filter {filter:?}: {message}")]
     Filter { filter: String, message: String },
     #[error("cannot install the logger: {0}")]
-    Install(String),
+    Install(#[from] tracing_subscriber::util::TryInitError),
     #[error("cannot replace the log filter: {0}")]
-    Reload(String),
+    Reload(#[source] tracing_subscriber::reload::Error),
 }
 
 /// Replaces the filter of the installed logger.
@@ -58,8 +58,7 @@ pub fn init(format: LogFormat, directives: &str) -> Result<(LogControl, LogFlush
     tracing_subscriber::registry()
         .with(filter)
         .with(output)
-        .try_init()
-        .map_err(|e| LogError::Install(e.to_string()))?;
+        .try_init()?;
     Ok((LogControl { handle }, LogFlush(guard)))
 }
 
@@ -68,6 +67,6 @@ impl LogControl {
     pub fn set_filter(&self, directives: &str) -> Result<(), LogError> {
         self.handle
             .reload(filter(directives)?)
-            .map_err(|e| LogError::Reload(e.to_string()))
+            .map_err(LogError::Reload)
     }
 }

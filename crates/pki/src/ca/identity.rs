@@ -151,8 +151,10 @@ pub enum IdentityError {
     Subject { field: &'static str, reason: String },
     #[error("CAPF certificate validity must be 1..=36500 days, not {0}")]
     Validity(u32),
-    #[error("cannot create the CAPF identity: {0}")]
-    Generate(String),
+    #[error("cannot create the CAPF identity's key: {0}")]
+    GenerateKey(#[source] KeyError),
+    #[error("cannot create the CAPF identity's certificate: {0}")]
+    SelfSign(#[source] lsc::IssueError),
 }
 
 /// The CAPF key and certificate, loaded once and shared.
@@ -310,15 +312,14 @@ fn create(dir: &Path, opts: &IdentityOptions) -> Result<CapfIdentity, IdentityEr
         return Err(IdentityError::Validity(opts.validity_days));
     }
     let subject = subject_name(&opts.subject)?;
-    let signer = KeySigner::generate(opts.key.generated())
-        .map_err(|e| IdentityError::Generate(e.to_string()))?;
+    let signer = KeySigner::generate(opts.key.generated()).map_err(IdentityError::GenerateKey)?;
     let now = Utc::now();
     let not_before = now - Duration::minutes(5);
     let not_after = now
         .checked_add_signed(Duration::days(i64::from(opts.validity_days)))
         .ok_or(IdentityError::Validity(opts.validity_days))?;
     let cert_der = lsc::build_self_signed_ca(&signer, &subject, not_before, not_after)
-        .map_err(|e| IdentityError::Generate(e.to_string()))?;
+        .map_err(IdentityError::SelfSign)?;
 
     create_dir(dir)?;
     let key_path = dir.join(KEY_FILE);

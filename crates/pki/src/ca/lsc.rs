@@ -17,7 +17,7 @@ use super::cert_fields;
 use super::der_io;
 use super::name_hash::{self, NameError};
 use super::signer::{self, KeySigner, SignError, Signer};
-use capf_model::device::DeviceName;
+use capf_model::device::{DeviceName, DeviceNameError};
 
 /// Longest LSC validity an operation may ask for (five years).
 pub const MAX_LSC_VALIDITY_DAYS: u32 = 1825;
@@ -50,7 +50,7 @@ const VERSION_V3: &[u8] = &[0xa0, 0x03, 0x02, 0x01, 0x02];
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IssueError {
     #[error("invalid device name for an LSC: {0}")]
-    DeviceName(String),
+    DeviceName(#[from] DeviceNameError),
     #[error("LSC validity of {0} days is outside 1..={MAX_LSC_VALIDITY_DAYS}")]
     Validity(u32),
     #[error("the phone's public key is not a DER SubjectPublicKeyInfo")]
@@ -176,8 +176,7 @@ impl Issuer {
         validity_days: u32,
         now: DateTime<Utc>,
     ) -> Result<IssuedLsc, IssueError> {
-        let name = DeviceName::from_wire(device_name)
-            .map_err(|e| IssueError::DeviceName(e.to_string()))?;
+        let name = DeviceName::from_wire(device_name)?;
         let name = name.as_str().as_bytes();
         if !(1..=MAX_LSC_VALIDITY_DAYS).contains(&validity_days) {
             return Err(IssueError::Validity(validity_days));

@@ -26,7 +26,7 @@ use capf_model::keyspec::{Curve, KeySpec, RSA_SIZES};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PhoneKeyError {
     #[error("unsupported phone key {0}: RSA 1024/2048/3072/4096 or EC P-256/P-384/P-521")]
-    Unsupported(String),
+    Unsupported(KeySpec),
     #[error("key generation failed")]
     Generation,
     #[error("not a PKCS#8 RSA or EC P-256/P-384/P-521 private key")]
@@ -73,7 +73,7 @@ impl PhoneKey {
                     2048 => KeySize::Rsa2048,
                     3072 => KeySize::Rsa3072,
                     4096 => KeySize::Rsa4096,
-                    _ => return Err(PhoneKeyError::Unsupported(spec.to_string())),
+                    _ => return Err(PhoneKeyError::Unsupported(spec)),
                 };
                 let kp = AwsRsaKeyPair::generate(size).map_err(|_| PhoneKeyError::Generation)?;
                 let der: Pkcs8V1Der<'static> =
@@ -113,7 +113,7 @@ impl PhoneKey {
         let (inner, spec) = if let Ok(k) = RsaPrivateKey::from_pkcs8_der(der) {
             let bits = u16::try_from(k.n().bits()).map_err(|_| PhoneKeyError::BadKey)?;
             if !RSA_SIZES.contains(&bits) {
-                return Err(PhoneKeyError::Unsupported(format!("rsa-{bits}")));
+                return Err(PhoneKeyError::Unsupported(KeySpec::Rsa(bits)));
             }
             (Inner::Rsa(Box::new(k)), KeySpec::Rsa(bits))
         } else if let Ok(k) = p256::ecdsa::SigningKey::from_pkcs8_der(der) {
