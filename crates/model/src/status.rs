@@ -33,7 +33,7 @@ pub struct StatusView {
 }
 
 /// CUCM's name of an operation in status texts.
-pub fn operation_verb(kind: OperationKind) -> &'static str {
+pub(crate) fn operation_verb(kind: OperationKind) -> &'static str {
     match kind {
         OperationKind::Install => "Upgrade",
         OperationKind::Delete => "Delete",
@@ -42,7 +42,7 @@ pub fn operation_verb(kind: OperationKind) -> &'static str {
 }
 
 /// CUCM's wording of a failure cause.
-pub fn cause_text(cause: FailureCause) -> &'static str {
+pub(crate) fn cause_text(cause: FailureCause) -> &'static str {
     match cause {
         FailureCause::InvalidLsc => "Invalid LSC",
         FailureCause::InvalidAuthString => "Invalid Authentication String",

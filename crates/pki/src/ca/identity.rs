@@ -25,9 +25,9 @@ use super::lsc::{self, Issuer};
 use super::name_hash;
 use super::signer::{GeneratedKey, KeyError, KeySigner, SecretBytes, Signer};
 
-pub const KEY_FILE: &str = "capf.key";
-pub const CERT_FILE: &str = "capf.pem";
-pub const DER_FILE: &str = "capf.cer";
+pub(crate) const KEY_FILE: &str = "capf.key";
+pub(crate) const CERT_FILE: &str = "capf.pem";
+pub(crate) const DER_FILE: &str = "capf.cer";
 
 /// Key type of a newly created CAPF identity.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

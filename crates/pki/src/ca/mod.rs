@@ -19,7 +19,7 @@ pub use identity::{
     CapfIdentity, CapfKeyAlgorithm, IdentityError, IdentityOptions, Loaded, SubjectFields,
 };
 pub use lsc::{IssueError, IssuedLsc, Issuer};
-pub use name_hash::{name_hash, name_to_string, NameError};
+pub use name_hash::{name_hash, NameError};
 pub use phone_key::{PhoneKey, PhoneKeyError};
 pub use pubkey::{check_public_key, describe_public_key, PublicKeyError};
 pub use signer::{KeySigner, SignError, Signer};

@@ -236,7 +236,7 @@ fn escape_value(text: &str, out: &mut String) {
 /// A one-line form for logs and the admin API, in encoding order:
 /// `CN=SEP001122334455, C=NZ, O=Example Voice Ltd`. Multi-valued RDNs are joined with `+`;
 /// values that are not strings appear as `#` plus the hex of their encoding (RFC 4514).
-pub fn name_to_string(name_der: &[u8]) -> Result<String, NameError> {
+pub(crate) fn name_to_string(name_der: &[u8]) -> Result<String, NameError> {
     let rdns = parse_name(name_der)?;
     let mut out = String::new();
     for (i, rdn) in rdns.iter().enumerate() {

@@ -224,7 +224,7 @@ impl KeySigner {
     }
 
     /// The key as unencrypted PKCS#8 DER (for rustls and for writing capf.key).
-    pub fn to_pkcs8_der(&self) -> Result<SecretBytes, KeyError> {
+    pub(crate) fn to_pkcs8_der(&self) -> Result<SecretBytes, KeyError> {
         let doc = match &self.key {
             KeyKind::Rsa(kp) => {
                 let der: Pkcs8V1Der<'static> = kp
