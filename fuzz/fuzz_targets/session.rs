@@ -16,12 +16,12 @@
 
 use capf_model::keyspec::{Curve, KeySpec};
 use capf_proto::{
-    command, reason, AuthResponse, CertificateElement, Element, Empty, FetchCertificateResponse,
-    Frame, Header, KeyGenerateResponse, Message, ReasonOnly, Sha2SignedData, SudiData,
-    HEADER_LEN,
+    AuthResponse, CertType, CertificateElement, Command, Element, Empty, FetchCertificateResponse,
+    Frame, HashId, Header, KeyGenerateResponse, Message, Reason, ReasonOnly, Sha2SignedData,
+    SudiData, Tag, HEADER_LEN,
 };
 use capf_proto::session::{
-    is_server_command, AuthDecision, AuthProof, Effect, IssueFailure, Outcome, Plan, Resume,
+    AuthDecision, AuthProof, Effect, IssueFailure, Outcome, Plan, Resume,
     Session, Step, Wait, TIMEOUT,
 };
 use capf_model::operation::OperationKind;
@@ -91,7 +91,7 @@ fn session_id(u: &mut Unstructured<'_>) -> Result<u32> {
 fn check_sent(frame: &[u8], id: u32, wait: Wait, seen: &mut Seen) {
     let (sid, message) = Message::decode(frame).expect("the server's frame decodes");
     assert_eq!(sid, id);
-    assert!(is_server_command(message.command()), "{}", message.name());
+    assert!(message.command().is_sent_by_server(), "{}", message.name());
     match &message {
         Message::KeyGenerateRequest(request) => {
             let plan = seen.plan.expect("KEY_GENERATE_REQUEST without Proceed");
@@ -194,22 +194,23 @@ fn certificate(u: &mut Unstructured<'_>) -> Result<Option<CertificateElement>> {
     if !u.arbitrary()? {
         return Ok(None);
     }
-    let cert_type = u.arbitrary()?;
+    let cert_type = CertType::from(u.arbitrary::<u8>()?);
     let der: Vec<u8> = u.arbitrary()?;
     let mut element = CertificateElement::single(cert_type, der);
     if u.ratio(1u8, 8)? {
-        let mut more = CertificateElement::single(u.arbitrary()?, u.arbitrary()?);
+        let mut more =
+            CertificateElement::single(CertType::from(u.arbitrary::<u8>()?), u.arbitrary()?);
         element.entries.append(&mut more.entries);
     }
     Ok(Some(element))
 }
 
-fn reason_value(u: &mut Unstructured<'_>) -> Result<Option<u8>> {
+fn reason_value(u: &mut Unstructured<'_>) -> Result<Option<Reason>> {
     Ok(match u.int_in_range(0u8..=4)? {
         0 => None,
-        1 | 2 => Some(reason::UPDATE_CERTIFICATE),
-        3 => Some(reason::INVALID_ELEMENT),
-        _ => Some(u.arbitrary()?),
+        1 | 2 => Some(Reason::UpdateCertificate),
+        3 => Some(Reason::InvalidElement),
+        _ => Some(Reason::from(u.arbitrary::<u8>()?)),
     })
 }
 
@@ -229,7 +230,7 @@ fn phone_message(u: &mut Unstructured<'_>) -> Result<Message> {
             signed_data: u.arbitrary()?,
             sha2_signed_data: if u.arbitrary()? {
                 Some(Sha2SignedData {
-                    hash_id: u.arbitrary()?,
+                    hash_id: HashId::from(u.arbitrary::<u8>()?),
                     signature: u.arbitrary()?,
                 })
             } else {
@@ -239,7 +240,7 @@ fn phone_message(u: &mut Unstructured<'_>) -> Result<Message> {
                 Some(SudiData {
                     certificate: u.arbitrary()?,
                     sha1_signature: u.arbitrary()?,
-                    sha2_hash_id: u.arbitrary()?,
+                    sha2_hash_id: HashId::from(u.arbitrary::<u8>()?),
                     sha2_signature: u.arbitrary()?,
                 })
             } else {
@@ -250,7 +251,7 @@ fn phone_message(u: &mut Unstructured<'_>) -> Result<Message> {
         3 => Message::RequestInProgress(Empty::default()),
         4 => Message::KeyGenerateResponse(KeyGenerateResponse {
             public_key: u.arbitrary()?,
-            reason: u.arbitrary()?,
+            reason: reason_value(u)?,
             ..KeyGenerateResponse::default()
         }),
         5 => Message::StoreCertificateResponse(ReasonOnly {
@@ -274,14 +275,14 @@ fn phone_message(u: &mut Unstructured<'_>) -> Result<Message> {
             let elements: Vec<(u8, Vec<u8>)> = u.arbitrary()?;
             Message::Other(Frame {
                 command: if u.arbitrary()? {
-                    command::STATUS_REQUEST
+                    Command::StatusRequest
                 } else {
-                    u.arbitrary()?
+                    Command::from(u.arbitrary::<u8>()?)
                 },
                 session_id: 0,
                 elements: elements
                     .into_iter()
-                    .map(|(tag, value)| Element::new(tag, value))
+                    .map(|(tag, value)| Element::new(Tag::from(tag), value))
                     .collect(),
             })
         }

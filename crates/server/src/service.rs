@@ -168,12 +168,12 @@ pub fn verify_auth_response(
         certificate: &cert.first().der,
         extra_chain: &extra,
         signed_data: signed,
-        sha2_hash_id: sha2.hash_id,
+        sha2_hash_id: u8::from(sha2.hash_id),
         sha2_signature: &sha2.signature,
         sudi: response.sudi.as_ref().map(|s| SudiBlock {
             certificate: &s.certificate,
             sha1_signature: &s.sha1_signature,
-            sha2_hash_id: s.sha2_hash_id,
+            sha2_hash_id: u8::from(s.sha2_hash_id),
             sha2_signature: &s.sha2_signature,
         }),
         session_id,
@@ -637,7 +637,7 @@ impl Service {
     pub async fn record_fetch(
         &self,
         ctx: &mut SessionContext,
-        certificate: Option<(u8, Vec<u8>)>,
+        certificate: Option<(capf_proto::CertType, Vec<u8>)>,
     ) -> bool {
         let Some(op_id) = ctx.operation.as_ref().map(|op| op.id) else {
             return false;

@@ -9,12 +9,11 @@
 //! can construct.
 
 use crate::{
-    cert_type, command, reason, AuthRequest, AuthResponse, CertificateElement, DecodeError, Empty,
-    Frame, Header, KeyGenerateRequest, Message, ReasonOnly, StoreCertificateRequest,
-    PROTOCOL_VERSION,
+    AuthRequest, AuthResponse, AuthType, CertType, DecodeError, Empty, Frame, Header,
+    KeyGenerateRequest, Message, Reason, ReasonOnly, StoreCertificateRequest, PROTOCOL_VERSION,
 };
 use capf_model::device::DeviceName;
-use capf_model::keyspec::{Curve, KeySpec};
+use capf_model::keyspec::KeySpec;
 use capf_model::operation::OperationKind;
 
 #[cfg(test)]
@@ -86,7 +85,7 @@ pub enum Effect {
     },
     /// The phone answered FETCH_CERTIFICATE_REQUEST (certificate type and DER if it had one).
     RecordFetch {
-        certificate: Option<(u8, Vec<u8>)>,
+        certificate: Option<(CertType, Vec<u8>)>,
     },
     /// The phone answered DELETE_CERTIFICATE_REQUEST.
     RecordDelete {
@@ -259,7 +258,7 @@ impl Session {
         self.send(
             Message::AuthRequest(AuthRequest {
                 version: Some(PROTOCOL_VERSION),
-                auth_type: Some(0),
+                auth_type: Some(AuthType::None),
                 ..Default::default()
             }),
             Wait::Frame,
@@ -306,16 +305,16 @@ impl Session {
                         self.state = State::Issuing;
                         Step::Do(Effect::Issue { public_key, key })
                     }
-                    None => self.end(reason::INVALID_ELEMENT, Outcome::KeyGenerationFailed),
+                    None => self.end(Reason::InvalidElement, Outcome::KeyGenerationFailed),
                 }
             }
             (State::AwaitStore, Message::StoreCertificateResponse(resp)) => {
-                let stored = resp.reason == Some(reason::UPDATE_CERTIFICATE);
+                let stored = resp.reason == Some(Reason::UpdateCertificate);
                 self.state = State::RecordingStore { stored };
                 Step::Do(Effect::RecordStore { stored })
             }
             (State::AwaitFetch, Message::FetchCertificateResponse(resp)) => {
-                let certificate = if resp.reason == Some(reason::UPDATE_CERTIFICATE) {
+                let certificate = if resp.reason == Some(Reason::UpdateCertificate) {
                     match resp.certificate {
                         Some(element) => {
                             let entry = element.first();
@@ -330,7 +329,7 @@ impl Session {
                 Step::Do(Effect::RecordFetch { certificate })
             }
             (State::AwaitDelete, Message::DeleteCertificateResponse(resp)) => {
-                let deleted = resp.reason == Some(reason::UPDATE_CERTIFICATE);
+                let deleted = resp.reason == Some(Reason::UpdateCertificate);
                 self.state = State::RecordingDelete { deleted };
                 Step::Do(Effect::RecordDelete { deleted })
             }
@@ -348,7 +347,7 @@ impl Session {
             Some(name) => match DeviceName::from_wire(name) {
                 Ok(name) => name,
                 // A name that can never match a device is answered like an unknown one.
-                Err(_) => return self.end(reason::UNKNOWN_DEVICE, Outcome::UnknownDevice),
+                Err(_) => return self.end(Reason::UnknownDevice, Outcome::UnknownDevice),
             },
         };
         self.state = State::Authenticating { version };
@@ -369,32 +368,31 @@ impl Session {
             (State::Issuing, Resume::Issued(Ok(der))) => {
                 self.state = State::AwaitStore;
                 self.send(
-                    Message::StoreCertificateRequest(StoreCertificateRequest {
-                        certificate_type: Some(cert_type::LSC),
-                        certificate: Some(CertificateElement::single(cert_type::LSC, der)),
-                        ..Default::default()
-                    }),
+                    Message::StoreCertificateRequest(StoreCertificateRequest::new(
+                        CertType::Lsc,
+                        der,
+                    )),
                     Wait::Frame,
                 )
             }
             (State::Issuing, Resume::Issued(Err(IssueFailure::WrongKey))) => {
-                self.end(reason::INVALID_ELEMENT, Outcome::WrongKey)
+                self.end(Reason::InvalidElement, Outcome::WrongKey)
             }
             (State::Issuing, Resume::Issued(Err(IssueFailure::Internal))) => {
-                self.end(reason::INVALID_ELEMENT, Outcome::Internal)
+                self.end(Reason::InvalidElement, Outcome::Internal)
             }
             (State::RecordingStore { stored }, Resume::Recorded(recorded)) => {
                 if !stored {
-                    self.end(reason::INVALID_ELEMENT, Outcome::StoreFailed)
+                    self.end(Reason::InvalidElement, Outcome::StoreFailed)
                 } else if !recorded {
-                    self.end(reason::INVALID_ELEMENT, Outcome::Internal)
+                    self.end(Reason::InvalidElement, Outcome::Internal)
                 } else {
-                    self.end(reason::UPDATE_CERTIFICATE, Outcome::Installed)
+                    self.end(Reason::UpdateCertificate, Outcome::Installed)
                 }
             }
             // A fetch ends with reason 0 whatever the phone answered (spec 4.3).
             (State::RecordingFetch, Resume::Recorded(true)) => {
-                self.end(reason::NO_ACTION, Outcome::Fetched)
+                self.end(Reason::NoAction, Outcome::Fetched)
             }
             (State::RecordingDelete { deleted }, Resume::Recorded(true)) => {
                 // A phone with nothing to delete is where a delete wants it; spec 4.4.
@@ -403,34 +401,34 @@ impl Session {
                 } else {
                     Outcome::DeleteFailed
                 };
-                self.end(reason::UPDATE_CERTIFICATE, outcome)
+                self.end(Reason::UpdateCertificate, outcome)
             }
             (State::RecordingFetch | State::RecordingDelete { .. }, Resume::Recorded(false)) => {
-                self.end(reason::INVALID_ELEMENT, Outcome::Internal)
+                self.end(Reason::InvalidElement, Outcome::Internal)
             }
             (state, _) => {
                 // The driver resumed with the wrong result: a bug on our side, not the
                 // phone's. End cleanly rather than guess.
                 self.state = state;
-                self.end(reason::INVALID_ELEMENT, Outcome::Internal)
+                self.end(Reason::InvalidElement, Outcome::Internal)
             }
         }
     }
 
     fn on_auth_decision(&mut self, version: u8, decision: AuthDecision) -> Step {
         match decision {
-            AuthDecision::UnknownDevice => self.end(reason::UNKNOWN_DEVICE, Outcome::UnknownDevice),
-            AuthDecision::Refused => self.end(reason::INVALID_ELEMENT, Outcome::AuthRefused),
-            AuthDecision::NoOperation => self.end(reason::NO_ACTION, Outcome::NoOperation),
-            AuthDecision::Unavailable => self.end(reason::INVALID_ELEMENT, Outcome::Internal),
+            AuthDecision::UnknownDevice => self.end(Reason::UnknownDevice, Outcome::UnknownDevice),
+            AuthDecision::Refused => self.end(Reason::InvalidElement, Outcome::AuthRefused),
+            AuthDecision::NoOperation => self.end(Reason::NoAction, Outcome::NoOperation),
+            AuthDecision::Unavailable => self.end(Reason::InvalidElement, Outcome::Internal),
             AuthDecision::Proceed(plan, _proof) => match plan.kind {
-                OperationKind::Install => match key_generate_request(plan.key, version) {
+                OperationKind::Install => match KeyGenerateRequest::for_key(plan.key, version) {
                     Some(request) => {
                         self.state = State::AwaitKeyGeneration { key: plan.key };
                         self.send(Message::KeyGenerateRequest(request), Wait::KeyGeneration)
                     }
                     // Older clients (Jabber, VERSION < 3) are never offered EC (spec 4.2).
-                    None => self.end(reason::INVALID_ELEMENT, Outcome::KeyGenerationFailed),
+                    None => self.end(Reason::InvalidElement, Outcome::KeyGenerationFailed),
                 },
                 OperationKind::Troubleshoot => {
                     self.state = State::AwaitFetch;
@@ -455,10 +453,10 @@ impl Session {
     }
 
     fn protocol_error(&mut self, kind: &'static str) -> Step {
-        self.end(reason::INVALID_ELEMENT, Outcome::ProtocolError(kind))
+        self.end(Reason::InvalidElement, Outcome::ProtocolError(kind))
     }
 
-    fn end(&mut self, reason: u8, outcome: Outcome) -> Step {
+    fn end(&mut self, reason: Reason, outcome: Outcome) -> Step {
         self.state = State::Ended;
         Step::End {
             frame: encode(&Message::EndSession(ReasonOnly::new(reason)), self.id),
@@ -469,51 +467,11 @@ impl Session {
     fn send(&mut self, message: Message, wait: Wait) -> Step {
         match encode(&message, self.id) {
             Some(frame) => Step::Send { frame, wait },
-            None => self.end(reason::INVALID_ELEMENT, Outcome::Internal),
+            None => self.end(Reason::InvalidElement, Outcome::Internal),
         }
-    }
-}
-
-/// KEY_GENERATE_REQUEST for a plan; `None` if the client's version cannot do it.
-fn key_generate_request(key: KeySpec, version: u8) -> Option<KeyGenerateRequest> {
-    match key {
-        KeySpec::Rsa(bits) => Some(KeyGenerateRequest {
-            key_size: Some(bits),
-            // CUCM sent a VERSION 2 client KEY_SIZE alone (spec 4.2).
-            key_type: (version >= PROTOCOL_VERSION).then_some(0),
-            ..Default::default()
-        }),
-        KeySpec::Ec(curve) if version >= PROTOCOL_VERSION => Some(KeyGenerateRequest {
-            key_type: Some(1),
-            curve: Some(curve.wire_value()),
-            ..Default::default()
-        }),
-        KeySpec::Ec(_) => None,
-    }
-}
-
-/// The key a KEY_GENERATE_REQUEST asks for, as a phone reads it.
-pub fn requested_key(request: &KeyGenerateRequest) -> Option<KeySpec> {
-    match (request.key_type, request.key_size, request.curve) {
-        (None | Some(0), Some(bits), _) => Some(KeySpec::Rsa(bits)),
-        (Some(1), _, Some(curve)) => Curve::from_wire(curve).map(KeySpec::Ec),
-        _ => None,
     }
 }
 
 fn encode(message: &Message, session_id: u32) -> Option<Vec<u8>> {
     message.encode(session_id).ok()
-}
-
-/// Commands only a server sends; used by the phone simulator to reject nonsense.
-pub fn is_server_command(cmd: u8) -> bool {
-    matches!(
-        cmd,
-        command::AUTH_REQUEST
-            | command::KEY_GENERATE_REQUEST
-            | command::STORE_CERTIFICATE_REQUEST
-            | command::FETCH_CERTIFICATE_REQUEST
-            | command::DELETE_CERTIFICATE_REQUEST
-            | command::END_SESSION
-    )
 }

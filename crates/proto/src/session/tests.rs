@@ -1,7 +1,11 @@
 //! Drives the state machine with the captured vectors and with hand-made sequences.
 
 use super::*;
-use crate::{FetchCertificateResponse, KeyGenerateResponse, HEADER_LEN};
+use crate::{
+    CertType, CertificateElement, Command, CurveId, FetchCertificateResponse, KeyGenerateResponse,
+    KeyType, HEADER_LEN,
+};
+use capf_model::keyspec::Curve;
 
 #[path = "../../tests/common/vectors.rs"]
 mod vectors;
@@ -48,7 +52,7 @@ fn decision_for(file: &VectorFile) -> AuthDecision {
         .iter()
         .filter(|f| f.dir == Direction::ServerToClient)
         .filter_map(|f| match Message::decode(&f.bytes).unwrap().1 {
-            Message::KeyGenerateRequest(r) => requested_key(&r),
+            Message::KeyGenerateRequest(r) => r.key_spec(),
             _ => None,
         })
         .next()
@@ -161,7 +165,7 @@ fn malformed_frames_are_classified() {
                 let (_, m) = Message::decode(&frame.unwrap()).unwrap();
                 assert_eq!(
                     m,
-                    Message::EndSession(ReasonOnly::new(reason::UNKNOWN_DEVICE))
+                    Message::EndSession(ReasonOnly::new(Reason::UnknownDevice))
                 );
             }
             (kind, Step::End { frame, outcome }) => {
@@ -183,7 +187,7 @@ fn malformed_frames_are_classified() {
                     let (_, m) = Message::decode(&frame).unwrap();
                     assert_eq!(
                         m,
-                        Message::EndSession(ReasonOnly::new(reason::INVALID_ELEMENT))
+                        Message::EndSession(ReasonOnly::new(Reason::InvalidElement))
                     );
                 }
             }
@@ -209,7 +213,7 @@ fn feed(session: &mut Session, message: Message) -> Step {
 
 fn auth_response(version: u8) -> Message {
     Message::AuthResponse(AuthResponse {
-        reason: Some(1),
+        reason: Some(Reason::UpdateCertificate),
         version: Some(version),
         device_name: Some("SEP001122334455".into()),
         password: Some("123456".into()),
@@ -217,7 +221,7 @@ fn auth_response(version: u8) -> Message {
     })
 }
 
-fn end_reason(step: &Step) -> u8 {
+fn end_reason(step: &Step) -> Reason {
     match step {
         Step::End { frame: Some(f), .. } => match Message::decode(f).unwrap().1 {
             Message::EndSession(r) => r.reason.unwrap(),
@@ -285,16 +289,16 @@ fn request_in_progress_any_number_of_times_then_key() {
     ));
     let step = feed(
         &mut s,
-        Message::StoreCertificateResponse(ReasonOnly::new(1)),
+        Message::StoreCertificateResponse(ReasonOnly::new(Reason::UpdateCertificate)),
     );
     assert_eq!(step, Step::Do(Effect::RecordStore { stored: true }));
     let step = s.resume(Resume::Recorded(true));
-    assert_eq!(end_reason(&step), reason::UPDATE_CERTIFICATE);
+    assert_eq!(end_reason(&step), Reason::UpdateCertificate);
 }
 
 #[test]
 fn failed_store_or_unrecorded_store_ends_with_7() {
-    let run = |phone_reason: u8, recorded: bool| {
+    let run = |phone_reason: Reason, recorded: bool| {
         let (mut s, _) = authenticated(INSTALL_RSA, 3);
         feed(
             &mut s,
@@ -310,10 +314,16 @@ fn failed_store_or_unrecorded_store_ends_with_7() {
         );
         s.resume(Resume::Recorded(recorded))
     };
-    assert_eq!(end_reason(&run(7, true)), reason::INVALID_ELEMENT);
-    assert_eq!(end_reason(&run(1, false)), reason::INVALID_ELEMENT);
+    assert_eq!(
+        end_reason(&run(Reason::InvalidElement, true)),
+        Reason::InvalidElement
+    );
+    assert_eq!(
+        end_reason(&run(Reason::UpdateCertificate, false)),
+        Reason::InvalidElement
+    );
     assert!(matches!(
-        run(7, true),
+        run(Reason::InvalidElement, true),
         Step::End {
             outcome: Outcome::StoreFailed,
             ..
@@ -327,11 +337,11 @@ fn key_generation_failure_and_wrong_key_end_with_7() {
     let step = feed(
         &mut s,
         Message::KeyGenerateResponse(KeyGenerateResponse {
-            reason: Some(7),
+            reason: Some(Reason::InvalidElement),
             ..Default::default()
         }),
     );
-    assert_eq!(end_reason(&step), reason::INVALID_ELEMENT);
+    assert_eq!(end_reason(&step), Reason::InvalidElement);
     assert!(matches!(
         step,
         Step::End {
@@ -374,7 +384,7 @@ fn older_clients_get_key_size_alone_and_never_ec() {
         key: KeySpec::Ec(Curve::P384),
     };
     let (_, step) = authenticated(ec, 2);
-    assert_eq!(end_reason(&step), reason::INVALID_ELEMENT);
+    assert_eq!(end_reason(&step), Reason::InvalidElement);
     let (_, step) = authenticated(ec, 3);
     let Step::Send { frame, .. } = step else {
         panic!("{step:?}")
@@ -382,7 +392,10 @@ fn older_clients_get_key_size_alone_and_never_ec() {
     let Message::KeyGenerateRequest(r) = Message::decode(&frame).unwrap().1 else {
         panic!()
     };
-    assert_eq!((r.key_size, r.key_type, r.curve), (None, Some(1), Some(1)));
+    assert_eq!(
+        (r.key_size, r.key_type, r.curve),
+        (None, Some(KeyType::Ec), Some(CurveId::P384))
+    );
 }
 
 #[test]
@@ -395,29 +408,29 @@ fn fetch_without_certificate_ends_with_0_and_with_certificate_records_it() {
     let step = feed(
         &mut s,
         Message::FetchCertificateResponse(FetchCertificateResponse {
-            reason: Some(7),
+            reason: Some(Reason::InvalidElement),
             ..Default::default()
         }),
     );
     assert_eq!(step, Step::Do(Effect::RecordFetch { certificate: None }));
     assert_eq!(
         end_reason(&s.resume(Resume::Recorded(true))),
-        reason::NO_ACTION
+        Reason::NoAction
     );
 
     let (mut s, _) = authenticated(plan, 3);
     let step = feed(
         &mut s,
         Message::FetchCertificateResponse(FetchCertificateResponse {
-            reason: Some(1),
-            certificate: Some(CertificateElement::single(1, vec![0x30, 0])),
+            reason: Some(Reason::UpdateCertificate),
+            certificate: Some(CertificateElement::single(CertType::Lsc, vec![0x30, 0])),
             ..Default::default()
         }),
     );
     assert_eq!(
         step,
         Step::Do(Effect::RecordFetch {
-            certificate: Some((1, vec![0x30, 0]))
+            certificate: Some((CertType::Lsc, vec![0x30, 0]))
         })
     );
     // Reason 1 without the certificate is malformed.
@@ -425,11 +438,11 @@ fn fetch_without_certificate_ends_with_0_and_with_certificate_records_it() {
     let step = feed(
         &mut s,
         Message::FetchCertificateResponse(FetchCertificateResponse {
-            reason: Some(1),
+            reason: Some(Reason::UpdateCertificate),
             ..Default::default()
         }),
     );
-    assert_eq!(end_reason(&step), reason::INVALID_ELEMENT);
+    assert_eq!(end_reason(&step), Reason::InvalidElement);
 }
 
 #[test]
@@ -438,7 +451,7 @@ fn unexpected_commands_in_every_state_end_with_7() {
     let mut s = Session::new(SID);
     s.start();
     let step = feed(&mut s, Message::RequestInProgress(Empty::default()));
-    assert_eq!(end_reason(&step), reason::INVALID_ELEMENT);
+    assert_eq!(end_reason(&step), Reason::InvalidElement);
 
     // REQUEST_IN_PROGRESS is only welcome while a key is generated.
     let plan = Plan {
@@ -447,24 +460,24 @@ fn unexpected_commands_in_every_state_end_with_7() {
     };
     let (mut s, _) = authenticated(plan, 3);
     let step = feed(&mut s, Message::RequestInProgress(Empty::default()));
-    assert_eq!(end_reason(&step), reason::INVALID_ELEMENT);
+    assert_eq!(end_reason(&step), Reason::InvalidElement);
 
     // Commands known only by number.
     let (mut s, _) = authenticated(INSTALL_RSA, 3);
     let other = Frame {
-        command: 18,
+        command: Command::StatusRequest,
         session_id: SID,
         elements: vec![],
     };
     let bytes = other.encode().unwrap();
     let (h, b) = split(&bytes);
-    assert_eq!(end_reason(&s.on_frame(&h, b)), reason::INVALID_ELEMENT);
+    assert_eq!(end_reason(&s.on_frame(&h, b)), Reason::InvalidElement);
 
     // A second AUTH_RESPONSE while waiting for the key.
     let (mut s, _) = authenticated(INSTALL_RSA, 3);
     assert_eq!(
         end_reason(&feed(&mut s, auth_response(3))),
-        reason::INVALID_ELEMENT
+        Reason::InvalidElement
     );
 }
 
@@ -486,9 +499,9 @@ fn resuming_with_the_wrong_result_ends_cleanly() {
 #[test]
 fn decisions_map_to_reasons() {
     for (decision, expected) in [
-        (AuthDecision::UnknownDevice, reason::UNKNOWN_DEVICE),
-        (AuthDecision::Refused, reason::INVALID_ELEMENT),
-        (AuthDecision::NoOperation, reason::NO_ACTION),
+        (AuthDecision::UnknownDevice, Reason::UnknownDevice),
+        (AuthDecision::Refused, Reason::InvalidElement),
+        (AuthDecision::NoOperation, Reason::NoAction),
     ] {
         let mut s = Session::new(SID);
         s.start();

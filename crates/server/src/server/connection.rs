@@ -12,7 +12,7 @@ use tracing::{debug, info, warn};
 use crate::config::Limits;
 use crate::service::{Service, SessionContext};
 use capf_proto::session::{Effect, Outcome, Resume, Session, Step, Wait, TIMEOUT};
-use capf_proto::{command, Header, HEADER_LEN};
+use capf_proto::{Command, Header, HEADER_LEN};
 
 /// How long closing (close_notify) may take after END_SESSION.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -146,12 +146,12 @@ where
         Ok(Ok(_)) => {}
     }
     debug!(
-        command = command::name(header.command),
+        command = header.command.name(),
         len = header.body_len,
         state = session.state_name(),
         "frame received"
     );
-    if header.command == command::REQUEST_IN_PROGRESS {
+    if header.command == Command::RequestInProgress {
         debug!(state = session.state_name(), "REQUEST_IN_PROGRESS");
     }
     session.on_frame(&header, &body)
