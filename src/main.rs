@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 use capf::cli::{ApiArgs, OpCommand, TokenCommand};
 use capf::phone::{Misbehave, PhoneOptions};
+use capf_proto::Reason;
 use capf_server::config::{ServeArgs, Settings};
 
 /// capf: Certificate Authority Proxy Function server for Cisco IP phones.
@@ -183,8 +184,8 @@ async fn phone(args: PhoneArgs) -> ExitCode {
         Ok(report) => {
             println!("{}", report.summary());
             match report.end_reason {
-                Some(0) | Some(1) => ExitCode::SUCCESS,
-                Some(9) => ExitCode::from(3),
+                Some(Reason::NoAction | Reason::UpdateCertificate) => ExitCode::SUCCESS,
+                Some(Reason::UnknownDevice) => ExitCode::from(3),
                 Some(_) => ExitCode::from(2),
                 None => ExitCode::from(4),
             }

@@ -23,11 +23,10 @@ use tokio_rustls::TlsConnector;
 
 use capf_model::keyspec::KeySpec;
 use capf_pki::ca::phone_key::PhoneKey;
-use capf_proto::session::requested_key;
 use capf_proto::{
-    cert_type, hash_id, reason, AuthResponse, CertificateElement, DecodeError, Empty,
-    FetchCertificateResponse, Header, KeyGenerateResponse, Message, ReasonOnly, Sha2SignedData,
-    SudiData, HEADER_LEN,
+    AuthResponse, CertType, CertificateElement, DecodeError, Empty, FetchCertificateResponse,
+    HashId, Header, KeyGenerateResponse, Message, Reason, ReasonOnly, Sha2SignedData, SudiData,
+    HEADER_LEN,
 };
 
 pub const DEFAULT_PORT: u16 = 3804;
@@ -127,7 +126,7 @@ impl PhoneOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PhoneReport {
     /// END_SESSION reason, if the server sent one.
-    pub end_reason: Option<u8>,
+    pub end_reason: Option<Reason>,
     pub operation: Option<&'static str>,
     /// The certificate the server sent (PEM), and the key generated for it (PKCS#8 PEM).
     pub lsc_pem: Option<String>,
@@ -187,17 +186,17 @@ impl PhoneReport {
     /// A human summary of the outcome.
     pub fn summary(&self) -> String {
         let what = match (self.end_reason, self.operation) {
-            (Some(reason::UPDATE_CERTIFICATE), Some("install")) => "certificate installed",
-            (Some(reason::UPDATE_CERTIFICATE), Some("delete")) => "certificate deleted",
-            (Some(reason::NO_ACTION), Some("fetch")) => "certificate fetched by the server",
-            (Some(reason::NO_ACTION), _) => "nothing to do (no pending operation)",
-            (Some(reason::INVALID_ELEMENT), _) => "refused or failed (END_SESSION 7)",
-            (Some(reason::UNKNOWN_DEVICE), _) => "unknown device (END_SESSION 9)",
+            (Some(Reason::UpdateCertificate), Some("install")) => "certificate installed",
+            (Some(Reason::UpdateCertificate), Some("delete")) => "certificate deleted",
+            (Some(Reason::NoAction), Some("fetch")) => "certificate fetched by the server",
+            (Some(Reason::NoAction), _) => "nothing to do (no pending operation)",
+            (Some(Reason::InvalidElement), _) => "refused or failed (END_SESSION 7)",
+            (Some(Reason::UnknownDevice), _) => "unknown device (END_SESSION 9)",
             (Some(_), _) => "ended with an unknown reason",
             (None, _) => "connection closed without END_SESSION",
         };
         match self.end_reason {
-            Some(r) => format!("{what}; END_SESSION reason {r}"),
+            Some(r) => format!("{what}; END_SESSION reason {}", u8::from(r)),
             None => what.to_string(),
         }
     }
@@ -206,7 +205,7 @@ impl PhoneReport {
     pub fn succeeded(&self) -> bool {
         matches!(
             self.end_reason,
-            Some(reason::NO_ACTION) | Some(reason::UPDATE_CERTIFICATE)
+            Some(Reason::NoAction) | Some(Reason::UpdateCertificate)
         )
     }
 }
@@ -491,7 +490,7 @@ where
         )));
     }
     let mut response = AuthResponse {
-        reason: Some(reason::UPDATE_CERTIFICATE),
+        reason: Some(Reason::UpdateCertificate),
         version: Some(opts.version),
         device_name: Some(opts.device.clone()),
         password: Some(opts.auth_string.clone().unwrap_or_default()),
@@ -510,7 +509,7 @@ where
         signed.push(0);
         signed.extend_from_slice(&existing.der);
         response.certificate = Some(CertificateElement::single(
-            cert_type::LSC,
+            CertType::Lsc,
             existing.der.clone(),
         ));
         response.signed_data = Some(
@@ -518,7 +517,7 @@ where
                 .map_err(|e| PhoneError::Key(e.to_string()))?,
         );
         response.sha2_signed_data = Some(Sha2SignedData {
-            hash_id: hash_id::SHA512,
+            hash_id: HashId::Sha512,
             signature: key
                 .sign_sha512(&signed)
                 .map_err(|e| PhoneError::Key(e.to_string()))?,
@@ -538,7 +537,7 @@ where
             sha1_signature: key
                 .sign_sha1(&signed)
                 .map_err(|e| PhoneError::Key(e.to_string()))?,
-            sha2_hash_id: hash_id::SHA512,
+            sha2_hash_id: HashId::Sha512,
             sha2_signature: key
                 .sign_sha512(&signed)
                 .map_err(|e| PhoneError::Key(e.to_string()))?,
@@ -581,7 +580,7 @@ where
             Message::KeyGenerateRequest(request) => {
                 report.operation = Some("install");
                 let asked = Instant::now();
-                let spec = requested_key(&request).ok_or_else(|| {
+                let spec = request.key_spec().ok_or_else(|| {
                     PhoneError::Protocol("KEY_GENERATE_REQUEST names no key".into())
                 })?;
                 if opts.request_in_progress {
@@ -621,7 +620,7 @@ where
                         send(
                             &mut stream,
                             Message::StoreCertificateResponse(ReasonOnly::new(
-                                reason::INVALID_ELEMENT,
+                                Reason::InvalidElement,
                             )),
                             session_id,
                         )
@@ -644,7 +643,7 @@ where
                 }
                 send(
                     &mut stream,
-                    Message::StoreCertificateResponse(ReasonOnly::new(reason::UPDATE_CERTIFICATE)),
+                    Message::StoreCertificateResponse(ReasonOnly::new(Reason::UpdateCertificate)),
                     session_id,
                 )
                 .await?;
@@ -653,15 +652,12 @@ where
                 report.operation = Some("fetch");
                 let reply = match &existing {
                     Some(e) => FetchCertificateResponse {
-                        reason: Some(reason::UPDATE_CERTIFICATE),
-                        certificate: Some(CertificateElement::single(
-                            cert_type::LSC,
-                            e.der.clone(),
-                        )),
+                        reason: Some(Reason::UpdateCertificate),
+                        certificate: Some(CertificateElement::single(CertType::Lsc, e.der.clone())),
                         ..Default::default()
                     },
                     None => FetchCertificateResponse {
-                        reason: Some(reason::INVALID_ELEMENT),
+                        reason: Some(Reason::InvalidElement),
                         ..Default::default()
                     },
                 };
@@ -675,9 +671,9 @@ where
             Message::DeleteCertificateRequest(_) => {
                 report.operation = Some("delete");
                 let answer = if existing.is_some() {
-                    reason::UPDATE_CERTIFICATE
+                    Reason::UpdateCertificate
                 } else {
-                    reason::INVALID_ELEMENT
+                    Reason::InvalidElement
                 };
                 send(
                     &mut stream,

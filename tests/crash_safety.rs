@@ -36,7 +36,7 @@ use capf_model::device::DeviceName;
 use capf_model::keyspec::{Curve, KeySpec};
 use capf_model::operation::{CertState, OperationStatus};
 use capf_pki::ca::PhoneKey;
-use capf_proto::{reason, AuthResponse, KeyGenerateResponse, Message};
+use capf_proto::{AuthResponse, KeyGenerateResponse, Message, Reason};
 use capf_store::{EventFilter, Store};
 use common::api::{admin_token, Api};
 use common::db::{engines, Engine, TestDb};
@@ -148,7 +148,7 @@ async fn phone_holding_its_certificate(
     assert!(matches!(first, Message::AuthRequest(_)), "{first:?}");
     let send = |message: Message| message.encode(sid).unwrap();
     let auth = send(Message::AuthResponse(AuthResponse {
-        reason: Some(reason::UPDATE_CERTIFICATE),
+        reason: Some(Reason::UpdateCertificate),
         version: Some(3),
         device_name: Some(device.to_string()),
         password: Some(String::new()),

@@ -11,7 +11,7 @@ use std::time::Duration;
 use capf::phone::{connect, read_certificate, read_frame, PhoneError};
 use capf_model::keyspec::KeySpec;
 use capf_model::operation::{AuthMode, OperationKind, OperationStatus};
-use capf_proto::{reason, Message};
+use capf_proto::{Message, Reason};
 use common::db::{engines, TestDb};
 use common::server::TestServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -21,7 +21,7 @@ async fn answer_to(
     server: &TestServer,
     capf_der: &[u8],
     case: &vectors::VectorFrame,
-) -> Option<u8> {
+) -> Option<Reason> {
     let mut tls = connect(&server.addr, capf_der.to_vec())
         .await
         .expect("connect");
@@ -98,10 +98,10 @@ async fn malformed_frames_over_live_connections() {
             let wanted = match expect {
                 // Known-good frames for devices this server does not know.
                 "accept" | "accept-skip-unknown" | "reject:bad-device-name" => {
-                    Some(reason::UNKNOWN_DEVICE)
+                    Some(Reason::UnknownDevice)
                 }
                 "reject:protocol-id" | "reject:truncated-frame" => None,
-                _ => Some(reason::INVALID_ELEMENT),
+                _ => Some(Reason::InvalidElement),
             };
             assert_eq!(answer, wanted, "line {} ({expect})", case.line);
         }
@@ -292,7 +292,7 @@ async fn slowloris_peers_are_dropped_at_the_deadline() {
             let since = std::time::Instant::now();
             assert!(matches!(first, Message::AuthRequest(_)));
             let response = Message::AuthResponse(capf_proto::AuthResponse {
-                reason: Some(1),
+                reason: Some(Reason::UpdateCertificate),
                 version: Some(3),
                 device_name: Some("SEP0000000000DD".into()),
                 ..Default::default()

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::phone::{PhoneError, PhoneReport, SessionTiming};
-use capf_proto::reason;
+use capf_proto::Reason;
 
 /// Why a session did not enroll. The kinds are what an operator acts on differently: a
 /// connect error is the network or the listener, END_SESSION 9 is provisioning, a timeout
@@ -94,15 +94,15 @@ pub(super) fn classify(result: Result<PhoneReport, PhoneError>) -> Outcome {
         Err(e) => return Outcome::failed(error_kind(&e), e.to_string()),
     };
     let kind = match report.end_reason {
-        Some(reason::UPDATE_CERTIFICATE) if report.lsc_pem.is_some() => {
+        Some(Reason::UpdateCertificate) if report.lsc_pem.is_some() => {
             return Outcome::Enrolled {
                 timing: report.timing,
                 tls: report.tls,
             }
         }
-        Some(reason::NO_ACTION) => Failure::EndSession0,
-        Some(reason::INVALID_ELEMENT) => Failure::EndSession7,
-        Some(reason::UNKNOWN_DEVICE) => Failure::EndSession9,
+        Some(Reason::NoAction) => Failure::EndSession0,
+        Some(Reason::InvalidElement) => Failure::EndSession7,
+        Some(Reason::UnknownDevice) => Failure::EndSession9,
         Some(_) => Failure::EndSessionOther,
         None => Failure::Closed,
     };
@@ -138,7 +138,7 @@ mod tests {
 
     fn report(end: Option<u8>, lsc: bool) -> PhoneReport {
         PhoneReport {
-            end_reason: end,
+            end_reason: end.map(Reason::from),
             operation: Some("install"),
             lsc_pem: lsc.then(|| "PEM".to_string()),
             key_pem: None,

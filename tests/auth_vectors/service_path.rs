@@ -14,7 +14,7 @@ fn decoded_auth_response(file: &str) -> (u32, String, capf_proto::AuthResponse) 
         .lines()
         .filter_map(|l| l.strip_prefix("C>S "))
         .map(|h| hex::decode(h.trim()).unwrap())
-        .find(|f| f[1] == capf_proto::command::AUTH_RESPONSE)
+        .find(|f| capf_proto::Command::from(f[1]) == capf_proto::Command::AuthResponse)
         .unwrap();
     let (session, message) = capf_proto::Message::decode(&frame).unwrap();
     let capf_proto::Message::AuthResponse(response) = message else {

@@ -8,32 +8,13 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// NIST curves a phone can be asked for. The wire values are those of the CURVE element.
+/// NIST curves a phone can be asked for. Their values on the wire are capf-proto's business
+/// (`CurveId`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Curve {
     P256,
     P384,
     P521,
-}
-
-impl Curve {
-    /// Value of the CURVE element (spec 3.4).
-    pub fn wire_value(self) -> u8 {
-        match self {
-            Curve::P256 => 0,
-            Curve::P384 => 1,
-            Curve::P521 => 2,
-        }
-    }
-
-    pub fn from_wire(value: u8) -> Option<Curve> {
-        match value {
-            0 => Some(Curve::P256),
-            1 => Some(Curve::P384),
-            2 => Some(Curve::P521),
-            _ => None,
-        }
-    }
 }
 
 /// Algorithm and size of a key. RSA sizes are limited to what an administrator may schedule.
@@ -122,13 +103,5 @@ mod tests {
         }
         assert!("rsa-512".parse::<KeySpec>().is_err());
         assert!("EC-P256".parse::<KeySpec>().is_err());
-    }
-
-    #[test]
-    fn curve_wire_values() {
-        for c in [Curve::P256, Curve::P384, Curve::P521] {
-            assert_eq!(Curve::from_wire(c.wire_value()), Some(c));
-        }
-        assert_eq!(Curve::from_wire(3), None);
     }
 }

@@ -3,7 +3,7 @@
 //! Messages name tags and sizes only, never element values: a PASSWORD value is a secret and
 //! errors end up in logs.
 
-use super::tag;
+use super::Tag;
 
 /// Why a byte string is not a valid frame or message. [`DecodeError::kind`] gives a stable
 /// short name for each rule (the names used by the malformed-frame test vectors).
@@ -20,30 +20,30 @@ pub enum DecodeError {
     TrailingBytes { announced: usize, extra: usize },
     #[error("element header truncated at body offset {offset}: {remaining} of 3 bytes")]
     TruncatedElementHeader { offset: usize, remaining: usize },
-    #[error("{} element (tag {tag}) announces {len} bytes, only {available} left in the body", tag::name(*.tag))]
+    #[error("{} element (tag {}) announces {len} bytes, only {available} left in the body", .tag.name(), u8::from(*.tag))]
     ElementOverrun {
-        tag: u8,
+        tag: Tag,
         len: usize,
         available: usize,
     },
-    #[error("{} element (tag {tag}) is {len} bytes long, {expected} required", tag::name(*.tag))]
+    #[error("{} element (tag {}) is {len} bytes long, {expected} required", .tag.name(), u8::from(*.tag))]
     BadFixedLength {
-        tag: u8,
+        tag: Tag,
         len: usize,
         expected: usize,
     },
-    #[error("{} element (tag {tag}) is empty", tag::name(*.tag))]
-    EmptyElement { tag: u8 },
-    #[error("{} element (tag {tag}) is {len} bytes long, at most {max} accepted", tag::name(*.tag))]
-    ElementTooLong { tag: u8, len: usize, max: usize },
-    #[error("{} element (tag {tag}) does not end with a NUL", tag::name(*.tag))]
-    StringNotTerminated { tag: u8 },
-    #[error("{} element (tag {tag}) has a NUL before its end", tag::name(*.tag))]
-    StringEmbeddedNul { tag: u8 },
-    #[error("{} element (tag {tag}) is not printable ASCII", tag::name(*.tag))]
-    StringNotPrintable { tag: u8 },
-    #[error("{} element (tag {tag}) appears more than once", tag::name(*.tag))]
-    DuplicateElement { tag: u8 },
+    #[error("{} element (tag {}) is empty", .tag.name(), u8::from(*.tag))]
+    EmptyElement { tag: Tag },
+    #[error("{} element (tag {}) is {len} bytes long, at most {max} accepted", .tag.name(), u8::from(*.tag))]
+    ElementTooLong { tag: Tag, len: usize, max: usize },
+    #[error("{} element (tag {}) does not end with a NUL", .tag.name(), u8::from(*.tag))]
+    StringNotTerminated { tag: Tag },
+    #[error("{} element (tag {}) has a NUL before its end", .tag.name(), u8::from(*.tag))]
+    StringEmbeddedNul { tag: Tag },
+    #[error("{} element (tag {}) is not printable ASCII", .tag.name(), u8::from(*.tag))]
+    StringNotPrintable { tag: Tag },
+    #[error("{} element (tag {}) appears more than once", .tag.name(), u8::from(*.tag))]
+    DuplicateElement { tag: Tag },
     #[error("malformed CERTIFICATE element: {detail}")]
     BadCertificateEntry { detail: &'static str },
     #[error("malformed SHA2_SIGNED_DATA element: {detail}")]
@@ -80,8 +80,8 @@ impl DecodeError {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum EncodeError {
-    #[error("{} element (tag {tag}) is {len} bytes long, at most 65535 fit", tag::name(*.tag))]
-    ElementTooLong { tag: u8, len: usize },
+    #[error("{} element (tag {}) is {len} bytes long, at most 65535 fit", .tag.name(), u8::from(*.tag))]
+    ElementTooLong { tag: Tag, len: usize },
     #[error("frame body is {len} bytes long, at most 65535 fit")]
     BodyTooLong { len: usize },
 }

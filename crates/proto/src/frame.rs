@@ -5,7 +5,7 @@
 use std::fmt;
 
 use super::error::{DecodeError, EncodeError};
-use super::{tag, HEADER_LEN, PROTOCOL_ID};
+use super::{Command, Tag, HEADER_LEN, PROTOCOL_ID};
 
 /// Size of an element header: tag (1) and value length (u16).
 const ELEMENT_HEADER_LEN: usize = 3;
@@ -13,7 +13,7 @@ const ELEMENT_HEADER_LEN: usize = 3;
 /// The fixed frame header, without the protocol id (which is always [`PROTOCOL_ID`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
-    pub command: u8,
+    pub command: Command,
     pub session_id: u32,
     pub body_len: u16,
 }
@@ -26,7 +26,7 @@ impl Header {
             return Err(DecodeError::ProtocolId { found: id });
         }
         Ok(Header {
-            command,
+            command: Command::from(command),
             session_id: u32::from_be_bytes([s0, s1, s2, s3]),
             body_len: u16::from_be_bytes([l0, l1]),
         })
@@ -35,19 +35,19 @@ impl Header {
     pub fn encode(&self) -> [u8; HEADER_LEN] {
         let [s0, s1, s2, s3] = self.session_id.to_be_bytes();
         let [l0, l1] = self.body_len.to_be_bytes();
-        [PROTOCOL_ID, self.command, s0, s1, s2, s3, l0, l1]
+        [PROTOCOL_ID, u8::from(self.command), s0, s1, s2, s3, l0, l1]
     }
 }
 
 /// One TLV element with its raw value.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Element {
-    pub tag: u8,
+    pub tag: Tag,
     pub value: Vec<u8>,
 }
 
 impl Element {
-    pub fn new(tag: u8, value: Vec<u8>) -> Element {
+    pub fn new(tag: Tag, value: Vec<u8>) -> Element {
         Element { tag, value }
     }
 }
@@ -58,9 +58,9 @@ impl fmt::Debug for Element {
         let mut s = f.debug_struct("Element");
         s.field(
             "tag",
-            &format_args!("{} ({})", self.tag, tag::name(self.tag)),
+            &format_args!("{} ({})", u8::from(self.tag), self.tag.name()),
         );
-        if self.tag == tag::PASSWORD {
+        if self.tag == Tag::Password {
             s.field(
                 "value",
                 &format_args!("<redacted, {} bytes>", self.value.len()),
@@ -75,7 +75,7 @@ impl fmt::Debug for Element {
 /// A frame as raw TLVs, elements in wire order (unknown ones included).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frame {
-    pub command: u8,
+    pub command: Command,
     pub session_id: u32,
     pub elements: Vec<Element>,
 }
@@ -138,7 +138,7 @@ impl Frame {
         let mut out = Vec::with_capacity(HEADER_LEN + body_len);
         out.extend_from_slice(&header.encode());
         for element in &self.elements {
-            out.push(element.tag);
+            out.push(u8::from(element.tag));
             // Cannot truncate: checked against u16::MAX above.
             out.extend_from_slice(&(element.value.len() as u16).to_be_bytes());
             out.extend_from_slice(&element.value);
@@ -160,6 +160,7 @@ fn decode_elements(body: &[u8]) -> Result<Vec<Element>, DecodeError> {
                 remaining: rest.len(),
             });
         };
+        let tag = Tag::from(tag);
         let len = usize::from(u16::from_be_bytes([l0, l1]));
         let Some((value, after_value)) = after_header.split_at_checked(len) else {
             return Err(DecodeError::ElementOverrun {
@@ -190,7 +191,7 @@ mod tests {
     #[test]
     fn header_round_trip_is_big_endian() {
         let header = Header {
-            command: 1,
+            command: Command::from(1),
             session_id: 0x1a2b_3c41,
             body_len: 0x0102,
         };
@@ -211,11 +212,14 @@ mod tests {
         // Spec 1.2: AUTH_REQUEST with VERSION=3, AUTH_TYPE=0.
         let bytes = hex::decode("55011a2b3c4100080700010308000100").unwrap();
         let frame = Frame::decode(&bytes).unwrap();
-        assert_eq!(frame.command, 1);
+        assert_eq!(frame.command, Command::AuthRequest);
         assert_eq!(frame.session_id, 0x1a2b_3c41);
         assert_eq!(
             frame.elements,
-            vec![Element::new(7, vec![3]), Element::new(8, vec![0])]
+            vec![
+                Element::new(Tag::from(7), vec![3]),
+                Element::new(Tag::from(8), vec![0])
+            ]
         );
         assert_eq!(frame.encode().unwrap(), bytes);
     }
@@ -278,16 +282,16 @@ mod tests {
     #[test]
     fn decode_body_checks_length_against_header() {
         let header = Header {
-            command: 10,
+            command: Command::from(10),
             session_id: 9,
             body_len: 4,
         };
         assert_eq!(
             Frame::decode_body(&header, &[1, 0, 1, 1]).unwrap(),
             Frame {
-                command: 10,
+                command: Command::from(10),
                 session_id: 9,
-                elements: vec![Element::new(1, vec![1])]
+                elements: vec![Element::new(Tag::from(1), vec![1])]
             }
         );
         assert_eq!(
@@ -326,7 +330,7 @@ mod tests {
         assert_eq!(
             err,
             DecodeError::ElementOverrun {
-                tag: 0x0d,
+                tag: Tag::DeviceName,
                 len: 16,
                 available: 3
             }
@@ -342,9 +346,9 @@ mod tests {
         assert_eq!(
             frame.elements,
             vec![
-                Element::new(0x63, vec![]),
-                Element::new(0x63, vec![0xff]),
-                Element::new(1, vec![]),
+                Element::new(Tag::from(0x63), vec![]),
+                Element::new(Tag::from(0x63), vec![0xff]),
+                Element::new(Tag::from(1), vec![]),
             ]
         );
         assert_eq!(frame.encode().unwrap(), bytes);
@@ -354,15 +358,15 @@ mod tests {
     fn largest_body_encodes_and_one_more_byte_does_not() {
         let value_len = MAX_BODY_LEN - ELEMENT_HEADER_LEN;
         let mut frame = Frame {
-            command: 9,
+            command: Command::from(9),
             session_id: 1,
-            elements: vec![Element::new(4, vec![0xab; value_len])],
+            elements: vec![Element::new(Tag::from(4), vec![0xab; value_len])],
         };
         let bytes = frame.encode().unwrap();
         assert_eq!(bytes.len(), HEADER_LEN + MAX_BODY_LEN);
         assert_eq!(Frame::decode(&bytes).unwrap(), frame);
 
-        frame.elements.push(Element::new(1, vec![]));
+        frame.elements.push(Element::new(Tag::from(1), vec![]));
         assert_eq!(
             frame.encode().unwrap_err(),
             EncodeError::BodyTooLong {
@@ -374,15 +378,15 @@ mod tests {
     #[test]
     fn oversized_element_value_is_rejected() {
         let frame = Frame {
-            command: 9,
+            command: Command::from(9),
             session_id: 1,
-            elements: vec![Element::new(4, vec![0; 65_536])],
+            elements: vec![Element::new(Tag::from(4), vec![0; 65_536])],
         };
         let err = frame.encode().unwrap_err();
         assert_eq!(
             err,
             EncodeError::ElementTooLong {
-                tag: 4,
+                tag: Tag::Certificate,
                 len: 65_536
             }
         );
@@ -392,11 +396,11 @@ mod tests {
     #[test]
     fn debug_redacts_password_values() {
         let frame = Frame {
-            command: 2,
+            command: Command::from(2),
             session_id: 1,
             elements: vec![
-                Element::new(tag::PASSWORD, b"123456\0".to_vec()),
-                Element::new(tag::DEVICE_NAME, b"SEP1\0".to_vec()),
+                Element::new(Tag::Password, b"123456\0".to_vec()),
+                Element::new(Tag::DeviceName, b"SEP1\0".to_vec()),
             ],
         };
         let text = format!("{frame:?}");

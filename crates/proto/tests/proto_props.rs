@@ -4,9 +4,10 @@
 mod vectors;
 
 use capf_proto::{
-    AuthRequest, AuthResponse, CertificateElement, CertificateEntry, Element, Empty,
-    FetchCertificateResponse, Frame, KeyGenerateRequest, KeyGenerateResponse, Message, ReasonOnly,
-    Sha2SignedData, StoreCertificateRequest, SudiData, HEADER_LEN, PROTOCOL_ID,
+    AuthRequest, AuthResponse, AuthType, CertType, CertificateElement, CertificateEntry, Command,
+    CurveId, Element, Empty, FetchCertificateResponse, Frame, HashId, KeyGenerateRequest,
+    KeyGenerateResponse, KeyType, Message, Reason, ReasonOnly, Sha2SignedData,
+    StoreCertificateRequest, SudiData, Tag, HEADER_LEN, PROTOCOL_ID,
 };
 use proptest::collection::vec;
 use proptest::option;
@@ -46,7 +47,10 @@ fn any_tag() -> impl Strategy<Value = u8> {
 }
 
 fn any_element() -> impl Strategy<Value = Element> {
-    (any_tag(), vec(any::<u8>(), 0..24)).prop_map(|(tag, value)| Element { tag, value })
+    (any_tag(), vec(any::<u8>(), 0..24)).prop_map(|(tag, value)| Element {
+        tag: Tag::from(tag),
+        value,
+    })
 }
 
 fn any_command() -> impl Strategy<Value = u8> {
@@ -56,7 +60,7 @@ fn any_command() -> impl Strategy<Value = u8> {
 fn any_frame() -> impl Strategy<Value = Frame> {
     (any_command(), any::<u32>(), vec(any_element(), 0..8)).prop_map(
         |(command, session_id, elements)| Frame {
-            command,
+            command: Command::from(command),
             session_id,
             elements,
         },
@@ -76,7 +80,7 @@ fn plausible_body() -> impl Strategy<Value = Vec<u8>> {
             out
         }),
         any_element().prop_map(|e| {
-            let mut out = vec![e.tag];
+            let mut out = vec![u8::from(e.tag)];
             out.extend_from_slice(&(e.value.len() as u16).to_be_bytes());
             out.extend_from_slice(&e.value);
             out
@@ -89,8 +93,13 @@ fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
     vec(any::<u8>(), 1..max)
 }
 
-fn sha2_id() -> impl Strategy<Value = u8> {
-    prop_oneof![Just(2u8), Just(3u8)]
+fn sha2_id() -> impl Strategy<Value = HashId> {
+    prop_oneof![Just(HashId::Sha256), Just(HashId::Sha512)]
+}
+
+/// Any value of a wire enum, named or not.
+fn any_of<T: From<u8> + std::fmt::Debug>() -> impl Strategy<Value = T> {
+    any::<u8>().prop_map(T::from)
 }
 
 fn certificate() -> impl Strategy<Value = CertificateElement> {
@@ -99,7 +108,7 @@ fn certificate() -> impl Strategy<Value = CertificateElement> {
             |(marker, reserved, cert_type, der)| CertificateEntry {
                 marker,
                 reserved,
-                cert_type,
+                cert_type: CertType::from(cert_type),
                 der,
             },
         ),
@@ -111,7 +120,7 @@ fn certificate() -> impl Strategy<Value = CertificateElement> {
 fn auth_response() -> impl Strategy<Value = AuthResponse> {
     (
         (
-            option::of(any::<u8>()),
+            option::of(any_of::<Reason>()),
             option::of(any::<u8>()),
             option::of("[ -~]{0,15}"),
             option::of("[ -~]{0,16}"),
@@ -149,7 +158,7 @@ fn auth_response() -> impl Strategy<Value = AuthResponse> {
 }
 
 fn reason_only() -> impl Strategy<Value = ReasonOnly> {
-    option::of(any::<u8>()).prop_map(|reason| ReasonOnly {
+    option::of(any_of::<Reason>()).prop_map(|reason| ReasonOnly {
         reason,
         ..ReasonOnly::default()
     })
@@ -158,18 +167,20 @@ fn reason_only() -> impl Strategy<Value = ReasonOnly> {
 /// Typed messages as the server would build them (nothing extra).
 fn typed_message() -> impl Strategy<Value = Message> {
     prop_oneof![
-        (option::of(any::<u8>()), option::of(any::<u8>())).prop_map(|(version, auth_type)| {
-            Message::AuthRequest(AuthRequest {
-                version,
-                auth_type,
-                ..AuthRequest::default()
-            })
-        }),
+        (option::of(any::<u8>()), option::of(any_of::<AuthType>())).prop_map(
+            |(version, auth_type)| {
+                Message::AuthRequest(AuthRequest {
+                    version,
+                    auth_type,
+                    ..AuthRequest::default()
+                })
+            }
+        ),
         auth_response().prop_map(Message::AuthResponse),
         (
             option::of(any::<u16>()),
-            option::of(any::<u8>()),
-            option::of(any::<u8>())
+            option::of(any_of::<KeyType>()),
+            option::of(any_of::<CurveId>())
         )
             .prop_map(|(key_size, key_type, curve)| {
                 Message::KeyGenerateRequest(KeyGenerateRequest {
@@ -179,14 +190,16 @@ fn typed_message() -> impl Strategy<Value = Message> {
                     ..KeyGenerateRequest::default()
                 })
             }),
-        (option::of(bytes(300)), option::of(any::<u8>())).prop_map(|(public_key, reason)| {
-            Message::KeyGenerateResponse(KeyGenerateResponse {
-                public_key,
-                reason,
-                ..KeyGenerateResponse::default()
-            })
-        }),
-        (option::of(any::<u8>()), option::of(certificate())).prop_map(
+        (option::of(bytes(300)), option::of(any_of::<Reason>())).prop_map(
+            |(public_key, reason)| {
+                Message::KeyGenerateResponse(KeyGenerateResponse {
+                    public_key,
+                    reason,
+                    ..KeyGenerateResponse::default()
+                })
+            }
+        ),
+        (option::of(any_of::<CertType>()), option::of(certificate())).prop_map(
             |(certificate_type, certificate)| {
                 Message::StoreCertificateRequest(StoreCertificateRequest {
                     certificate_type,
@@ -195,13 +208,15 @@ fn typed_message() -> impl Strategy<Value = Message> {
                 })
             }
         ),
-        (option::of(any::<u8>()), option::of(certificate())).prop_map(|(reason, certificate)| {
-            Message::FetchCertificateResponse(FetchCertificateResponse {
-                reason,
-                certificate,
-                ..FetchCertificateResponse::default()
-            })
-        }),
+        (option::of(any_of::<Reason>()), option::of(certificate())).prop_map(
+            |(reason, certificate)| {
+                Message::FetchCertificateResponse(FetchCertificateResponse {
+                    reason,
+                    certificate,
+                    ..FetchCertificateResponse::default()
+                })
+            }
+        ),
         reason_only().prop_map(Message::StoreCertificateResponse),
         reason_only().prop_map(Message::DeleteCertificateResponse),
         reason_only().prop_map(Message::EndSession),
@@ -214,7 +229,7 @@ fn typed_message() -> impl Strategy<Value = Message> {
             vec(any_element(), 0..5)
         )
             .prop_map(|(command, elements)| Message::Other(Frame {
-                command,
+                command: Command::from(command),
                 session_id: 0,
                 elements,
             })),

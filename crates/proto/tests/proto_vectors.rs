@@ -8,7 +8,8 @@ mod vectors;
 
 use capf_model::keyspec::{Curve, KeySpec};
 use capf_proto::{
-    command, tag, AuthResponse, CertificateElement, DecodeError, Frame, Header, Message, HEADER_LEN,
+    AuthResponse, CertificateElement, Command, DecodeError, Frame, HashId, Header, Message, Reason,
+    Tag, HEADER_LEN,
 };
 use vectors::{Direction, VectorFile, VectorFrame};
 
@@ -133,42 +134,46 @@ fn describe(raw: &Frame, message: &Message) -> Vec<String> {
     fn cert(c: &CertificateElement) -> String {
         format!(
             "CERTIFICATE[type={}, DER {} bytes",
-            c.first().cert_type,
+            u8::from(c.first().cert_type),
             c.first().der.len()
         )
     }
-    fn auth(m: &AuthResponse, t: u8) -> Option<String> {
+    fn auth(m: &AuthResponse, t: Tag) -> Option<String> {
         Some(match t {
-            tag::REASON => format!("REASON={}", m.reason?),
-            tag::VERSION => format!("VERSION={}", m.version?),
-            tag::PASSWORD => format!(
+            Tag::Reason => format!("REASON={}", u8::from(m.reason?)),
+            Tag::Version => format!("VERSION={}", m.version?),
+            Tag::Password => format!(
                 "PASSWORD='{}'+NUL ({} bytes)",
                 m.password.as_ref()?,
                 m.password.as_ref()?.len() + 1
             ),
-            tag::DEVICE_NAME => format!(
+            Tag::DeviceName => format!(
                 "DEVICE_NAME='{}'+NUL ({} bytes)",
                 m.device_name.as_ref()?,
                 m.device_name.as_ref()?.len() + 1
             ),
-            tag::CERTIFICATE => cert(m.certificate.as_ref()?),
-            tag::SIGNED_DATA => format!("SIGNED_DATA[{} bytes]", m.signed_data.as_ref()?.len()),
-            tag::SUDI_DATA => {
+            Tag::Certificate => cert(m.certificate.as_ref()?),
+            Tag::SignedData => format!("SIGNED_DATA[{} bytes]", m.signed_data.as_ref()?.len()),
+            Tag::SudiData => {
                 let s = m.sudi.as_ref()?;
                 format!(
                     "SUDI_DATA[(0, {} bytes), (1, {} bytes), ({}, {} bytes)]",
                     s.certificate.len(),
                     s.sha1_signature.len(),
-                    s.sha2_hash_id,
+                    u8::from(s.sha2_hash_id),
                     s.sha2_signature.len()
                 )
             }
-            tag::SHA2_SIGNED_DATA => {
+            Tag::Sha2SignedData => {
                 let s = m.sha2_signed_data.as_ref()?;
                 format!(
                     "SHA2_SIGNED_DATA[hash={} (SHA{}), signature {} bytes]",
-                    s.hash_id,
-                    if s.hash_id == 3 { 512 } else { 256 },
+                    u8::from(s.hash_id),
+                    if s.hash_id == HashId::Sha512 {
+                        512
+                    } else {
+                        256
+                    },
                     s.signature.len()
                 )
             }
@@ -180,47 +185,47 @@ fn describe(raw: &Frame, message: &Message) -> Vec<String> {
         .map(|e| {
             let text = match message {
                 Message::AuthRequest(m) => match e.tag {
-                    tag::VERSION => m.version.map(|v| format!("VERSION={v}")),
-                    tag::AUTH_TYPE => m.auth_type.map(|v| format!("AUTH_TYPE={v}")),
+                    Tag::Version => m.version.map(|v| format!("VERSION={v}")),
+                    Tag::AuthType => m.auth_type.map(|v| format!("AUTH_TYPE={}", u8::from(v))),
                     _ => None,
                 },
                 Message::AuthResponse(m) => auth(m, e.tag),
                 Message::KeyGenerateRequest(m) => match e.tag {
-                    tag::KEY_SIZE => m.key_size.map(|v| format!("KEY_SIZE={v}")),
-                    tag::KEY_TYPE => m.key_type.map(|v| format!("KEY_TYPE={v}")),
-                    tag::CURVE => m.curve.map(|v| format!("CURVE={v}")),
+                    Tag::KeySize => m.key_size.map(|v| format!("KEY_SIZE={v}")),
+                    Tag::KeyType => m.key_type.map(|v| format!("KEY_TYPE={}", u8::from(v))),
+                    Tag::Curve => m.curve.map(|v| format!("CURVE={}", u8::from(v))),
                     _ => None,
                 },
                 Message::KeyGenerateResponse(m) => match e.tag {
-                    tag::REASON => m.reason.map(|v| format!("REASON={v}")),
+                    Tag::Reason => m.reason.map(|v| format!("REASON={}", u8::from(v))),
                     // The annotator names the key type before the size; check the size.
-                    tag::PUBLIC_KEY => m
+                    Tag::PublicKey => m
                         .public_key
                         .as_ref()
                         .map(|k| format!(", {} bytes]", k.len())),
                     _ => None,
                 },
                 Message::StoreCertificateRequest(m) => match e.tag {
-                    tag::CERTIFICATE_TYPE => {
-                        m.certificate_type.map(|v| format!("CERTIFICATE_TYPE={v}"))
-                    }
-                    tag::CERTIFICATE => m.certificate.as_ref().map(cert),
+                    Tag::CertificateType => m
+                        .certificate_type
+                        .map(|v| format!("CERTIFICATE_TYPE={}", u8::from(v))),
+                    Tag::Certificate => m.certificate.as_ref().map(cert),
                     _ => None,
                 },
                 Message::FetchCertificateResponse(m) => match e.tag {
-                    tag::REASON => m.reason.map(|v| format!("REASON={v}")),
-                    tag::CERTIFICATE => m.certificate.as_ref().map(cert),
+                    Tag::Reason => m.reason.map(|v| format!("REASON={}", u8::from(v))),
+                    Tag::Certificate => m.certificate.as_ref().map(cert),
                     _ => None,
                 },
                 Message::StoreCertificateResponse(m)
                 | Message::DeleteCertificateResponse(m)
                 | Message::EndSession(m) => match e.tag {
-                    tag::REASON => m.reason.map(|v| format!("REASON={v}")),
+                    Tag::Reason => m.reason.map(|v| format!("REASON={}", u8::from(v))),
                     _ => None,
                 },
                 _ => None,
             };
-            text.unwrap_or_else(|| format!("<untyped {}>", tag::name(e.tag)))
+            text.unwrap_or_else(|| format!("<untyped {}>", e.tag.name()))
         })
         .collect()
 }
@@ -246,7 +251,7 @@ fn typed_view_matches_the_independent_annotations() {
                 head.ends_with(&format!(
                     "{} ({}), body {body_len}",
                     message.name(),
-                    message.command()
+                    u8::from(message.command())
                 )),
                 "{here}: {head:?}"
             );
@@ -342,19 +347,19 @@ fn typed_view_matches_the_file_metadata() {
             Some(spec) => assert_eq!(keys, vec![Some(spec)], "{name}: @operation"),
             None => assert!(keys.is_empty(), "{name}: unexpected key request"),
         }
-        let has = |command: u8| messages.iter().any(|m| m.command() == command);
+        let has = |command: Command| messages.iter().any(|m| m.command() == command);
         assert_eq!(
-            has(command::FETCH_CERTIFICATE_REQUEST),
+            has(Command::FetchCertificateRequest),
             operation.starts_with("fetch"),
             "{name}"
         );
         assert_eq!(
-            has(command::DELETE_CERTIFICATE_REQUEST),
+            has(Command::DeleteCertificateRequest),
             operation.starts_with("delete"),
             "{name}"
         );
         if expected_key.is_some() {
-            assert!(has(command::STORE_CERTIFICATE_REQUEST), "{name}");
+            assert!(has(Command::StoreCertificateRequest), "{name}");
         }
 
         let outcome = file.meta("outcome").expect("@outcome");
@@ -368,7 +373,7 @@ fn typed_view_matches_the_file_metadata() {
             .expect("reason number");
         match messages.last() {
             Some(Message::EndSession(end)) => {
-                assert_eq!(end.reason, Some(reason), "{name}: @outcome")
+                assert_eq!(end.reason, Some(Reason::from(reason)), "{name}: @outcome")
             }
             other => panic!("{name}: last message is {other:?}"),
         }
@@ -393,7 +398,7 @@ fn malformed_frames_get_their_verdicts() {
                 let Message::AuthResponse(auth) = &message else {
                     panic!("{here}: decoded as {}", message.name());
                 };
-                let unknown: Vec<u8> = auth.extra.unknown_tags().collect();
+                let unknown: Vec<u8> = auth.extra.unknown_tags().map(u8::from).collect();
                 match verdict {
                     "accept" => assert!(unknown.is_empty(), "{here}: {unknown:?}"),
                     "accept-skip-unknown" => {

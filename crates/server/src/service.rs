@@ -1,5 +1,7 @@
 //! What a session's effects do: authenticate against the store, issue through the CA, record
-//! outcomes. The connection task calls these; the session state machine decides when.
+//! outcomes. [`ServiceSession`] is capf-proto's [`SessionService`] for one connection; the
+//! session state machine decides when each method runs, and hands the [`Authorized`]
+//! operation to those that act on it.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -15,7 +17,6 @@ use crate::config::{LiveConfig, LiveSettings, Settings};
 use crate::crypto_pool::CryptoPool;
 use crate::metrics::Metrics;
 use capf_model::device::DeviceName;
-use capf_model::keyspec::KeySpec;
 use capf_model::operation::{AuthMode, CertState, FailureCause, OperationKind};
 use capf_pki::auth::{
     self, AuthError, AuthPolicy, CertAuthRequest, CertKind, Precedence, SudiBlock, TrustAnchors,
@@ -23,8 +24,11 @@ use capf_pki::auth::{
 };
 use capf_pki::ca::lsc::Issuer;
 use capf_pki::ca::pubkey::check_public_key;
-use capf_proto::session::{AuthAttempt, AuthDecision, AuthProof, IssueFailure, Outcome, Plan};
-use capf_proto::AuthResponse;
+use capf_proto::session::{
+    AuthAttempt, AuthVerdict, Authorized, IssueFailure, Issued, Outcome, Plan, RecordFailure,
+    SessionService,
+};
+use capf_proto::{AuthResponse, CertType};
 use capf_store::{
     Attempt, AuthAdmission, AuthTicket, ClaimLost, NewCertificate, Operation, Store, StoreError,
     Timestamp,
@@ -76,7 +80,9 @@ pub struct Service {
     pub metrics: Arc<dyn Metrics>,
 }
 
-/// What one session learned along the way, for later effects and the attempt record.
+/// What one session's attempt record needs: who connected, when, and (once known) the device
+/// and why it was refused. What the session has proven is not here: it is the [`Claim`]
+/// inside the session's [`Authorized`].
 #[derive(Debug)]
 pub struct SessionContext {
     pub session_id: u32,
@@ -86,20 +92,8 @@ pub struct SessionContext {
     pub started_at: Timestamp,
     /// Set once the device is known to exist.
     pub device: Option<DeviceName>,
-    pub operation: Option<Operation>,
-    /// The certificate issued in this session, awaiting the phone's confirmation.
-    pub issued_cert: Option<i64>,
     /// Why authentication failed, for the attempt record (never the submitted secret).
     pub detail: Option<String>,
-    /// The operation's key-generation attempt count, once this session asked for a key.
-    pub keygen_attempts: Option<u32>,
-    /// The phone sent a public key in this session.
-    pub key_received: bool,
-    /// Another session took the operation's claim over while this one ran: the operation is
-    /// that session's now, and this one leaves it alone.
-    pub claim_lost: bool,
-    /// The attempt history already has this session (written with the install's confirmation).
-    pub attempt_recorded: bool,
 }
 
 impl SessionContext {
@@ -110,13 +104,7 @@ impl SessionContext {
             peer,
             started_at: Utc::now(),
             device: None,
-            operation: None,
-            issued_cert: None,
             detail: None,
-            keygen_attempts: None,
-            key_received: false,
-            claim_lost: false,
-            attempt_recorded: false,
         }
     }
 
@@ -126,10 +114,10 @@ impl SessionContext {
 
     /// This session's entry in the attempt history, ending now with `outcome` (`None` before
     /// the device is known).
-    fn attempt(&self, outcome: Outcome) -> Option<Attempt> {
+    fn attempt(&self, operation_id: Option<i64>, outcome: Outcome) -> Option<Attempt> {
         Some(Attempt {
             device_name: self.device.clone()?,
-            operation_id: self.operation.as_ref().map(|o| o.id),
+            operation_id,
             session_id: self.session_id,
             source_addr: self.source(),
             started_at: self.started_at,
@@ -140,6 +128,88 @@ impl SessionContext {
                 .clone()
                 .unwrap_or_else(|| outcome.detail().to_string()),
         })
+    }
+}
+
+/// The operation a session authenticated for and claimed: what `authenticate` hands the
+/// session (inside [`Authorized`]) and every later step works on.
+#[derive(Debug)]
+pub struct Claim {
+    device: DeviceName,
+    operation: Operation,
+    /// The operation's key-generation attempts, this session's counted (installs only).
+    keygen_attempts: u32,
+    /// The phone sent a public key in this session.
+    key_received: bool,
+    /// Another session took the claim over while this one ran: the operation is that
+    /// session's now, and this one leaves it alone.
+    lost: bool,
+}
+
+/// A certificate issued in this session, awaiting the phone's confirmation: its record id.
+#[derive(Debug)]
+pub struct IssuedRecord(i64);
+
+/// The service as one connection sees it: [`SessionService`] for capf-proto's session.
+#[derive(Debug)]
+pub struct ServiceSession<'a> {
+    service: &'a Service,
+    ctx: SessionContext,
+}
+
+impl<'a> ServiceSession<'a> {
+    pub fn new(service: &'a Service, ctx: SessionContext) -> ServiceSession<'a> {
+        ServiceSession { service, ctx }
+    }
+}
+
+impl SessionService for ServiceSession<'_> {
+    type Claim = Claim;
+    type Issued = IssuedRecord;
+
+    async fn authenticate(&mut self, attempt: &AuthAttempt) -> AuthVerdict<Claim> {
+        self.service.authenticate(&mut self.ctx, attempt).await
+    }
+
+    async fn issue(
+        &mut self,
+        op: &mut Authorized<Claim>,
+        public_key: Vec<u8>,
+    ) -> Result<Issued<IssuedRecord>, IssueFailure> {
+        self.service.issue(&mut self.ctx, op, public_key).await
+    }
+
+    async fn record_store(
+        &mut self,
+        op: &mut Authorized<Claim>,
+        issued: &IssuedRecord,
+        stored: bool,
+    ) -> Result<(), RecordFailure> {
+        self.service
+            .record_store(&mut self.ctx, op, issued, stored)
+            .await
+    }
+
+    async fn record_fetch(
+        &mut self,
+        op: &mut Authorized<Claim>,
+        certificate: Option<(CertType, Vec<u8>)>,
+    ) -> Result<(), RecordFailure> {
+        self.service
+            .record_fetch(&mut self.ctx, op, certificate)
+            .await
+    }
+
+    async fn record_delete(
+        &mut self,
+        op: &mut Authorized<Claim>,
+        _deleted: bool,
+    ) -> Result<(), RecordFailure> {
+        self.service.record_delete(&mut self.ctx, op).await
+    }
+
+    async fn finish(&mut self, op: Option<Authorized<Claim>>, outcome: Outcome) {
+        self.service.finish(&self.ctx, op, outcome).await
     }
 }
 
@@ -169,12 +239,12 @@ pub fn verify_auth_response(
         certificate: &cert.first().der,
         extra_chain: &extra,
         signed_data: signed,
-        sha2_hash_id: sha2.hash_id,
+        sha2_hash_id: u8::from(sha2.hash_id),
         sha2_signature: &sha2.signature,
         sudi: response.sudi.as_ref().map(|s| SudiBlock {
             certificate: &s.certificate,
             sha1_signature: &s.sha1_signature,
-            sha2_hash_id: s.sha2_hash_id,
+            sha2_hash_id: u8::from(s.sha2_hash_id),
             sha2_signature: &s.sha2_signature,
         }),
         session_id,
@@ -299,17 +369,17 @@ impl Service {
 
     /// Looks the device up, applies the lockout, checks the credentials of the operation's
     /// mode and claims the operation.
-    pub async fn authenticate(
+    async fn authenticate(
         &self,
         ctx: &mut SessionContext,
         attempt: &AuthAttempt,
-    ) -> AuthDecision {
+    ) -> AuthVerdict<Claim> {
         match self.try_authenticate(ctx, attempt).await {
-            Ok(decision) => decision,
+            Ok(verdict) => verdict,
             Err(e) => {
                 self.metrics.database_error();
                 warn!(error = %e, "database error during authentication");
-                AuthDecision::Unavailable
+                AuthVerdict::Unavailable
             }
         }
     }
@@ -318,13 +388,13 @@ impl Service {
         &self,
         ctx: &mut SessionContext,
         attempt: &AuthAttempt,
-    ) -> Result<AuthDecision, StoreError> {
+    ) -> Result<AuthVerdict<Claim>, StoreError> {
         let now = Utc::now();
         let name = &attempt.device_name;
         let Some((device, pending)) = self.store.device_and_pending_operation(name, now).await?
         else {
             info!(device = %name, "unknown device");
-            return Ok(AuthDecision::UnknownDevice);
+            return Ok(AuthVerdict::UnknownDevice);
         };
         ctx.device = Some(device.name.clone());
         if device.locked_until.is_some_and(|until| until > now) {
@@ -334,10 +404,10 @@ impl Service {
                 .await?;
             ctx.detail = Some("device locked".into());
             warn!(device = %name, "device locked: attempt refused");
-            return Ok(AuthDecision::Refused);
+            return Ok(AuthVerdict::Refused);
         }
         let Some(op) = pending else {
-            return Ok(AuthDecision::NoOperation);
+            return Ok(AuthVerdict::NoOperation);
         };
         // Every check of a secret or certificate is admitted, and counted, by the store first:
         // the lock holds against guesses sent in parallel, from one node or several.
@@ -353,7 +423,7 @@ impl Service {
                 AuthAdmission::Locked => {
                     ctx.detail = Some("device locked".into());
                     warn!(device = %name, "device locked: attempt refused");
-                    return Ok(AuthDecision::Refused);
+                    return Ok(AuthVerdict::Refused);
                 }
             }
         };
@@ -379,7 +449,7 @@ impl Service {
             }
             warn!(device = %name, cause = cause.as_str(), failures = ticket.failures,
                   locked = ticket.locks_until.is_some(), "authentication failed");
-            return Ok(AuthDecision::Refused);
+            return Ok(AuthVerdict::Refused);
         }
         if ticket.is_some() || device.failed_auth_count > 0 {
             self.store
@@ -399,18 +469,23 @@ impl Service {
         let Some(attempts) = claimed? else {
             ctx.detail = Some("operation held by another session".into());
             warn!(device = %name, operation = op.id, "operation claimed by another session");
-            return Ok(AuthDecision::Refused);
+            return Ok(AuthVerdict::Refused);
         };
         let plan = Plan {
             kind: op.kind,
             key: op.key,
         };
-        if plan.kind == OperationKind::Install {
-            ctx.keygen_attempts = Some(attempts);
-        }
-        // From here on `finish` releases the claim.
-        ctx.operation = Some(op);
-        Ok(AuthDecision::Proceed(plan, AuthProof::authenticated()))
+        // From here on the session holds the claim, and `finish` releases it.
+        Ok(AuthVerdict::Proceed {
+            plan,
+            claim: Claim {
+                device: device.name,
+                operation: op,
+                keygen_attempts: attempts,
+                key_received: false,
+                lost: false,
+            },
+        })
     }
 
     /// `Ok(Err(failure))` when the phone's credentials are wrong; `Err` when the store failed.
@@ -516,16 +591,16 @@ impl Service {
     }
 
     /// Checks the phone's key and issues its LSC, recording it as awaiting confirmation.
-    pub async fn issue(
+    async fn issue(
         &self,
         ctx: &mut SessionContext,
+        op: &mut Authorized<Claim>,
         public_key: Vec<u8>,
-        key: KeySpec,
-    ) -> Result<Vec<u8>, IssueFailure> {
-        ctx.key_received = true;
-        let (Some(device), Some(op)) = (ctx.device.clone(), ctx.operation.as_ref()) else {
-            return Err(IssueFailure::Internal);
-        };
+    ) -> Result<Issued<IssuedRecord>, IssueFailure> {
+        let key = op.plan().key;
+        let claim = op.claim_mut();
+        claim.key_received = true;
+        let device = claim.device.clone();
         let started = std::time::Instant::now();
         let issuer = Arc::clone(&self.issuer);
         let days = ctx.live.lsc_validity_days;
@@ -556,7 +631,7 @@ impl Service {
             fingerprint_sha256: result.fingerprint_sha256.clone(),
             pem: result.pem.clone(),
         };
-        let op_id = op.id;
+        let op_id = claim.operation.id;
         let claimant = self.claimant(ctx);
         let lease = self.settings.claim_lease;
         let recorded = self
@@ -566,15 +641,17 @@ impl Service {
         match recorded {
             Ok(cert_id) => {
                 self.metrics.issued(started.elapsed());
-                ctx.issued_cert = Some(cert_id);
                 info!(device = %device, serial = %result.serial_hex, "certificate issued");
-                Ok(result.der)
+                Ok(Issued {
+                    der: result.der,
+                    record: IssuedRecord(cert_id),
+                })
             }
             Err(StoreError::ClaimLost(why)) => {
                 // Signed but never recorded nor sent: the certificate is discarded here.
-                self.claim_lost(ctx, op_id, "certificate not issued", &why)
+                self.claim_lost(ctx, claim, "certificate not issued", &why)
                     .await;
-                Err(IssueFailure::Internal)
+                Err(IssueFailure::ClaimLost)
             }
             Err(e) => {
                 self.metrics.database_error();
@@ -584,94 +661,91 @@ impl Service {
         }
     }
 
-    pub async fn record_store(&self, ctx: &mut SessionContext, stored: bool) -> bool {
-        let (Some(op), Some(cert)) = (ctx.operation.as_ref(), ctx.issued_cert) else {
-            return false;
-        };
-        let (op_id, key) = (op.id, op.key);
+    async fn record_store(
+        &self,
+        ctx: &mut SessionContext,
+        op: &mut Authorized<Claim>,
+        issued: &IssuedRecord,
+        stored: bool,
+    ) -> Result<(), RecordFailure> {
+        let claim = op.claim_mut();
+        let (op_id, key) = (claim.operation.id, claim.operation.key);
         let now = Utc::now();
-        let result = if stored {
-            let claimant = self.claimant(ctx);
-            // The session's attempt is written with the confirmation: one transaction fewer
-            // on the path every enrollment takes.
-            let attempt = ctx.attempt(Outcome::Installed);
-            let confirmed = match attempt {
-                Some(attempt) => {
-                    self.store
-                        .confirm_install_with_attempt(op_id, &claimant, cert, now, attempt)
-                        .await
-                }
-                None => {
-                    self.store
-                        .confirm_install(op_id, &claimant, cert, now)
-                        .await
-                }
-            };
-            match confirmed {
-                Ok(()) => {
-                    ctx.attempt_recorded = true;
-                    self.metrics.enrolled(&key.to_string());
-                }
-                Err(StoreError::ClaimLost(why)) => {
-                    self.claim_lost(ctx, op_id, "installation not confirmed", &why)
-                        .await;
-                    return false;
-                }
-                Err(_) => {}
-            }
-            confirmed
-        } else {
-            self.store
+        if !stored {
+            let audited = self
+                .store
                 .audit(
-                    ctx.device.as_ref(),
+                    Some(&claim.device),
                     Some(op_id),
                     "certificate_store_failed",
                     Some(&ctx.source()),
                     "the phone reported it could not store the certificate",
                     now,
                 )
-                .await
-        };
-        self.log_store_result(result)
+                .await;
+            return self.log_store_result(audited);
+        }
+        let claimant = self.claimant(ctx);
+        // The session's attempt is written with the confirmation: one transaction fewer on
+        // the path every enrollment takes. `finish` knows it is written when the outcome is
+        // `Installed`, which this write succeeding is the only way to reach.
+        let attempt = installed_attempt(ctx, &claim.device, op_id);
+        let confirmed = self
+            .store
+            .confirm_install_with_attempt(op_id, &claimant, issued.0, now, attempt)
+            .await;
+        match confirmed {
+            Ok(()) => {
+                self.metrics.enrolled(&key.to_string());
+                Ok(())
+            }
+            Err(StoreError::ClaimLost(why)) => {
+                self.claim_lost(ctx, claim, "installation not confirmed", &why)
+                    .await;
+                Err(RecordFailure::ClaimLost)
+            }
+            Err(e) => self.log_store_result(Err(e)),
+        }
     }
 
-    pub async fn record_fetch(
+    async fn record_fetch(
         &self,
         ctx: &mut SessionContext,
-        certificate: Option<(u8, Vec<u8>)>,
-    ) -> bool {
-        let Some(op_id) = ctx.operation.as_ref().map(|op| op.id) else {
-            return false;
-        };
+        op: &mut Authorized<Claim>,
+        certificate: Option<(CertType, Vec<u8>)>,
+    ) -> Result<(), RecordFailure> {
         let cert = match certificate {
             None => None,
             Some((_, der)) => match certinfo::describe(&der) {
                 Ok(c) => Some(c),
                 Err(e) => {
                     warn!(error = %e, "phone returned an unreadable certificate");
-                    return false;
+                    return Err(RecordFailure::UnreadableCertificate);
                 }
             },
         };
+        let claim = op.claim_mut();
         let claimant = self.claimant(ctx);
         let result = self
             .store
-            .complete_fetch(op_id, &claimant, cert, Utc::now())
+            .complete_fetch(claim.operation.id, &claimant, cert, Utc::now())
             .await;
-        self.record_completion(ctx, op_id, "fetch not recorded", result)
+        self.record_completion(ctx, claim, "fetch not recorded", result)
             .await
     }
 
-    pub async fn record_delete(&self, ctx: &mut SessionContext) -> bool {
-        let Some(op_id) = ctx.operation.as_ref().map(|op| op.id) else {
-            return false;
-        };
+    async fn record_delete(
+        &self,
+        ctx: &mut SessionContext,
+        op: &mut Authorized<Claim>,
+    ) -> Result<(), RecordFailure> {
+        let claim = op.claim_mut();
         let claimant = self.claimant(ctx);
         let result = self
             .store
-            .complete_delete(op_id, &claimant, Utc::now())
+            .complete_delete(claim.operation.id, &claimant, Utc::now())
             .await;
-        self.record_completion(ctx, op_id, "deletion not recorded", result)
+        self.record_completion(ctx, claim, "deletion not recorded", result)
             .await
     }
 
@@ -680,30 +754,29 @@ impl Service {
     async fn record_completion(
         &self,
         ctx: &mut SessionContext,
-        op_id: i64,
+        claim: &mut Claim,
         what: &str,
         result: Result<(), StoreError>,
-    ) -> bool {
+    ) -> Result<(), RecordFailure> {
         if let Err(StoreError::ClaimLost(why)) = &result {
-            self.claim_lost(ctx, op_id, what, why).await;
-            return false;
+            self.claim_lost(ctx, claim, what, why).await;
+            return Err(RecordFailure::ClaimLost);
         }
         self.log_store_result(result)
     }
 
     /// Writes the attempt history and releases any claim this session holds.
-    pub async fn finish(&self, ctx: &SessionContext, outcome: Outcome) {
+    async fn finish(&self, ctx: &SessionContext, op: Option<Authorized<Claim>>, outcome: Outcome) {
         if ctx.device.is_none() {
             return;
         }
+        let operation_id = op.as_ref().map(|op| op.claim().operation.id);
         // A session whose claim was taken over leaves the operation to the new holder: no
         // failure noted on it, and nothing of ours left to release.
-        if let Some(op) = ctx.operation.as_ref().filter(|_| !ctx.claim_lost) {
-            if outcome != Outcome::Installed {
-                if let Some(attempts) = ctx.keygen_attempts {
-                    self.account_failed_install(ctx, op.id, attempts, outcome)
-                        .await;
-                }
+        if let Some(claim) = op.as_ref().map(Authorized::claim).filter(|c| !c.lost) {
+            let op_id = claim.operation.id;
+            if outcome != Outcome::Installed && claim.operation.kind == OperationKind::Install {
+                self.account_failed_install(ctx, claim, outcome).await;
             }
             let claimant = self.claimant(ctx);
             self.live_claims().remove(&claimant);
@@ -714,16 +787,17 @@ impl Service {
                 Outcome::Installed | Outcome::Fetched | Outcome::Deleted | Outcome::DeleteFailed
             );
             if !ended {
-                if let Err(e) = self.store.release(op.id, &claimant).await {
+                if let Err(e) = self.store.release(op_id, &claimant).await {
                     warn!(error = %e, "could not release the operation; will retry");
-                    self.unreleased_claims().push((op.id, claimant));
+                    self.unreleased_claims().push((op_id, claimant));
                 }
             }
         }
-        if ctx.attempt_recorded {
+        // An install's attempt was written with its confirmation (`record_store`).
+        if outcome == Outcome::Installed {
             return;
         }
-        let Some(attempt) = ctx.attempt(outcome) else {
+        let Some(attempt) = ctx.attempt(operation_id, outcome) else {
             return;
         };
         if let Err(e) = self.store.record_attempt(attempt).await {
@@ -732,15 +806,36 @@ impl Service {
     }
 }
 
+/// The attempt record of an installing session, written with the confirmation.
+fn installed_attempt(ctx: &SessionContext, device: &DeviceName, op_id: i64) -> Attempt {
+    Attempt {
+        device_name: device.clone(),
+        operation_id: Some(op_id),
+        session_id: ctx.session_id,
+        source_addr: ctx.source(),
+        started_at: ctx.started_at,
+        ended_at: Utc::now(),
+        outcome: Outcome::Installed.as_str().to_string(),
+        detail: Outcome::Installed.detail().to_string(),
+    }
+}
+
 impl Service {
     /// The store refused a write because another session holds the operation's claim now
     /// (this node lost the database for longer than the lease, say): the session ends with
     /// END_SESSION 7 and the attempt record and audit trail say why.
-    async fn claim_lost(&self, ctx: &mut SessionContext, op_id: i64, what: &str, why: &ClaimLost) {
-        ctx.claim_lost = true;
+    async fn claim_lost(
+        &self,
+        ctx: &mut SessionContext,
+        claim: &mut Claim,
+        what: &str,
+        why: &ClaimLost,
+    ) {
+        claim.lost = true;
         self.live_claims().remove(&self.claimant(ctx));
         let detail = format!("claim lost: {what}: {why}");
-        self.audit_claim_lost(ctx, op_id, &detail).await;
+        self.audit_claim_lost(ctx, claim.operation.id, &detail)
+            .await;
         ctx.detail = Some(detail);
     }
 
@@ -762,28 +857,21 @@ impl Service {
         }
     }
 
-    fn log_store_result(&self, result: Result<(), StoreError>) -> bool {
-        match result {
-            Ok(()) => true,
-            Err(e) => {
-                self.metrics.database_error();
-                warn!(error = %e, "could not record the outcome");
-                false
-            }
-        }
+    fn log_store_result(&self, result: Result<(), StoreError>) -> Result<(), RecordFailure> {
+        result.map_err(|e| {
+            self.metrics.database_error();
+            warn!(error = %e, "could not record the outcome");
+            RecordFailure::Unavailable
+        })
     }
 
     /// An install session that asked for a key did not end with an installed certificate:
     /// note why on the operation, and fail it once key generation has failed as many times
     /// as allowed (CUCM's maximum key-generation attempts).
-    async fn account_failed_install(
-        &self,
-        ctx: &SessionContext,
-        op_id: i64,
-        attempts: u32,
-        outcome: Outcome,
-    ) {
-        let keygen_failed = !ctx.key_received || outcome == Outcome::WrongKey;
+    async fn account_failed_install(&self, ctx: &SessionContext, claim: &Claim, outcome: Outcome) {
+        let op_id = claim.operation.id;
+        let attempts = claim.keygen_attempts;
+        let keygen_failed = !claim.key_received || outcome == Outcome::WrongKey;
         let cause = match outcome {
             Outcome::KeyGenerationTimeout => FailureCause::KeyGenerationTimeout,
             Outcome::KeyGenerationFailed | Outcome::WrongKey => FailureCause::KeyGenerationFailed,

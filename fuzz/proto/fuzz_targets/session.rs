@@ -2,8 +2,8 @@
 //!
 //! The fuzz input drives both sides the machine talks to: the phone (well-formed messages of
 //! every command, with the right session id most of the time, raw bytes, broken streams) and
-//! the connection task (the results of authentication, issuing and recording, playing a fake
-//! authenticator and signer, sometimes answering with the wrong kind of result). Well-formed
+//! the service (the results of authentication, issuing and recording, played by a fake
+//! `SessionService`; sometimes the driver hands back an effect of another state). Well-formed
 //! messages are built rather than hoped for, so the fuzzer reaches the key-generation wait,
 //! the store, fetch and delete exchanges and their endings.
 //!
@@ -16,14 +16,16 @@
 
 use capf_model::keyspec::{Curve, KeySpec};
 use capf_proto::{
-    command, reason, AuthResponse, CertificateElement, Element, Empty, FetchCertificateResponse,
-    Frame, Header, KeyGenerateResponse, Message, ReasonOnly, Sha2SignedData, SudiData,
-    HEADER_LEN,
+    AuthResponse, CertType, CertificateElement, Command, Element, Empty, FetchCertificateResponse,
+    Frame, HashId, Header, KeyGenerateResponse, Message, Reason, ReasonOnly, Sha2SignedData,
+    SudiData, Tag, HEADER_LEN,
 };
 use capf_proto::session::{
-    is_server_command, AuthDecision, AuthProof, Effect, IssueFailure, Outcome, Plan, Resume,
-    Session, Step, Wait, TIMEOUT,
+    AuthAttempt, AuthVerdict, Authorized, Effect, IssueFailure, Issued, Outcome, Plan,
+    RecordFailure, Session, SessionService, Step, Wait, TIMEOUT,
 };
+use std::future::Future;
+use std::task::{Context, Poll, Waker};
 use capf_model::operation::OperationKind;
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
@@ -52,7 +54,7 @@ struct Seen {
 
 fn drive(u: &mut Unstructured<'_>) -> Result<()> {
     let id = session_id(u)?;
-    let mut session = Session::new(id);
+    let mut session = Session::<(), ()>::new(id);
     let mut seen = Seen::default();
     let mut step = session.start();
     for _ in 0..MAX_STEPS {
@@ -67,21 +69,52 @@ fn drive(u: &mut Unstructured<'_>) -> Result<()> {
                 next_frame(u, &mut session, id)?
             }
             Step::Do(effect) => {
-                let resume = result_for(u, &effect, &mut seen)?;
-                session.resume(resume)
+                let mut service = Scripted::draw(u, &effect, &mut seen)?;
+                // Now and then the driver hands back an effect of another state; the session
+                // must end cleanly, and not act on it.
+                let effect = if u.ratio(1u8, 32)? {
+                    Effect::Issue {
+                        public_key: vec![1],
+                    }
+                } else {
+                    effect
+                };
+                let step = now(session.perform(effect, &mut service));
+                if let Some(stored) = service.store_asked {
+                    seen.store_asked = Some(stored);
+                    seen.recorded = Some(service.record.is_ok());
+                }
+                if let Some(issued) = service.issued_der {
+                    seen.issued = Some(issued);
+                }
+                step
             }
             Step::End { frame, outcome } => {
                 check_end(frame.as_deref(), id, outcome, &seen);
                 // An ended session ignores whatever still arrives.
                 let after = next_frame(u, &mut session, id)?;
                 assert!(matches!(after, Step::End { .. }), "{after:?} after the end");
-                let after = session.resume(Resume::Recorded(true));
+                let mut service = Scripted::default();
+                let after = now(session.perform(
+                    Effect::RecordDelete { deleted: true },
+                    &mut service,
+                ));
                 assert!(matches!(after, Step::End { .. }), "{after:?} after the end");
+                assert!(!service.called, "the service was asked after the end");
                 return Ok(());
             }
         };
     }
     Ok(())
+}
+
+/// Runs a future that never waits (the scripted service answers at once): one poll.
+fn now<F: Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(output) => output,
+        Poll::Pending => panic!("the scripted service never waits"),
+    }
 }
 
 fn session_id(u: &mut Unstructured<'_>) -> Result<u32> {
@@ -91,7 +124,7 @@ fn session_id(u: &mut Unstructured<'_>) -> Result<u32> {
 fn check_sent(frame: &[u8], id: u32, wait: Wait, seen: &mut Seen) {
     let (sid, message) = Message::decode(frame).expect("the server's frame decodes");
     assert_eq!(sid, id);
-    assert!(is_server_command(message.command()), "{}", message.name());
+    assert!(message.command().is_sent_by_server(), "{}", message.name());
     match &message {
         Message::KeyGenerateRequest(request) => {
             let plan = seen.plan.expect("KEY_GENERATE_REQUEST without Proceed");
@@ -145,7 +178,7 @@ fn check_end(frame: Option<&[u8]>, id: u32, outcome: Outcome, seen: &Seen) {
 }
 
 /// The next thing the phone does: a frame (built or raw) or a broken stream.
-fn next_frame(u: &mut Unstructured<'_>, session: &mut Session, id: u32) -> Result<Step> {
+fn next_frame(u: &mut Unstructured<'_>, session: &mut Session<(), ()>, id: u32) -> Result<Step> {
     let bytes = match u.int_in_range(0u8..=15)? {
         0 => return Ok(session.on_broken_stream(TIMEOUT)),
         1 => return Ok(session.on_broken_stream("truncated-header")),
@@ -194,22 +227,23 @@ fn certificate(u: &mut Unstructured<'_>) -> Result<Option<CertificateElement>> {
     if !u.arbitrary()? {
         return Ok(None);
     }
-    let cert_type = u.arbitrary()?;
+    let cert_type = CertType::from(u.arbitrary::<u8>()?);
     let der: Vec<u8> = u.arbitrary()?;
     let mut element = CertificateElement::single(cert_type, der);
     if u.ratio(1u8, 8)? {
-        let mut more = CertificateElement::single(u.arbitrary()?, u.arbitrary()?);
+        let mut more =
+            CertificateElement::single(CertType::from(u.arbitrary::<u8>()?), u.arbitrary()?);
         element.entries.append(&mut more.entries);
     }
     Ok(Some(element))
 }
 
-fn reason_value(u: &mut Unstructured<'_>) -> Result<Option<u8>> {
+fn reason_value(u: &mut Unstructured<'_>) -> Result<Option<Reason>> {
     Ok(match u.int_in_range(0u8..=4)? {
         0 => None,
-        1 | 2 => Some(reason::UPDATE_CERTIFICATE),
-        3 => Some(reason::INVALID_ELEMENT),
-        _ => Some(u.arbitrary()?),
+        1 | 2 => Some(Reason::UpdateCertificate),
+        3 => Some(Reason::InvalidElement),
+        _ => Some(Reason::from(u.arbitrary::<u8>()?)),
     })
 }
 
@@ -229,7 +263,7 @@ fn phone_message(u: &mut Unstructured<'_>) -> Result<Message> {
             signed_data: u.arbitrary()?,
             sha2_signed_data: if u.arbitrary()? {
                 Some(Sha2SignedData {
-                    hash_id: u.arbitrary()?,
+                    hash_id: HashId::from(u.arbitrary::<u8>()?),
                     signature: u.arbitrary()?,
                 })
             } else {
@@ -239,7 +273,7 @@ fn phone_message(u: &mut Unstructured<'_>) -> Result<Message> {
                 Some(SudiData {
                     certificate: u.arbitrary()?,
                     sha1_signature: u.arbitrary()?,
-                    sha2_hash_id: u.arbitrary()?,
+                    sha2_hash_id: HashId::from(u.arbitrary::<u8>()?),
                     sha2_signature: u.arbitrary()?,
                 })
             } else {
@@ -250,7 +284,7 @@ fn phone_message(u: &mut Unstructured<'_>) -> Result<Message> {
         3 => Message::RequestInProgress(Empty::default()),
         4 => Message::KeyGenerateResponse(KeyGenerateResponse {
             public_key: u.arbitrary()?,
-            reason: u.arbitrary()?,
+            reason: reason_value(u)?,
             ..KeyGenerateResponse::default()
         }),
         5 => Message::StoreCertificateResponse(ReasonOnly {
@@ -274,14 +308,14 @@ fn phone_message(u: &mut Unstructured<'_>) -> Result<Message> {
             let elements: Vec<(u8, Vec<u8>)> = u.arbitrary()?;
             Message::Other(Frame {
                 command: if u.arbitrary()? {
-                    command::STATUS_REQUEST
+                    Command::StatusRequest
                 } else {
-                    u.arbitrary()?
+                    Command::from(u.arbitrary::<u8>()?)
                 },
                 session_id: 0,
                 elements: elements
                     .into_iter()
-                    .map(|(tag, value)| Element::new(tag, value))
+                    .map(|(tag, value)| Element::new(Tag::from(tag), value))
                     .collect(),
             })
         }
@@ -299,57 +333,76 @@ fn key_spec(u: &mut Unstructured<'_>) -> Result<KeySpec> {
     })
 }
 
-/// The fake authenticator, signer and store: mostly the result the effect asked for.
-fn result_for(u: &mut Unstructured<'_>, effect: &Effect, seen: &mut Seen) -> Result<Resume> {
-    if u.ratio(1u8, 32)? {
-        // The driver resuming with any kind of result, the wrong one included, must end
-        // cleanly too.
-        let resume = match u.int_in_range(0u8..=2)? {
-            0 => Resume::Auth(AuthDecision::NoOperation),
-            1 => Resume::Issued(Err(IssueFailure::Internal)),
-            _ => Resume::Recorded(u.arbitrary()?),
-        };
-        // It may also be the right kind by chance: note what it says.
-        if let (Effect::RecordStore { stored }, Resume::Recorded(recorded)) = (effect, &resume) {
-            seen.store_asked = Some(*stored);
-            seen.recorded = Some(*recorded);
+/// The fake authenticator, signer and store: answers drawn before the effect runs, checks
+/// of what the session asks.
+struct Scripted {
+    verdict: Option<AuthVerdict<()>>,
+    issue: Result<Vec<u8>, IssueFailure>,
+    record: Result<(), RecordFailure>,
+    plan: Option<Plan>,
+    key_requested: bool,
+    sent_certificate: bool,
+    /// What happened, for `Seen`.
+    called: bool,
+    issued_der: Option<Vec<u8>>,
+    store_asked: Option<bool>,
+}
+
+impl Default for Scripted {
+    fn default() -> Self {
+        Scripted {
+            verdict: None,
+            issue: Err(IssueFailure::Internal),
+            record: Err(RecordFailure::Unavailable),
+            plan: None,
+            key_requested: false,
+            sent_certificate: false,
+            called: false,
+            issued_der: None,
+            store_asked: None,
         }
-        return Ok(resume);
     }
-    Ok(match effect {
-        Effect::Authenticate(attempt) => {
-            let _ = (attempt.device_name.as_str(), attempt.version);
-            match u.int_in_range(0u8..=7)? {
-                0 => Resume::Auth(AuthDecision::UnknownDevice),
-                1 => Resume::Auth(AuthDecision::Refused),
-                2 => Resume::Auth(AuthDecision::NoOperation),
-                3 => Resume::Auth(AuthDecision::Unavailable),
-                n => {
-                    let kind = match n {
-                        4 | 5 => OperationKind::Install,
-                        6 => OperationKind::Troubleshoot,
-                        _ => OperationKind::Delete,
-                    };
-                    let plan = Plan {
-                        kind,
-                        key: key_spec(u)?,
-                    };
-                    seen.plan = Some(plan);
-                    Resume::Auth(AuthDecision::Proceed(plan, AuthProof::for_fuzzing()))
-                }
+}
+
+impl Scripted {
+    /// Mostly the answer the effect asked for.
+    fn draw(u: &mut Unstructured<'_>, effect: &Effect, seen: &mut Seen) -> Result<Scripted> {
+        let mut script = Scripted {
+            plan: seen.plan,
+            key_requested: seen.key_requested,
+            sent_certificate: seen.sent_certificate,
+            ..Scripted::default()
+        };
+        match effect {
+            Effect::Authenticate(attempt) => {
+                let _ = (attempt.device_name.as_str(), attempt.version);
+                script.verdict = Some(match u.int_in_range(0u8..=7)? {
+                    0 => AuthVerdict::UnknownDevice,
+                    1 => AuthVerdict::Refused,
+                    2 => AuthVerdict::NoOperation,
+                    3 => AuthVerdict::Unavailable,
+                    n => {
+                        let kind = match n {
+                            4 | 5 => OperationKind::Install,
+                            6 => OperationKind::Troubleshoot,
+                            _ => OperationKind::Delete,
+                        };
+                        let plan = Plan {
+                            kind,
+                            key: key_spec(u)?,
+                        };
+                        seen.plan = Some(plan);
+                        AuthVerdict::Proceed { plan, claim: () }
+                    }
+                });
             }
-        }
-        Effect::Issue { public_key, key } => {
-            let plan = seen.plan.expect("Issue without Proceed");
-            assert_eq!(plan.kind, OperationKind::Install);
-            assert_eq!(*key, plan.key, "asked to issue for another key");
-            assert!(seen.key_requested);
-            let _ = public_key.len();
-            match u.int_in_range(0u8..=5)? {
-                0 => Resume::Issued(Err(IssueFailure::WrongKey)),
-                1 => Resume::Issued(Err(IssueFailure::Internal)),
-                _ => {
-                    let der: Vec<u8> = if u.ratio(1u8, 64)? {
+            Effect::Issue { public_key } => {
+                let _ = public_key.len();
+                script.issue = match u.int_in_range(0u8..=5)? {
+                    0 => Err(IssueFailure::WrongKey),
+                    1 => Err(IssueFailure::Internal),
+                    2 if u.ratio(1u8, 4)? => Err(IssueFailure::ClaimLost),
+                    _ => Ok(if u.ratio(1u8, 64)? {
                         // Larger than any frame: the machine must not send it.
                         vec![0x30; 70_000]
                     } else {
@@ -361,27 +414,82 @@ fn result_for(u: &mut Unstructured<'_>, effect: &Effect, seen: &mut Seen) -> Res
                             der.push(0x30);
                         }
                         der
-                    };
-                    seen.issued = Some(der.clone());
-                    Resume::Issued(Ok(der))
-                }
+                    }),
+                };
+            }
+            Effect::RecordStore { .. }
+            | Effect::RecordFetch { .. }
+            | Effect::RecordDelete { .. } => {
+                script.record = match u.int_in_range(0u8..=4)? {
+                    0 => Err(RecordFailure::Unavailable),
+                    1 => Err(RecordFailure::ClaimLost),
+                    _ => Ok(()),
+                };
             }
         }
-        Effect::RecordStore { stored } => {
-            assert!(seen.sent_certificate, "store recorded before sending one");
-            seen.store_asked = Some(*stored);
-            let recorded = u.arbitrary()?;
-            seen.recorded = Some(recorded);
-            Resume::Recorded(recorded)
-        }
-        Effect::RecordFetch { certificate } => {
-            assert_eq!(seen.plan.map(|p| p.kind), Some(OperationKind::Troubleshoot));
-            let _ = certificate.as_ref().map(|(t, der)| (t, der.len()));
-            Resume::Recorded(u.arbitrary()?)
-        }
-        Effect::RecordDelete { .. } => {
-            assert_eq!(seen.plan.map(|p| p.kind), Some(OperationKind::Delete));
-            Resume::Recorded(u.arbitrary()?)
-        }
-    })
+        Ok(script)
+    }
+}
+
+impl SessionService for Scripted {
+    type Claim = ();
+    type Issued = ();
+
+    async fn authenticate(&mut self, _attempt: &AuthAttempt) -> AuthVerdict<()> {
+        self.called = true;
+        self.verdict.take().expect("authenticate not scripted")
+    }
+
+    async fn issue(
+        &mut self,
+        op: &mut Authorized<()>,
+        _public_key: Vec<u8>,
+    ) -> Result<Issued<()>, IssueFailure> {
+        self.called = true;
+        let plan = self.plan.expect("Issue without Proceed");
+        assert_eq!(plan.kind, OperationKind::Install);
+        assert_eq!(op.plan(), plan, "asked to issue for another plan");
+        assert!(self.key_requested);
+        let der = self.issue.clone()?;
+        self.issued_der = Some(der.clone());
+        Ok(Issued { der, record: () })
+    }
+
+    async fn record_store(
+        &mut self,
+        op: &mut Authorized<()>,
+        _issued: &(),
+        stored: bool,
+    ) -> Result<(), RecordFailure> {
+        self.called = true;
+        assert!(self.sent_certificate, "store recorded before sending one");
+        assert_eq!(op.plan().kind, OperationKind::Install);
+        self.store_asked = Some(stored);
+        self.record
+    }
+
+    async fn record_fetch(
+        &mut self,
+        op: &mut Authorized<()>,
+        certificate: Option<(CertType, Vec<u8>)>,
+    ) -> Result<(), RecordFailure> {
+        self.called = true;
+        assert_eq!(op.plan().kind, OperationKind::Troubleshoot);
+        let _ = certificate.as_ref().map(|(t, der)| (t, der.len()));
+        self.record
+    }
+
+    async fn record_delete(
+        &mut self,
+        op: &mut Authorized<()>,
+        _deleted: bool,
+    ) -> Result<(), RecordFailure> {
+        self.called = true;
+        assert_eq!(op.plan().kind, OperationKind::Delete);
+        self.record
+    }
+
+    async fn finish(&mut self, _op: Option<Authorized<()>>, _outcome: Outcome) {
+        self.called = true;
+    }
 }

@@ -4,81 +4,38 @@
 //! (authentication, issuing, recording) and does what each [`Step`] says. It never touches
 //! sockets, clocks or the database, so every path, failures included, is a plain unit test.
 //!
-//! A certificate can only be requested from the phone after [`Session::resume`] received an
-//! [`AuthDecision::Proceed`], which carries an [`AuthProof`]: a value only the authenticator
-//! can construct.
+//! The work itself is the server's: [`Session::perform`] asks a [`SessionService`] and feeds
+//! the typed answer back into the machine. Once the service's verdict is
+//! [`AuthVerdict::Proceed`], the session holds an [`Authorized`] in every later state, and it
+//! is the only way to reach the service's issuing and recording methods (see [`Authorized`]).
 
 use crate::{
-    cert_type, command, reason, AuthRequest, AuthResponse, CertificateElement, DecodeError, Empty,
-    Frame, Header, KeyGenerateRequest, Message, ReasonOnly, StoreCertificateRequest,
-    PROTOCOL_VERSION,
+    AuthRequest, AuthResponse, AuthType, CertType, DecodeError, Empty, Frame, Header,
+    KeyGenerateRequest, Message, Reason, ReasonOnly, StoreCertificateRequest, PROTOCOL_VERSION,
 };
 use capf_model::device::DeviceName;
-use capf_model::keyspec::{Curve, KeySpec};
 use capf_model::operation::OperationKind;
 
+mod seam;
 #[cfg(test)]
 mod tests;
+
+pub use seam::{
+    AuthAttempt, AuthVerdict, Authorized, IssueFailure, Issued, Plan, RecordFailure, SessionService,
+};
 
 /// Oldest and newest VERSION element values accepted from a phone (Jabber sends 2).
 const MIN_VERSION: u8 = 1;
 const MAX_VERSION: u8 = PROTOCOL_VERSION;
 
-/// Evidence that the phone authenticated. Only the authenticator constructs it.
-#[derive(Debug)]
-pub struct AuthProof(());
-
-impl AuthProof {
-    /// Callers must have checked the phone's credentials against the device's mode.
-    pub fn authenticated() -> AuthProof {
-        AuthProof(())
-    }
-
-    /// The fuzz target of the session plays the authenticator, so it needs the proof too.
-    /// `cfg(fuzzing)` is set only by `cargo fuzz`: no other build can forge a proof.
-    #[cfg(fuzzing)]
-    pub fn for_fuzzing() -> AuthProof {
-        AuthProof(())
-    }
-}
-
-/// What the phone presented in AUTH_RESPONSE, for the authenticator.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuthAttempt {
-    pub device_name: DeviceName,
-    pub version: u8,
-    /// The full AUTH_RESPONSE, for certificate authentication.
-    pub response: AuthResponse,
-}
-
-/// The operation a session performs once authenticated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Plan {
-    pub kind: OperationKind,
-    pub key: KeySpec,
-}
-
-/// The authenticator's verdict.
-#[derive(Debug)]
-pub enum AuthDecision {
-    UnknownDevice,
-    /// Wrong credentials, locked device, or an operation another session holds.
-    Refused,
-    /// Authenticated, nothing scheduled.
-    NoOperation,
-    Proceed(Plan, AuthProof),
-    /// capf could not decide (database unreachable): end without blaming the phone.
-    Unavailable,
-}
-
-/// Work the connection task must do before the session can go on.
+/// Work the connection task must have done before the session can go on: it hands the
+/// effect back to [`Session::perform`], which asks the [`SessionService`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     Authenticate(Box<AuthAttempt>),
-    /// Check the phone's key against the plan and issue an LSC for it.
+    /// Check the phone's key against the plan and issue a certificate for it.
     Issue {
         public_key: Vec<u8>,
-        key: KeySpec,
     },
     /// The phone answered STORE_CERTIFICATE_REQUEST.
     RecordStore {
@@ -86,7 +43,7 @@ pub enum Effect {
     },
     /// The phone answered FETCH_CERTIFICATE_REQUEST (certificate type and DER if it had one).
     RecordFetch {
-        certificate: Option<(u8, Vec<u8>)>,
+        certificate: Option<(CertType, Vec<u8>)>,
     },
     /// The phone answered DELETE_CERTIFICATE_REQUEST.
     RecordDelete {
@@ -94,22 +51,25 @@ pub enum Effect {
     },
 }
 
-/// Result of an [`Effect`].
-#[derive(Debug)]
-pub enum Resume {
-    Auth(AuthDecision),
-    /// DER of the issued LSC, or why not.
-    Issued(Result<Vec<u8>, IssueFailure>),
-    /// Whether the outcome was recorded durably.
-    Recorded(bool),
+impl Effect {
+    /// For logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Effect::Authenticate(_) => "authenticate",
+            Effect::Issue { .. } => "issue",
+            Effect::RecordStore { .. } => "record store",
+            Effect::RecordFetch { .. } => "record fetch",
+            Effect::RecordDelete { .. } => "record delete",
+        }
+    }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IssueFailure {
-    /// The phone's key is not the scheduled algorithm/size/curve, or is malformed.
-    WrongKey,
-    /// Signing or recording failed on our side.
-    Internal,
+/// What the service answered, as the state machine consumes it.
+#[derive(Debug)]
+enum Resume<C, R> {
+    Auth(AuthVerdict<C>),
+    Issued(Result<Issued<R>, IssueFailure>),
+    Recorded(Result<(), RecordFailure>),
 }
 
 /// The `kind` the connection task passes to [`Session::on_broken_stream`] when a deadline
@@ -188,8 +148,10 @@ pub enum Step {
     },
 }
 
+/// Where the session is. Every state after a successful authentication holds the
+/// [`Authorized`], so no state that issues or records can be reached without it.
 #[derive(Debug)]
-enum State {
+enum State<C, R> {
     /// AUTH_REQUEST not sent yet.
     Start,
     AwaitAuthResponse,
@@ -197,31 +159,67 @@ enum State {
         version: u8,
     },
     AwaitKeyGeneration {
-        key: KeySpec,
+        op: Authorized<C>,
     },
-    Issuing,
-    AwaitStore,
+    Issuing {
+        op: Authorized<C>,
+    },
+    AwaitStore {
+        op: Authorized<C>,
+        issued: R,
+    },
     RecordingStore {
+        op: Authorized<C>,
+        issued: R,
         stored: bool,
     },
-    AwaitFetch,
-    RecordingFetch,
-    AwaitDelete,
+    AwaitFetch {
+        op: Authorized<C>,
+    },
+    RecordingFetch {
+        op: Authorized<C>,
+    },
+    AwaitDelete {
+        op: Authorized<C>,
+    },
     RecordingDelete {
+        op: Authorized<C>,
         deleted: bool,
     },
-    Ended,
+    /// The operation stays here, if there was one, for [`Session::finish`].
+    Ended {
+        op: Option<Authorized<C>>,
+    },
 }
 
-/// One CAPF session: one connection, at most one operation.
+impl<C, R> State<C, R> {
+    /// The authorization this state holds, if any, leaving the state behind.
+    fn into_authorized(self) -> Option<Authorized<C>> {
+        match self {
+            State::Start | State::AwaitAuthResponse | State::Authenticating { .. } => None,
+            State::AwaitKeyGeneration { op }
+            | State::Issuing { op }
+            | State::AwaitStore { op, .. }
+            | State::RecordingStore { op, .. }
+            | State::AwaitFetch { op }
+            | State::RecordingFetch { op }
+            | State::AwaitDelete { op }
+            | State::RecordingDelete { op, .. } => Some(op),
+            State::Ended { op } => op,
+        }
+    }
+}
+
+/// One CAPF session: one connection, at most one operation. `C` and `R` are the service's
+/// claim and issued-certificate record ([`SessionService::Claim`], [`SessionService::Issued`]).
 #[derive(Debug)]
-pub struct Session {
+pub struct Session<C, R> {
     id: u32,
-    state: State,
+    state: State<C, R>,
 }
 
-impl Session {
-    pub fn new(id: u32) -> Session {
+impl<C, R> Session<C, R> {
+    pub fn new(id: u32) -> Session<C, R> {
         Session {
             id,
             state: State::Start,
@@ -239,14 +237,14 @@ impl Session {
             State::AwaitAuthResponse => "await auth response",
             State::Authenticating { .. } => "authenticating",
             State::AwaitKeyGeneration { .. } => "await key generation",
-            State::Issuing => "issuing",
-            State::AwaitStore => "await store",
+            State::Issuing { .. } => "issuing",
+            State::AwaitStore { .. } => "await store",
             State::RecordingStore { .. } => "recording store",
-            State::AwaitFetch => "await fetch",
-            State::RecordingFetch => "recording fetch",
-            State::AwaitDelete => "await delete",
+            State::AwaitFetch { .. } => "await fetch",
+            State::RecordingFetch { .. } => "recording fetch",
+            State::AwaitDelete { .. } => "await delete",
             State::RecordingDelete { .. } => "recording delete",
-            State::Ended => "ended",
+            State::Ended { .. } => "ended",
         }
     }
 
@@ -257,11 +255,7 @@ impl Session {
         }
         self.state = State::AwaitAuthResponse;
         self.send(
-            Message::AuthRequest(AuthRequest {
-                version: Some(PROTOCOL_VERSION),
-                auth_type: Some(0),
-                ..Default::default()
-            }),
+            Message::AuthRequest(AuthRequest::new(PROTOCOL_VERSION, AuthType::None)),
             Wait::Frame,
         )
     }
@@ -286,55 +280,104 @@ impl Session {
             (State::AwaitKeyGeneration { .. }, TIMEOUT) => Outcome::KeyGenerationTimeout,
             _ => Outcome::ProtocolError(kind),
         };
-        self.state = State::Ended;
+        self.enter_ended();
         Step::End {
             frame: None,
             outcome,
         }
     }
 
+    /// Does what the last [`Step::Do`] asked, through `service`, and goes on with its answer.
+    /// An effect that does not belong to the current state (a bug in the driver) ends the
+    /// session cleanly.
+    pub async fn perform<S>(&mut self, effect: Effect, service: &mut S) -> Step
+    where
+        S: SessionService<Claim = C, Issued = R>,
+    {
+        // The operation stays in its state while the service works on it, so a session whose
+        // task is dropped mid-effect still has it for `finish`.
+        let resume = match (&mut self.state, effect) {
+            (State::Authenticating { .. }, Effect::Authenticate(attempt)) => {
+                Resume::Auth(service.authenticate(&attempt).await)
+            }
+            (State::Issuing { op }, Effect::Issue { public_key }) => {
+                Resume::Issued(service.issue(op, public_key).await)
+            }
+            (State::RecordingStore { op, issued, stored }, Effect::RecordStore { .. }) => {
+                Resume::Recorded(service.record_store(op, issued, *stored).await)
+            }
+            (State::RecordingFetch { op }, Effect::RecordFetch { certificate }) => {
+                Resume::Recorded(service.record_fetch(op, certificate).await)
+            }
+            (State::RecordingDelete { op, deleted }, Effect::RecordDelete { .. }) => {
+                Resume::Recorded(service.record_delete(op, *deleted).await)
+            }
+            _ => return self.end(Reason::InvalidElement, Outcome::Internal),
+        };
+        self.resume(resume)
+    }
+
+    /// The session is over (ended, or abandoned by the driver): lets the service record it and
+    /// release the operation this session held, if any.
+    pub async fn finish<S>(self, service: &mut S, outcome: Outcome)
+    where
+        S: SessionService<Claim = C, Issued = R>,
+    {
+        service.finish(self.state.into_authorized(), outcome).await;
+    }
+
     fn on_message(&mut self, message: Message) -> Step {
-        match (&self.state, message) {
+        let state = std::mem::replace(&mut self.state, State::Ended { op: None });
+        match (state, message) {
             (State::AwaitAuthResponse, Message::AuthResponse(resp)) => self.on_auth_response(resp),
-            (State::AwaitKeyGeneration { .. }, Message::RequestInProgress(_)) => {
+            (state @ State::AwaitKeyGeneration { .. }, Message::RequestInProgress(_)) => {
+                self.state = state;
                 Step::Read(Wait::KeyGeneration)
             }
-            (State::AwaitKeyGeneration { key }, Message::KeyGenerateResponse(resp)) => {
-                let key = *key;
+            (State::AwaitKeyGeneration { op }, Message::KeyGenerateResponse(resp)) => {
                 match resp.public_key {
                     Some(public_key) => {
-                        self.state = State::Issuing;
-                        Step::Do(Effect::Issue { public_key, key })
+                        self.state = State::Issuing { op };
+                        Step::Do(Effect::Issue { public_key })
                     }
-                    None => self.end(reason::INVALID_ELEMENT, Outcome::KeyGenerationFailed),
+                    None => {
+                        self.state = State::AwaitKeyGeneration { op };
+                        self.end(Reason::InvalidElement, Outcome::KeyGenerationFailed)
+                    }
                 }
             }
-            (State::AwaitStore, Message::StoreCertificateResponse(resp)) => {
-                let stored = resp.reason == Some(reason::UPDATE_CERTIFICATE);
-                self.state = State::RecordingStore { stored };
+            (State::AwaitStore { op, issued }, Message::StoreCertificateResponse(resp)) => {
+                let stored = resp.reason == Some(Reason::UpdateCertificate);
+                self.state = State::RecordingStore { op, issued, stored };
                 Step::Do(Effect::RecordStore { stored })
             }
-            (State::AwaitFetch, Message::FetchCertificateResponse(resp)) => {
-                let certificate = if resp.reason == Some(reason::UPDATE_CERTIFICATE) {
+            (State::AwaitFetch { op }, Message::FetchCertificateResponse(resp)) => {
+                let certificate = if resp.reason == Some(Reason::UpdateCertificate) {
                     match resp.certificate {
                         Some(element) => {
                             let entry = element.first();
                             Some((entry.cert_type, entry.der.clone()))
                         }
-                        None => return self.protocol_error("missing-certificate"),
+                        None => {
+                            self.state = State::AwaitFetch { op };
+                            return self.protocol_error("missing-certificate");
+                        }
                     }
                 } else {
                     None
                 };
-                self.state = State::RecordingFetch;
+                self.state = State::RecordingFetch { op };
                 Step::Do(Effect::RecordFetch { certificate })
             }
-            (State::AwaitDelete, Message::DeleteCertificateResponse(resp)) => {
-                let deleted = resp.reason == Some(reason::UPDATE_CERTIFICATE);
-                self.state = State::RecordingDelete { deleted };
+            (State::AwaitDelete { op }, Message::DeleteCertificateResponse(resp)) => {
+                let deleted = resp.reason == Some(Reason::UpdateCertificate);
+                self.state = State::RecordingDelete { op, deleted };
                 Step::Do(Effect::RecordDelete { deleted })
             }
-            _ => self.protocol_error("unexpected-command"),
+            (state, _) => {
+                self.state = state;
+                self.protocol_error("unexpected-command")
+            }
         }
     }
 
@@ -348,7 +391,7 @@ impl Session {
             Some(name) => match DeviceName::from_wire(name) {
                 Ok(name) => name,
                 // A name that can never match a device is answered like an unknown one.
-                Err(_) => return self.end(reason::UNKNOWN_DEVICE, Outcome::UnknownDevice),
+                Err(_) => return self.end(Reason::UnknownDevice, Outcome::UnknownDevice),
             },
         };
         self.state = State::Authenticating { version };
@@ -359,94 +402,106 @@ impl Session {
         })))
     }
 
-    /// The result of the effect the last [`Step::Do`] asked for.
-    pub fn resume(&mut self, result: Resume) -> Step {
-        let state = std::mem::replace(&mut self.state, State::Ended);
+    /// The answer to the effect the last [`Step::Do`] asked for.
+    fn resume(&mut self, result: Resume<C, R>) -> Step {
+        let state = std::mem::replace(&mut self.state, State::Ended { op: None });
         match (state, result) {
-            (State::Authenticating { version }, Resume::Auth(decision)) => {
-                self.on_auth_decision(version, decision)
+            (State::Authenticating { version }, Resume::Auth(verdict)) => {
+                self.on_auth_verdict(version, verdict)
             }
-            (State::Issuing, Resume::Issued(Ok(der))) => {
-                self.state = State::AwaitStore;
+            (State::Issuing { op }, Resume::Issued(Ok(issued))) => {
+                self.state = State::AwaitStore {
+                    op,
+                    issued: issued.record,
+                };
                 self.send(
-                    Message::StoreCertificateRequest(StoreCertificateRequest {
-                        certificate_type: Some(cert_type::LSC),
-                        certificate: Some(CertificateElement::single(cert_type::LSC, der)),
-                        ..Default::default()
-                    }),
+                    Message::StoreCertificateRequest(StoreCertificateRequest::new(
+                        CertType::Lsc,
+                        issued.der,
+                    )),
                     Wait::Frame,
                 )
             }
-            (State::Issuing, Resume::Issued(Err(IssueFailure::WrongKey))) => {
-                self.end(reason::INVALID_ELEMENT, Outcome::WrongKey)
+            (State::Issuing { op }, Resume::Issued(Err(failure))) => {
+                self.state = State::Issuing { op };
+                let outcome = match failure {
+                    IssueFailure::WrongKey => Outcome::WrongKey,
+                    IssueFailure::ClaimLost | IssueFailure::Internal => Outcome::Internal,
+                };
+                self.end(Reason::InvalidElement, outcome)
             }
-            (State::Issuing, Resume::Issued(Err(IssueFailure::Internal))) => {
-                self.end(reason::INVALID_ELEMENT, Outcome::Internal)
-            }
-            (State::RecordingStore { stored }, Resume::Recorded(recorded)) => {
-                if !stored {
-                    self.end(reason::INVALID_ELEMENT, Outcome::StoreFailed)
-                } else if !recorded {
-                    self.end(reason::INVALID_ELEMENT, Outcome::Internal)
-                } else {
-                    self.end(reason::UPDATE_CERTIFICATE, Outcome::Installed)
+            (State::RecordingStore { op, stored, .. }, Resume::Recorded(recorded)) => {
+                self.state = State::Ended { op: Some(op) };
+                match (stored, recorded) {
+                    (false, _) => self.end(Reason::InvalidElement, Outcome::StoreFailed),
+                    (true, Err(_)) => self.end(Reason::InvalidElement, Outcome::Internal),
+                    (true, Ok(())) => self.end(Reason::UpdateCertificate, Outcome::Installed),
                 }
             }
-            // A fetch ends with reason 0 whatever the phone answered (spec 4.3).
-            (State::RecordingFetch, Resume::Recorded(true)) => {
-                self.end(reason::NO_ACTION, Outcome::Fetched)
+            (State::RecordingFetch { op }, Resume::Recorded(recorded)) => {
+                self.state = State::Ended { op: Some(op) };
+                match recorded {
+                    // A fetch ends with reason 0 whatever the phone answered (spec 4.3).
+                    Ok(()) => self.end(Reason::NoAction, Outcome::Fetched),
+                    Err(_) => self.end(Reason::InvalidElement, Outcome::Internal),
+                }
             }
-            (State::RecordingDelete { deleted }, Resume::Recorded(true)) => {
-                // A phone with nothing to delete is where a delete wants it; spec 4.4.
-                let outcome = if deleted {
-                    Outcome::Deleted
-                } else {
-                    Outcome::DeleteFailed
-                };
-                self.end(reason::UPDATE_CERTIFICATE, outcome)
-            }
-            (State::RecordingFetch | State::RecordingDelete { .. }, Resume::Recorded(false)) => {
-                self.end(reason::INVALID_ELEMENT, Outcome::Internal)
+            (State::RecordingDelete { op, deleted }, Resume::Recorded(recorded)) => {
+                self.state = State::Ended { op: Some(op) };
+                match (recorded, deleted) {
+                    // A phone with nothing to delete is where a delete wants it; spec 4.4.
+                    (Ok(()), true) => self.end(Reason::UpdateCertificate, Outcome::Deleted),
+                    (Ok(()), false) => self.end(Reason::UpdateCertificate, Outcome::DeleteFailed),
+                    (Err(_), _) => self.end(Reason::InvalidElement, Outcome::Internal),
+                }
             }
             (state, _) => {
-                // The driver resumed with the wrong result: a bug on our side, not the
-                // phone's. End cleanly rather than guess.
+                // Resumed with the wrong result: a bug on our side, not the phone's. End
+                // cleanly rather than guess.
                 self.state = state;
-                self.end(reason::INVALID_ELEMENT, Outcome::Internal)
+                self.end(Reason::InvalidElement, Outcome::Internal)
             }
         }
     }
 
-    fn on_auth_decision(&mut self, version: u8, decision: AuthDecision) -> Step {
-        match decision {
-            AuthDecision::UnknownDevice => self.end(reason::UNKNOWN_DEVICE, Outcome::UnknownDevice),
-            AuthDecision::Refused => self.end(reason::INVALID_ELEMENT, Outcome::AuthRefused),
-            AuthDecision::NoOperation => self.end(reason::NO_ACTION, Outcome::NoOperation),
-            AuthDecision::Unavailable => self.end(reason::INVALID_ELEMENT, Outcome::Internal),
-            AuthDecision::Proceed(plan, _proof) => match plan.kind {
-                OperationKind::Install => match key_generate_request(plan.key, version) {
-                    Some(request) => {
-                        self.state = State::AwaitKeyGeneration { key: plan.key };
-                        self.send(Message::KeyGenerateRequest(request), Wait::KeyGeneration)
-                    }
-                    // Older clients (Jabber, VERSION < 3) are never offered EC (spec 4.2).
-                    None => self.end(reason::INVALID_ELEMENT, Outcome::KeyGenerationFailed),
-                },
-                OperationKind::Troubleshoot => {
-                    self.state = State::AwaitFetch;
-                    self.send(
-                        Message::FetchCertificateRequest(Empty::default()),
-                        Wait::Frame,
-                    )
+    fn on_auth_verdict(&mut self, version: u8, verdict: AuthVerdict<C>) -> Step {
+        let (plan, claim) = match verdict {
+            AuthVerdict::UnknownDevice => {
+                return self.end(Reason::UnknownDevice, Outcome::UnknownDevice)
+            }
+            AuthVerdict::Refused => return self.end(Reason::InvalidElement, Outcome::AuthRefused),
+            AuthVerdict::NoOperation => return self.end(Reason::NoAction, Outcome::NoOperation),
+            AuthVerdict::Unavailable => return self.end(Reason::InvalidElement, Outcome::Internal),
+            AuthVerdict::Proceed { plan, claim } => (plan, claim),
+        };
+        // The only place an `Authorized` is made.
+        let op = Authorized::new(plan, claim);
+        match plan.kind {
+            OperationKind::Install => match KeyGenerateRequest::for_key(plan.key, version) {
+                Some(request) => {
+                    self.state = State::AwaitKeyGeneration { op };
+                    self.send(Message::KeyGenerateRequest(request), Wait::KeyGeneration)
                 }
-                OperationKind::Delete => {
-                    self.state = State::AwaitDelete;
-                    self.send(
-                        Message::DeleteCertificateRequest(Empty::default()),
-                        Wait::Frame,
-                    )
+                // Older clients (Jabber, VERSION < 3) are never offered EC (spec 4.2).
+                None => {
+                    self.state = State::Ended { op: Some(op) };
+                    self.end(Reason::InvalidElement, Outcome::KeyGenerationFailed)
                 }
             },
+            OperationKind::Troubleshoot => {
+                self.state = State::AwaitFetch { op };
+                self.send(
+                    Message::FetchCertificateRequest(Empty::default()),
+                    Wait::Frame,
+                )
+            }
+            OperationKind::Delete => {
+                self.state = State::AwaitDelete { op };
+                self.send(
+                    Message::DeleteCertificateRequest(Empty::default()),
+                    Wait::Frame,
+                )
+            }
         }
     }
 
@@ -455,11 +510,19 @@ impl Session {
     }
 
     fn protocol_error(&mut self, kind: &'static str) -> Step {
-        self.end(reason::INVALID_ELEMENT, Outcome::ProtocolError(kind))
+        self.end(Reason::InvalidElement, Outcome::ProtocolError(kind))
     }
 
-    fn end(&mut self, reason: u8, outcome: Outcome) -> Step {
-        self.state = State::Ended;
+    /// Moves to `Ended`, keeping the operation of the state left.
+    fn enter_ended(&mut self) {
+        let state = std::mem::replace(&mut self.state, State::Ended { op: None });
+        self.state = State::Ended {
+            op: state.into_authorized(),
+        };
+    }
+
+    fn end(&mut self, reason: Reason, outcome: Outcome) -> Step {
+        self.enter_ended();
         Step::End {
             frame: encode(&Message::EndSession(ReasonOnly::new(reason)), self.id),
             outcome,
@@ -469,51 +532,11 @@ impl Session {
     fn send(&mut self, message: Message, wait: Wait) -> Step {
         match encode(&message, self.id) {
             Some(frame) => Step::Send { frame, wait },
-            None => self.end(reason::INVALID_ELEMENT, Outcome::Internal),
+            None => self.end(Reason::InvalidElement, Outcome::Internal),
         }
-    }
-}
-
-/// KEY_GENERATE_REQUEST for a plan; `None` if the client's version cannot do it.
-fn key_generate_request(key: KeySpec, version: u8) -> Option<KeyGenerateRequest> {
-    match key {
-        KeySpec::Rsa(bits) => Some(KeyGenerateRequest {
-            key_size: Some(bits),
-            // CUCM sent a VERSION 2 client KEY_SIZE alone (spec 4.2).
-            key_type: (version >= PROTOCOL_VERSION).then_some(0),
-            ..Default::default()
-        }),
-        KeySpec::Ec(curve) if version >= PROTOCOL_VERSION => Some(KeyGenerateRequest {
-            key_type: Some(1),
-            curve: Some(curve.wire_value()),
-            ..Default::default()
-        }),
-        KeySpec::Ec(_) => None,
-    }
-}
-
-/// The key a KEY_GENERATE_REQUEST asks for, as a phone reads it.
-pub fn requested_key(request: &KeyGenerateRequest) -> Option<KeySpec> {
-    match (request.key_type, request.key_size, request.curve) {
-        (None | Some(0), Some(bits), _) => Some(KeySpec::Rsa(bits)),
-        (Some(1), _, Some(curve)) => Curve::from_wire(curve).map(KeySpec::Ec),
-        _ => None,
     }
 }
 
 fn encode(message: &Message, session_id: u32) -> Option<Vec<u8>> {
     message.encode(session_id).ok()
-}
-
-/// Commands only a server sends; used by the phone simulator to reject nonsense.
-pub fn is_server_command(cmd: u8) -> bool {
-    matches!(
-        cmd,
-        command::AUTH_REQUEST
-            | command::KEY_GENERATE_REQUEST
-            | command::STORE_CERTIFICATE_REQUEST
-            | command::FETCH_CERTIFICATE_REQUEST
-            | command::DELETE_CERTIFICATE_REQUEST
-            | command::END_SESSION
-    )
 }

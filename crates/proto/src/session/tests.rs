@@ -1,12 +1,93 @@
 //! Drives the state machine with the captured vectors and with hand-made sequences.
 
 use super::*;
-use crate::{FetchCertificateResponse, KeyGenerateResponse, HEADER_LEN};
+use crate::{
+    CertType, CertificateElement, Command, CurveId, FetchCertificateResponse, KeyGenerateResponse,
+    KeyType, HEADER_LEN,
+};
+use capf_model::keyspec::{Curve, KeySpec};
+use std::future::Future;
+use std::task::{Context, Poll, Waker};
 
 #[path = "../../tests/common/vectors.rs"]
 mod vectors;
 
 use vectors::{Direction, VectorFile};
+
+type TestSession = Session<(), ()>;
+
+/// Runs a future whose every await is ready at once (the fakes below): one poll.
+fn now<F: Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(output) => output,
+        Poll::Pending => panic!("the fake service never waits"),
+    }
+}
+
+fn issued(der: Vec<u8>) -> Issued<()> {
+    Issued { der, record: () }
+}
+
+/// A service that answers from a script and remembers what it was asked.
+#[derive(Default)]
+struct Fake {
+    verdict: Option<AuthVerdict<()>>,
+    issued: Vec<u8>,
+    /// The key each `issue` was asked for.
+    keys: Vec<KeySpec>,
+    finished: Vec<(bool, Outcome)>,
+}
+
+impl SessionService for Fake {
+    type Claim = ();
+    type Issued = ();
+
+    async fn authenticate(&mut self, _attempt: &AuthAttempt) -> AuthVerdict<()> {
+        self.verdict.take().unwrap_or(AuthVerdict::Unavailable)
+    }
+
+    async fn issue(
+        &mut self,
+        op: &mut Authorized<()>,
+        _public_key: Vec<u8>,
+    ) -> Result<Issued<()>, IssueFailure> {
+        self.keys.push(op.plan().key);
+        Ok(issued(self.issued.clone()))
+    }
+
+    async fn record_store(
+        &mut self,
+        _op: &mut Authorized<()>,
+        _issued: &(),
+        _stored: bool,
+    ) -> Result<(), RecordFailure> {
+        Ok(())
+    }
+
+    async fn record_fetch(
+        &mut self,
+        _op: &mut Authorized<()>,
+        _certificate: Option<(CertType, Vec<u8>)>,
+    ) -> Result<(), RecordFailure> {
+        Ok(())
+    }
+
+    async fn record_delete(
+        &mut self,
+        _op: &mut Authorized<()>,
+        _deleted: bool,
+    ) -> Result<(), RecordFailure> {
+        Ok(())
+    }
+
+    async fn finish(&mut self, op: Option<Authorized<()>>, outcome: Outcome) {
+        self.finished.push((op.is_some(), outcome));
+    }
+}
 
 fn split(frame: &[u8]) -> (Header, &[u8]) {
     let head: [u8; HEADER_LEN] = frame[..HEADER_LEN].try_into().unwrap();
@@ -18,17 +99,17 @@ fn session_id(file: &VectorFile) -> u32 {
 }
 
 /// The decision a server configured as the vector says would reach.
-fn decision_for(file: &VectorFile) -> AuthDecision {
+fn decision_for(file: &VectorFile) -> AuthVerdict<()> {
     let outcome = file.meta("outcome").unwrap_or_default();
     let operation = file.meta("operation").unwrap_or_default();
     if outcome.contains("REASON 9") || outcome.contains("reason 9") {
-        return AuthDecision::UnknownDevice;
+        return AuthVerdict::UnknownDevice;
     }
     if file.name.contains("wrong-password") {
-        return AuthDecision::Refused;
+        return AuthVerdict::Refused;
     }
     if file.name.contains("no-pending") {
-        return AuthDecision::NoOperation;
+        return AuthVerdict::NoOperation;
     }
     let kind = if operation.starts_with("install") {
         OperationKind::Install
@@ -48,12 +129,22 @@ fn decision_for(file: &VectorFile) -> AuthDecision {
         .iter()
         .filter(|f| f.dir == Direction::ServerToClient)
         .filter_map(|f| match Message::decode(&f.bytes).unwrap().1 {
-            Message::KeyGenerateRequest(r) => requested_key(&r),
+            Message::KeyGenerateRequest(r) => r.key_spec(),
             _ => None,
         })
         .next()
         .unwrap_or(KeySpec::Rsa(2048));
-    AuthDecision::Proceed(Plan { kind, key }, AuthProof::authenticated())
+    AuthVerdict::Proceed {
+        plan: Plan { kind, key },
+        claim: (),
+    }
+}
+
+fn decision_key(file: &VectorFile) -> Option<KeySpec> {
+    match decision_for(file) {
+        AuthVerdict::Proceed { plan, .. } => Some(plan.key),
+        _ => None,
+    }
 }
 
 /// The LSC the vector's server sent, to stand in for our own issuance.
@@ -64,12 +155,17 @@ fn issued_der(file: &VectorFile) -> Vec<u8> {
             Message::StoreCertificateRequest(r) => Some(r.certificate.unwrap().first().der.clone()),
             _ => None,
         })
-        .unwrap()
+        .unwrap_or_default()
 }
 
 /// Replays a flow: our server frames must equal the captured ones byte for byte.
 fn replay(file: &VectorFile) {
-    let mut session = Session::new(session_id(file));
+    let mut session = TestSession::new(session_id(file));
+    let mut service = Fake {
+        verdict: Some(decision_for(file)),
+        issued: issued_der(file),
+        ..Fake::default()
+    };
     let mut expected = file
         .frames
         .iter()
@@ -99,12 +195,12 @@ fn replay(file: &VectorFile) {
                 let (h, b) = split(&next);
                 session.on_frame(&h, b)
             }
-            Step::Do(Effect::Authenticate(attempt)) => {
-                assert_eq!(Some(attempt.device_name.as_str()), file.meta("device"));
-                session.resume(Resume::Auth(decision_for(file)))
+            Step::Do(effect) => {
+                if let Effect::Authenticate(attempt) = &effect {
+                    assert_eq!(Some(attempt.device_name.as_str()), file.meta("device"));
+                }
+                now(session.perform(effect, &mut service))
             }
-            Step::Do(Effect::Issue { .. }) => session.resume(Resume::Issued(Ok(issued_der(file)))),
-            Step::Do(_) => session.resume(Resume::Recorded(true)),
             Step::End { frame, .. } => {
                 assert_eq!(
                     frame.map(hex::encode),
@@ -115,6 +211,11 @@ fn replay(file: &VectorFile) {
                 break;
             }
         };
+    }
+    now(session.finish(&mut service, Outcome::Internal));
+    assert_eq!(service.finished.len(), 1);
+    if let Some(key) = service.keys.first() {
+        assert_eq!(Some(*key), decision_key(file), "{}", file.name);
     }
     assert!(expected.next().is_none(), "{}: frames left over", file.name);
     assert!(
@@ -142,7 +243,7 @@ fn malformed_frames_are_classified() {
     let mut checked = 0;
     for case in &file.frames {
         let expect = case.expect.as_deref().unwrap();
-        let mut session = Session::new(0x1a2b3c41);
+        let mut session = TestSession::new(0x1a2b3c41);
         assert!(matches!(session.start(), Step::Send { .. }));
         let step = match case.bytes.get(..HEADER_LEN) {
             None => session.on_broken_stream("truncated-header"),
@@ -161,7 +262,7 @@ fn malformed_frames_are_classified() {
                 let (_, m) = Message::decode(&frame.unwrap()).unwrap();
                 assert_eq!(
                     m,
-                    Message::EndSession(ReasonOnly::new(reason::UNKNOWN_DEVICE))
+                    Message::EndSession(ReasonOnly::new(Reason::UnknownDevice))
                 );
             }
             (kind, Step::End { frame, outcome }) => {
@@ -183,7 +284,7 @@ fn malformed_frames_are_classified() {
                     let (_, m) = Message::decode(&frame).unwrap();
                     assert_eq!(
                         m,
-                        Message::EndSession(ReasonOnly::new(reason::INVALID_ELEMENT))
+                        Message::EndSession(ReasonOnly::new(Reason::InvalidElement))
                     );
                 }
             }
@@ -202,14 +303,14 @@ fn frame(message: Message) -> (Header, Vec<u8>) {
     (h, b.to_vec())
 }
 
-fn feed(session: &mut Session, message: Message) -> Step {
+fn feed(session: &mut TestSession, message: Message) -> Step {
     let (h, b) = frame(message);
     session.on_frame(&h, &b)
 }
 
 fn auth_response(version: u8) -> Message {
     Message::AuthResponse(AuthResponse {
-        reason: Some(1),
+        reason: Some(Reason::UpdateCertificate),
         version: Some(version),
         device_name: Some("SEP001122334455".into()),
         password: Some("123456".into()),
@@ -217,7 +318,7 @@ fn auth_response(version: u8) -> Message {
     })
 }
 
-fn end_reason(step: &Step) -> u8 {
+fn end_reason(step: &Step) -> Reason {
     match step {
         Step::End { frame: Some(f), .. } => match Message::decode(f).unwrap().1 {
             Message::EndSession(r) => r.reason.unwrap(),
@@ -228,17 +329,14 @@ fn end_reason(step: &Step) -> u8 {
 }
 
 /// A session authenticated for `plan`, having sent its first operation frame.
-fn authenticated(plan: Plan, version: u8) -> (Session, Step) {
-    let mut s = Session::new(SID);
+fn authenticated(plan: Plan, version: u8) -> (TestSession, Step) {
+    let mut s = TestSession::new(SID);
     s.start();
     assert!(matches!(
         feed(&mut s, auth_response(version)),
         Step::Do(Effect::Authenticate(_))
     ));
-    let step = s.resume(Resume::Auth(AuthDecision::Proceed(
-        plan,
-        AuthProof::authenticated(),
-    )));
+    let step = s.resume(Resume::Auth(AuthVerdict::Proceed { plan, claim: () }));
     (s, step)
 }
 
@@ -272,10 +370,9 @@ fn request_in_progress_any_number_of_times_then_key() {
         step,
         Step::Do(Effect::Issue {
             public_key: vec![1, 2, 3],
-            key: KeySpec::Rsa(2048)
         })
     );
-    let step = s.resume(Resume::Issued(Ok(vec![0x30, 0x00])));
+    let step = s.resume(Resume::Issued(Ok(issued(vec![0x30, 0x00]))));
     assert!(matches!(
         step,
         Step::Send {
@@ -285,16 +382,16 @@ fn request_in_progress_any_number_of_times_then_key() {
     ));
     let step = feed(
         &mut s,
-        Message::StoreCertificateResponse(ReasonOnly::new(1)),
+        Message::StoreCertificateResponse(ReasonOnly::new(Reason::UpdateCertificate)),
     );
     assert_eq!(step, Step::Do(Effect::RecordStore { stored: true }));
-    let step = s.resume(Resume::Recorded(true));
-    assert_eq!(end_reason(&step), reason::UPDATE_CERTIFICATE);
+    let step = s.resume(Resume::Recorded(Ok(())));
+    assert_eq!(end_reason(&step), Reason::UpdateCertificate);
 }
 
 #[test]
 fn failed_store_or_unrecorded_store_ends_with_7() {
-    let run = |phone_reason: u8, recorded: bool| {
+    let run = |phone_reason: Reason, recorded: bool| {
         let (mut s, _) = authenticated(INSTALL_RSA, 3);
         feed(
             &mut s,
@@ -303,17 +400,27 @@ fn failed_store_or_unrecorded_store_ends_with_7() {
                 ..Default::default()
             }),
         );
-        s.resume(Resume::Issued(Ok(vec![0x30, 0x00])));
+        s.resume(Resume::Issued(Ok(issued(vec![0x30, 0x00]))));
         feed(
             &mut s,
             Message::StoreCertificateResponse(ReasonOnly::new(phone_reason)),
         );
-        s.resume(Resume::Recorded(recorded))
+        s.resume(Resume::Recorded(if recorded {
+            Ok(())
+        } else {
+            Err(RecordFailure::Unavailable)
+        }))
     };
-    assert_eq!(end_reason(&run(7, true)), reason::INVALID_ELEMENT);
-    assert_eq!(end_reason(&run(1, false)), reason::INVALID_ELEMENT);
+    assert_eq!(
+        end_reason(&run(Reason::InvalidElement, true)),
+        Reason::InvalidElement
+    );
+    assert_eq!(
+        end_reason(&run(Reason::UpdateCertificate, false)),
+        Reason::InvalidElement
+    );
     assert!(matches!(
-        run(7, true),
+        run(Reason::InvalidElement, true),
         Step::End {
             outcome: Outcome::StoreFailed,
             ..
@@ -327,11 +434,11 @@ fn key_generation_failure_and_wrong_key_end_with_7() {
     let step = feed(
         &mut s,
         Message::KeyGenerateResponse(KeyGenerateResponse {
-            reason: Some(7),
+            reason: Some(Reason::InvalidElement),
             ..Default::default()
         }),
     );
-    assert_eq!(end_reason(&step), reason::INVALID_ELEMENT);
+    assert_eq!(end_reason(&step), Reason::InvalidElement);
     assert!(matches!(
         step,
         Step::End {
@@ -374,7 +481,7 @@ fn older_clients_get_key_size_alone_and_never_ec() {
         key: KeySpec::Ec(Curve::P384),
     };
     let (_, step) = authenticated(ec, 2);
-    assert_eq!(end_reason(&step), reason::INVALID_ELEMENT);
+    assert_eq!(end_reason(&step), Reason::InvalidElement);
     let (_, step) = authenticated(ec, 3);
     let Step::Send { frame, .. } = step else {
         panic!("{step:?}")
@@ -382,7 +489,10 @@ fn older_clients_get_key_size_alone_and_never_ec() {
     let Message::KeyGenerateRequest(r) = Message::decode(&frame).unwrap().1 else {
         panic!()
     };
-    assert_eq!((r.key_size, r.key_type, r.curve), (None, Some(1), Some(1)));
+    assert_eq!(
+        (r.key_size, r.key_type, r.curve),
+        (None, Some(KeyType::Ec), Some(CurveId::P384))
+    );
 }
 
 #[test]
@@ -395,29 +505,29 @@ fn fetch_without_certificate_ends_with_0_and_with_certificate_records_it() {
     let step = feed(
         &mut s,
         Message::FetchCertificateResponse(FetchCertificateResponse {
-            reason: Some(7),
+            reason: Some(Reason::InvalidElement),
             ..Default::default()
         }),
     );
     assert_eq!(step, Step::Do(Effect::RecordFetch { certificate: None }));
     assert_eq!(
-        end_reason(&s.resume(Resume::Recorded(true))),
-        reason::NO_ACTION
+        end_reason(&s.resume(Resume::Recorded(Ok(())))),
+        Reason::NoAction
     );
 
     let (mut s, _) = authenticated(plan, 3);
     let step = feed(
         &mut s,
         Message::FetchCertificateResponse(FetchCertificateResponse {
-            reason: Some(1),
-            certificate: Some(CertificateElement::single(1, vec![0x30, 0])),
+            reason: Some(Reason::UpdateCertificate),
+            certificate: Some(CertificateElement::single(CertType::Lsc, vec![0x30, 0])),
             ..Default::default()
         }),
     );
     assert_eq!(
         step,
         Step::Do(Effect::RecordFetch {
-            certificate: Some((1, vec![0x30, 0]))
+            certificate: Some((CertType::Lsc, vec![0x30, 0]))
         })
     );
     // Reason 1 without the certificate is malformed.
@@ -425,20 +535,20 @@ fn fetch_without_certificate_ends_with_0_and_with_certificate_records_it() {
     let step = feed(
         &mut s,
         Message::FetchCertificateResponse(FetchCertificateResponse {
-            reason: Some(1),
+            reason: Some(Reason::UpdateCertificate),
             ..Default::default()
         }),
     );
-    assert_eq!(end_reason(&step), reason::INVALID_ELEMENT);
+    assert_eq!(end_reason(&step), Reason::InvalidElement);
 }
 
 #[test]
 fn unexpected_commands_in_every_state_end_with_7() {
     // Before authentication.
-    let mut s = Session::new(SID);
+    let mut s = TestSession::new(SID);
     s.start();
     let step = feed(&mut s, Message::RequestInProgress(Empty::default()));
-    assert_eq!(end_reason(&step), reason::INVALID_ELEMENT);
+    assert_eq!(end_reason(&step), Reason::InvalidElement);
 
     // REQUEST_IN_PROGRESS is only welcome while a key is generated.
     let plan = Plan {
@@ -447,33 +557,95 @@ fn unexpected_commands_in_every_state_end_with_7() {
     };
     let (mut s, _) = authenticated(plan, 3);
     let step = feed(&mut s, Message::RequestInProgress(Empty::default()));
-    assert_eq!(end_reason(&step), reason::INVALID_ELEMENT);
+    assert_eq!(end_reason(&step), Reason::InvalidElement);
 
     // Commands known only by number.
     let (mut s, _) = authenticated(INSTALL_RSA, 3);
     let other = Frame {
-        command: 18,
+        command: Command::StatusRequest,
         session_id: SID,
         elements: vec![],
     };
     let bytes = other.encode().unwrap();
     let (h, b) = split(&bytes);
-    assert_eq!(end_reason(&s.on_frame(&h, b)), reason::INVALID_ELEMENT);
+    assert_eq!(end_reason(&s.on_frame(&h, b)), Reason::InvalidElement);
 
     // A second AUTH_RESPONSE while waiting for the key.
     let (mut s, _) = authenticated(INSTALL_RSA, 3);
     assert_eq!(
         end_reason(&feed(&mut s, auth_response(3))),
-        reason::INVALID_ELEMENT
+        Reason::InvalidElement
+    );
+}
+
+#[test]
+fn performing_an_effect_of_another_state_ends_cleanly() {
+    let mut s = TestSession::new(SID);
+    s.start();
+    feed(&mut s, auth_response(3));
+    // The session waits for authentication; a driver asking to issue is refused.
+    let mut service = Fake::default();
+    let step = now(s.perform(
+        Effect::Issue {
+            public_key: vec![1],
+        },
+        &mut service,
+    ));
+    assert!(matches!(
+        step,
+        Step::End {
+            outcome: Outcome::Internal,
+            ..
+        }
+    ));
+    assert!(service.keys.is_empty(), "issued without authentication");
+    now(s.finish(&mut service, Outcome::Internal));
+    assert_eq!(service.finished, vec![(false, Outcome::Internal)]);
+}
+
+#[test]
+fn finish_hands_the_operation_back_however_the_session_ended() {
+    // Authenticated, then the stream broke while the phone generated its key.
+    let (mut s, _) = authenticated(INSTALL_RSA, 3);
+    let step = s.on_broken_stream(TIMEOUT);
+    assert!(matches!(
+        step,
+        Step::End {
+            outcome: Outcome::KeyGenerationTimeout,
+            frame: None
+        }
+    ));
+    let mut service = Fake::default();
+    now(s.finish(&mut service, Outcome::KeyGenerationTimeout));
+    assert_eq!(
+        service.finished,
+        vec![(true, Outcome::KeyGenerationTimeout)]
+    );
+
+    // Abandoned by the driver mid-store (a failed write): the operation is still there.
+    let (mut s, _) = authenticated(INSTALL_RSA, 3);
+    feed(
+        &mut s,
+        Message::KeyGenerateResponse(KeyGenerateResponse {
+            public_key: Some(vec![1]),
+            ..Default::default()
+        }),
+    );
+    s.resume(Resume::Issued(Ok(issued(vec![0x30, 0x00]))));
+    let mut service = Fake::default();
+    now(s.finish(&mut service, Outcome::ProtocolError("write-failed")));
+    assert_eq!(
+        service.finished,
+        vec![(true, Outcome::ProtocolError("write-failed"))]
     );
 }
 
 #[test]
 fn resuming_with_the_wrong_result_ends_cleanly() {
-    let mut s = Session::new(SID);
+    let mut s = TestSession::new(SID);
     s.start();
     feed(&mut s, auth_response(3));
-    let step = s.resume(Resume::Recorded(true));
+    let step = s.resume(Resume::Recorded(Ok(())));
     assert!(matches!(
         step,
         Step::End {
@@ -486,11 +658,11 @@ fn resuming_with_the_wrong_result_ends_cleanly() {
 #[test]
 fn decisions_map_to_reasons() {
     for (decision, expected) in [
-        (AuthDecision::UnknownDevice, reason::UNKNOWN_DEVICE),
-        (AuthDecision::Refused, reason::INVALID_ELEMENT),
-        (AuthDecision::NoOperation, reason::NO_ACTION),
+        (AuthVerdict::UnknownDevice, Reason::UnknownDevice),
+        (AuthVerdict::Refused, Reason::InvalidElement),
+        (AuthVerdict::NoOperation, Reason::NoAction),
     ] {
-        let mut s = Session::new(SID);
+        let mut s = TestSession::new(SID);
         s.start();
         feed(&mut s, auth_response(3));
         assert_eq!(end_reason(&s.resume(Resume::Auth(decision))), expected);

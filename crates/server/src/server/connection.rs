@@ -10,22 +10,39 @@ use tokio::time::{timeout_at, Instant};
 use tracing::{debug, info, warn};
 
 use crate::config::Limits;
-use crate::service::{Service, SessionContext};
-use capf_proto::session::{Effect, Outcome, Resume, Session, Step, Wait, TIMEOUT};
-use capf_proto::{command, Header, HEADER_LEN};
+use capf_proto::session::{Effect, Outcome, Session, SessionService, Step, Wait, TIMEOUT};
+use capf_proto::{Command, Header, HEADER_LEN};
+
+#[cfg(test)]
+mod tests;
 
 /// How long closing (close_notify) may take after END_SESSION.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Runs a whole session on an established stream; returns how it ended.
-pub async fn run<S>(stream: &mut S, service: &Service, ctx: &mut SessionContext) -> Outcome
+/// Runs a whole session on an established stream, `service` doing the work its effects ask
+/// for, and lets the service record how it ended (which it also returns).
+pub async fn run<T, S>(stream: &mut T, service: &mut S, session_id: u32, limits: &Limits) -> Outcome
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin,
+    S: SessionService,
 {
-    // Copied out: `perform` borrows the context mutably.
-    let limits = ctx.live.limits();
+    let mut session = Session::<S::Claim, S::Issued>::new(session_id);
+    let outcome = drive(stream, service, &mut session, limits).await;
+    session.finish(service, outcome).await;
+    outcome
+}
+
+async fn drive<T, S>(
+    stream: &mut T,
+    service: &mut S,
+    session: &mut Session<S::Claim, S::Issued>,
+    limits: &Limits,
+) -> Outcome
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+    S: SessionService,
+{
     let session_deadline = Instant::now() + limits.session_timeout;
-    let mut session = Session::new(ctx.session_id);
     let mut step = session.start();
     // Set when the key-generation wait starts, so REQUEST_IN_PROGRESS does not extend it.
     let mut keygen_deadline: Option<Instant> = None;
@@ -38,9 +55,9 @@ where
                 }
                 read_next(
                     stream,
-                    &mut session,
+                    session,
                     wait,
-                    &limits,
+                    limits,
                     session_deadline,
                     &mut keygen_deadline,
                 )
@@ -49,17 +66,17 @@ where
             Step::Read(wait) => {
                 read_next(
                     stream,
-                    &mut session,
+                    session,
                     wait,
-                    &limits,
+                    limits,
                     session_deadline,
                     &mut keygen_deadline,
                 )
                 .await
             }
             Step::Do(effect) => {
-                let resume = perform(effect, service, ctx).await;
-                session.resume(resume)
+                trace_effect(&effect);
+                session.perform(effect, service).await
             }
             Step::End { frame, outcome } => {
                 if let Some(frame) = frame {
@@ -72,46 +89,36 @@ where
     }
 }
 
-async fn perform(effect: Effect, service: &Service, ctx: &mut SessionContext) -> Resume {
+/// What the phone sent that asked for the effect, for traces.
+fn trace_effect(effect: &Effect) {
     match effect {
         Effect::Authenticate(attempt) => {
             tracing::Span::current().record("device", attempt.device_name.as_str());
             debug!(version = attempt.version, "AUTH_RESPONSE");
-            Resume::Auth(service.authenticate(ctx, &attempt).await)
         }
-        Effect::Issue { public_key, key } => {
-            debug!(key = %key, "KEY_GENERATE_RESPONSE");
-            Resume::Issued(service.issue(ctx, public_key, key).await)
+        Effect::Issue { public_key } => {
+            debug!(len = public_key.len(), "KEY_GENERATE_RESPONSE");
         }
-        Effect::RecordStore { stored } => {
-            debug!(stored, "STORE_CERTIFICATE_RESPONSE");
-            Resume::Recorded(service.record_store(ctx, stored).await)
-        }
-        Effect::RecordFetch { certificate } => {
-            debug!(
-                certificate = certificate.is_some(),
-                "FETCH_CERTIFICATE_RESPONSE"
-            );
-            Resume::Recorded(service.record_fetch(ctx, certificate).await)
-        }
-        Effect::RecordDelete { deleted } => {
-            debug!(deleted, "DELETE_CERTIFICATE_RESPONSE");
-            Resume::Recorded(service.record_delete(ctx).await)
-        }
+        Effect::RecordStore { stored } => debug!(stored, "STORE_CERTIFICATE_RESPONSE"),
+        Effect::RecordFetch { certificate } => debug!(
+            certificate = certificate.is_some(),
+            "FETCH_CERTIFICATE_RESPONSE"
+        ),
+        Effect::RecordDelete { deleted } => debug!(deleted, "DELETE_CERTIFICATE_RESPONSE"),
     }
 }
 
 /// Reads one frame under the deadline that applies and hands it to the session.
-async fn read_next<S>(
-    stream: &mut S,
-    session: &mut Session,
+async fn read_next<T, C, R>(
+    stream: &mut T,
+    session: &mut Session<C, R>,
     wait: Wait,
     limits: &Limits,
     session_deadline: Instant,
     keygen_deadline: &mut Option<Instant>,
 ) -> Step
 where
-    S: AsyncRead + Unpin,
+    T: AsyncRead + Unpin,
 {
     let deadline = match wait {
         Wait::Frame => Instant::now() + limits.frame_timeout,
@@ -146,12 +153,12 @@ where
         Ok(Ok(_)) => {}
     }
     debug!(
-        command = command::name(header.command),
+        command = header.command.name(),
         len = header.body_len,
         state = session.state_name(),
         "frame received"
     );
-    if header.command == command::REQUEST_IN_PROGRESS {
+    if header.command == Command::RequestInProgress {
         debug!(state = session.state_name(), "REQUEST_IN_PROGRESS");
     }
     session.on_frame(&header, &body)

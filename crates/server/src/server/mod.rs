@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::config::LiveSettings;
-use crate::service::{Service, SessionContext};
+use crate::service::{Service, ServiceSession, SessionContext};
 use acceptor::{Acceptor, LegacyCounts, LegacyStats};
 use gate::ConnectionGate;
 use session_ids::SessionIds;
@@ -259,9 +259,10 @@ impl Server {
                 );
             }
             self.service.metrics.session_started();
-            let mut ctx = SessionContext::new(id.get(), peer, live);
-            let outcome = connection::run(&mut tls, &self.service, &mut ctx).await;
-            self.service.finish(&ctx, outcome).await;
+            let limits = live.limits();
+            let mut session =
+                ServiceSession::new(&self.service, SessionContext::new(id.get(), peer, live));
+            let outcome = connection::run(&mut tls, &mut session, id.get(), &limits).await;
             self.service.metrics.session_ended(outcome.as_str());
             info!(
                 outcome = outcome.as_str(),
