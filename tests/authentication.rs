@@ -63,7 +63,7 @@ async fn ten_wrong_strings_lock_the_device_across_a_restart() {
     for engine in engines() {
         let dir = tempfile::tempdir().unwrap();
         let db = TestDb::create(&engine, dir.path()).await;
-        let mut server = TestServer::start(dir.path(), &db.url, &["--lockout-seconds", "4"]);
+        let mut server = TestServer::start(dir.path(), &db.url, &[]);
         let store = server.store().await;
         let device = "SEP001122334455";
         let name = DeviceName::from_admin(device).unwrap();
@@ -105,11 +105,10 @@ async fn ten_wrong_strings_lock_the_device_across_a_restart() {
         );
         assert!(events.iter().all(|e| !e.detail.contains("123456")));
 
-        // After the lock window the right string works.
-        let until = lock.locked_until.unwrap();
-        let wait = (until - Utc::now()).to_std().unwrap_or_default()
-            + std::time::Duration::from_millis(300);
-        tokio::time::sleep(wait).await;
+        // The window's end is tested in process, with a clock the test moves
+        // (crates/server/tests/lockout.rs); here the admin's unlock lets the right string in.
+        assert!(lock.locked_until.is_some());
+        store.unlock(&name, Utc::now()).await.unwrap();
         let (code, text) = server.phone(device, &["--auth-string", "123456"]);
         assert_eq!(code, 0, "{text}");
         assert_eq!(common::status(&*store, op).await, OperationStatus::Success);

@@ -72,6 +72,7 @@ pub async fn serve(args: ServeArgs, settings: Settings, log: LogControl) -> anyh
         Arc::clone(&settings),
         anchors,
         metrics,
+        Arc::clone(&clock),
     ));
     let server = Arc::new(Server::new(Arc::clone(&service)));
     let (acceptor, legacy_listener) = acceptors(&settings, &identity, tls)?;

@@ -16,6 +16,7 @@ use crate::certinfo;
 use crate::config::{LiveConfig, LiveSettings, Settings};
 use crate::crypto_pool::CryptoPool;
 use crate::metrics::Metrics;
+use capf_model::clock::Clock;
 use capf_model::device::DeviceName;
 use capf_model::operation::{AuthMode, CertState, FailureCause, OperationKind};
 use capf_pki::auth::{
@@ -78,6 +79,8 @@ pub struct Service {
     /// Where signatures are verified and LSCs signed.
     crypto: CryptoPool,
     pub metrics: Arc<dyn Metrics>,
+    /// Where "now" comes from: deadlines, lockout windows, leases, certificate dates.
+    pub clock: Arc<dyn Clock>,
 }
 
 /// What one session's attempt record needs: who connected, when, and (once known) the device
@@ -97,12 +100,17 @@ pub struct SessionContext {
 }
 
 impl SessionContext {
-    pub fn new(session_id: u32, peer: SocketAddr, live: Arc<LiveSettings>) -> SessionContext {
+    pub fn new(
+        session_id: u32,
+        peer: SocketAddr,
+        live: Arc<LiveSettings>,
+        started_at: DateTime<Utc>,
+    ) -> SessionContext {
         SessionContext {
             session_id,
             live,
             peer,
-            started_at: Utc::now(),
+            started_at,
             device: None,
             detail: None,
         }
@@ -114,14 +122,19 @@ impl SessionContext {
 
     /// This session's entry in the attempt history, ending now with `outcome` (`None` before
     /// the device is known).
-    fn attempt(&self, operation_id: Option<i64>, outcome: Outcome) -> Option<Attempt> {
+    fn attempt(
+        &self,
+        operation_id: Option<i64>,
+        outcome: Outcome,
+        now: DateTime<Utc>,
+    ) -> Option<Attempt> {
         Some(Attempt {
             device_name: self.device.clone()?,
             operation_id,
             session_id: self.session_id,
             source_addr: self.source(),
             started_at: self.started_at,
-            ended_at: Utc::now(),
+            ended_at: now,
             outcome: outcome.as_str().to_string(),
             detail: self
                 .detail
@@ -269,6 +282,7 @@ impl Service {
         settings: Arc<Settings>,
         anchors: TrustAnchors,
         metrics: Arc<dyn Metrics>,
+        clock: Arc<dyn Clock>,
     ) -> Service {
         Service {
             store,
@@ -281,6 +295,7 @@ impl Service {
             run: rand::random(),
             crypto: CryptoPool::per_core(),
             metrics,
+            clock,
         }
     }
 
@@ -389,7 +404,7 @@ impl Service {
         ctx: &mut SessionContext,
         attempt: &AuthAttempt,
     ) -> Result<AuthVerdict<Claim>, StoreError> {
-        let now = Utc::now();
+        let now = self.clock.now();
         let name = &attempt.device_name;
         let Some((device, pending)) = self.store.device_and_pending_operation(name, now).await?
         else {
@@ -524,17 +539,11 @@ impl Service {
         let response = attempt.response.clone();
         let device = name.as_str().to_string();
         let session_id = ctx.session_id;
+        let now = self.clock.now();
         let verified = self
             .crypto
             .run(move || {
-                verify_auth_response(
-                    &response,
-                    &device,
-                    session_id,
-                    &anchors,
-                    &policy,
-                    Utc::now(),
-                )
+                verify_auth_response(&response, &device, session_id, &anchors, &policy, now)
             })
             .await;
         let verified = match verified {
@@ -604,7 +613,7 @@ impl Service {
         let started = std::time::Instant::now();
         let issuer = Arc::clone(&self.issuer);
         let days = ctx.live.lsc_validity_days;
-        let now = Utc::now();
+        let now = self.clock.now();
         let name = device.as_str().to_string();
         let result = self
             .crypto
@@ -636,7 +645,7 @@ impl Service {
         let lease = self.settings.claim_lease;
         let recorded = self
             .store
-            .record_issued(op_id, &claimant, record, Utc::now(), lease)
+            .record_issued(op_id, &claimant, record, self.clock.now(), lease)
             .await;
         match recorded {
             Ok(cert_id) => {
@@ -670,7 +679,7 @@ impl Service {
     ) -> Result<(), RecordFailure> {
         let claim = op.claim_mut();
         let (op_id, key) = (claim.operation.id, claim.operation.key);
-        let now = Utc::now();
+        let now = self.clock.now();
         if !stored {
             let audited = self
                 .store
@@ -689,7 +698,7 @@ impl Service {
         // The session's attempt is written with the confirmation: one transaction fewer on
         // the path every enrollment takes. `finish` knows it is written when the outcome is
         // `Installed`, which this write succeeding is the only way to reach.
-        let attempt = installed_attempt(ctx, &claim.device, op_id);
+        let attempt = installed_attempt(ctx, &claim.device, op_id, now);
         let confirmed = self
             .store
             .confirm_install_with_attempt(op_id, &claimant, issued.0, now, attempt)
@@ -728,7 +737,7 @@ impl Service {
         let claimant = self.claimant(ctx);
         let result = self
             .store
-            .complete_fetch(claim.operation.id, &claimant, cert, Utc::now())
+            .complete_fetch(claim.operation.id, &claimant, cert, self.clock.now())
             .await;
         self.record_completion(ctx, claim, "fetch not recorded", result)
             .await
@@ -743,7 +752,7 @@ impl Service {
         let claimant = self.claimant(ctx);
         let result = self
             .store
-            .complete_delete(claim.operation.id, &claimant, Utc::now())
+            .complete_delete(claim.operation.id, &claimant, self.clock.now())
             .await;
         self.record_completion(ctx, claim, "deletion not recorded", result)
             .await
@@ -797,7 +806,7 @@ impl Service {
         if outcome == Outcome::Installed {
             return;
         }
-        let Some(attempt) = ctx.attempt(operation_id, outcome) else {
+        let Some(attempt) = ctx.attempt(operation_id, outcome, self.clock.now()) else {
             return;
         };
         if let Err(e) = self.store.record_attempt(attempt).await {
@@ -807,14 +816,19 @@ impl Service {
 }
 
 /// The attempt record of an installing session, written with the confirmation.
-fn installed_attempt(ctx: &SessionContext, device: &DeviceName, op_id: i64) -> Attempt {
+fn installed_attempt(
+    ctx: &SessionContext,
+    device: &DeviceName,
+    op_id: i64,
+    now: DateTime<Utc>,
+) -> Attempt {
     Attempt {
         device_name: device.clone(),
         operation_id: Some(op_id),
         session_id: ctx.session_id,
         source_addr: ctx.source(),
         started_at: ctx.started_at,
-        ended_at: Utc::now(),
+        ended_at: now,
         outcome: Outcome::Installed.as_str().to_string(),
         detail: Outcome::Installed.detail().to_string(),
     }
@@ -849,7 +863,7 @@ impl Service {
                 "claim_lost",
                 Some(&ctx.source()),
                 detail,
-                Utc::now(),
+                self.clock.now(),
             )
             .await;
         if let Err(e) = audited {
@@ -877,7 +891,7 @@ impl Service {
             Outcome::KeyGenerationFailed | Outcome::WrongKey => FailureCause::KeyGenerationFailed,
             _ => FailureCause::PhoneCommunicationFailure,
         };
-        let now = Utc::now();
+        let now = self.clock.now();
         let claimant = self.claimant(ctx);
         let give_up = keygen_failed && attempts >= ctx.live.keygen_max_attempts;
         let result = if give_up {

@@ -260,8 +260,10 @@ impl Server {
             }
             self.service.metrics.session_started();
             let limits = live.limits();
-            let mut session =
-                ServiceSession::new(&self.service, SessionContext::new(id.get(), peer, live));
+            let mut session = ServiceSession::new(
+                &self.service,
+                SessionContext::new(id.get(), peer, live, self.service.clock.now()),
+            );
             let outcome = connection::run(&mut tls, &mut session, id.get(), &limits).await;
             self.service.metrics.session_ended(outcome.as_str());
             info!(

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::time::Instant;
 
 use super::run;
 use crate::config::Limits;
@@ -11,7 +12,7 @@ use capf_model::keyspec::KeySpec;
 use capf_model::operation::OperationKind;
 use capf_proto::session::{
     AuthAttempt, AuthVerdict, Authorized, IssueFailure, Issued, Outcome, Plan, RecordFailure,
-    SessionService,
+    SessionService, TIMEOUT,
 };
 use capf_proto::{
     AuthResponse, CertType, Empty, Header, KeyGenerateResponse, Message, Reason, ReasonOnly,
@@ -89,22 +90,31 @@ impl SessionService for Fake {
     }
 }
 
-/// Short deadlines, so that the tests that wait for one end quickly.
+/// Deadlines of the tests. The tests that wait for one run under paused tokio time: the
+/// runtime moves the clock to the next timer whenever every task waits, so nothing sleeps.
+const FRAME_TIMEOUT: Duration = Duration::from_secs(5);
+const KEYGEN_TIMEOUT: Duration = Duration::from_secs(30);
+const SESSION_TIMEOUT: Duration = Duration::from_secs(60);
+
 fn limits() -> Limits {
     Limits {
-        frame_timeout: Duration::from_secs(5),
-        keygen_timeout: Duration::from_millis(200),
-        session_timeout: Duration::from_secs(10),
+        frame_timeout: FRAME_TIMEOUT,
+        keygen_timeout: KEYGEN_TIMEOUT,
+        session_timeout: SESSION_TIMEOUT,
         ..Limits::default()
     }
 }
 
 /// The driver on one end of a pipe, the test playing the phone on the other.
 fn start() -> (DuplexStream, tokio::task::JoinHandle<(Outcome, Fake)>) {
+    start_with(limits())
+}
+
+fn start_with(limits: Limits) -> (DuplexStream, tokio::task::JoinHandle<(Outcome, Fake)>) {
     let (phone, mut server) = duplex(64 * 1024);
     let task = tokio::spawn(async move {
         let mut fake = Fake::default();
-        let outcome = run(&mut server, &mut fake, SID, &limits()).await;
+        let outcome = run(&mut server, &mut fake, SID, &limits).await;
         (outcome, fake)
     });
     (phone, task)
@@ -224,17 +234,60 @@ async fn a_phone_that_hangs_up_mid_frame_ends_the_session() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_key_generation_wait_ends_at_its_deadline_whatever_the_phone_says() {
     let (mut phone, task) = start();
     authenticate(&mut phone).await;
-    // "Still generating" does not extend the wait.
+    let waiting_since = Instant::now();
+    // Twenty seconds in, "still generating" does not extend the wait...
+    tokio::time::sleep(Duration::from_secs(20)).await;
     send(&mut phone, Message::RequestInProgress(Empty::default())).await;
-    // Nothing is sent on a timeout: the connection is just closed.
+    // ... which ends at its deadline, well before the frame deadline counted from the
+    // REQUEST_IN_PROGRESS or the session's. Nothing is sent on a timeout: the connection is
+    // just closed.
     assert!(read_message(&mut phone).await.is_none());
+    assert_eq!(waiting_since.elapsed(), KEYGEN_TIMEOUT);
 
     let (outcome, fake) = task.await.unwrap();
     assert_eq!(outcome, Outcome::KeyGenerationTimeout);
     assert!(fake.issued_for.is_empty());
     assert_eq!(fake.finished, vec![(true, Outcome::KeyGenerationTimeout)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_phone_that_says_nothing_is_dropped_at_the_frame_deadline() {
+    let (mut phone, task) = start();
+    let started = Instant::now();
+    assert!(matches!(
+        read_message(&mut phone).await,
+        Some(Message::AuthRequest(_))
+    ));
+    // No AUTH_RESPONSE: the connection is closed when the frame deadline passes.
+    assert!(read_message(&mut phone).await.is_none());
+    assert_eq!(started.elapsed(), FRAME_TIMEOUT);
+
+    let (outcome, fake) = task.await.unwrap();
+    assert_eq!(outcome, Outcome::ProtocolError(TIMEOUT));
+    assert_eq!(
+        fake.finished,
+        vec![(false, Outcome::ProtocolError(TIMEOUT))]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_session_deadline_bounds_the_key_generation_wait() {
+    let (mut phone, task) = start_with(Limits {
+        session_timeout: Duration::from_secs(12),
+        ..limits()
+    });
+    let started = Instant::now();
+    authenticate(&mut phone).await;
+    // The key-generation wait (30 s) would outlast the session (12 s): the session's
+    // deadline ends it.
+    assert!(read_message(&mut phone).await.is_none());
+    assert_eq!(started.elapsed(), Duration::from_secs(12));
+
+    let (outcome, fake) = task.await.unwrap();
+    assert_eq!(outcome, Outcome::KeyGenerationTimeout);
+    assert!(fake.issued_for.is_empty());
 }
