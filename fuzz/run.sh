@@ -110,7 +110,8 @@ mkdir -p corpus/session
 # --- Build once, then run each target ------------------------------------------------------
 # -a: debug assertions and overflow checks, so arithmetic overflow is a finding too.
 echo "fuzz/run.sh: building the targets ($toolchain; log: fuzz/$logs/build.log)"
-if ! { cargo "+$toolchain" fuzz build -a && (cd proto && cargo "+$toolchain" fuzz build -a); } \
+if ! { cargo "+$toolchain" fuzz build -a --fuzz-dir . &&
+    cargo "+$toolchain" fuzz build -a --fuzz-dir proto; } \
     >"$logs/build.log" 2>&1; then
     tail -n 40 "$logs/build.log" >&2
     echo "fuzz/run.sh: build failed" >&2
@@ -126,9 +127,9 @@ for target in "${targets[@]}"; do
     # -timeout: one input running 10 s is a finding (a hang); -rss_limit_mb bounds memory.
     project="$(project_of "$target")"
     log_file="$PWD/$log"
-    (cd "$project" && cargo "+$toolchain" fuzz run -a "$target" "$corpus_root/$target" -- \
+    cargo "+$toolchain" fuzz run -a --fuzz-dir "$project" "$target" "$corpus_root/$target" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-        >"$log_file" 2>&1) || status=$?
+        >"$log_file" 2>&1 || status=$?
     execs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)"
     rate="$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -n 1)"
     done_line="$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -n 1 || true)"

@@ -153,18 +153,27 @@ pub async fn get_device(
     Path(name): Path<String>,
 ) -> Result<Json<DeviceView>, Problem> {
     let name = device_from_path(&name)?;
+    device_view(&state, &name, access.is_admin()).await
+}
+
+/// The device as the API shows it: settings, latest operation and status, current LSC.
+async fn device_view(
+    state: &ApiState,
+    name: &DeviceName,
+    show_secret: bool,
+) -> Result<Json<DeviceView>, Problem> {
     let device = state
         .store
-        .device(&name)
+        .device(name)
         .await?
         .ok_or_else(|| Problem::NotFound(format!("no device {name}")))?;
-    let op = state.store.latest_operation(&name).await?;
-    let lsc = state.store.current_certificate(&name).await?;
+    let op = state.store.latest_operation(name).await?;
+    let lsc = state.store.current_certificate(name).await?;
     Ok(Json(DeviceView::new(
         &device,
         op.as_ref(),
         lsc.as_ref().map(LscView::from),
-        access.is_admin(),
+        show_secret,
         state.clock.now(),
     )))
 }
@@ -201,20 +210,7 @@ pub async fn patch_device(
             .set_require_sudi(&name, require, state.clock.now())
             .await?;
     }
-    let device = state
-        .store
-        .device(&name)
-        .await?
-        .ok_or_else(|| Problem::NotFound(format!("no device {name}")))?;
-    let op = state.store.latest_operation(&name).await?;
-    let lsc = state.store.current_certificate(&name).await?;
-    Ok(Json(DeviceView::new(
-        &device,
-        op.as_ref(),
-        lsc.as_ref().map(LscView::from),
-        true,
-        state.clock.now(),
-    )))
+    device_view(&state, &name, true).await
 }
 
 #[derive(serde::Deserialize, utoipa::ToSchema)]

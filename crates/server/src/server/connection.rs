@@ -53,15 +53,8 @@ where
                     debug!(error = %e, "write failed");
                     return Outcome::ProtocolError("write-failed");
                 }
-                read_next(
-                    stream,
-                    session,
-                    wait,
-                    limits,
-                    session_deadline,
-                    &mut keygen_deadline,
-                )
-                .await
+                // Sent: now read what the phone answers, as the step said.
+                Step::Read(wait)
             }
             Step::Read(wait) => {
                 read_next(
