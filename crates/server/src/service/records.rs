@@ -293,10 +293,7 @@ impl Service {
         }
     }
 
-    fn log_store_result(
-        &self,
-        result: Result<(), StoreError>,
-    ) -> Result<(), RecordFailure> {
+    fn log_store_result(&self, result: Result<(), StoreError>) -> Result<(), RecordFailure> {
         result.map_err(|e| {
             self.metrics.database_error();
             warn!(error = %e, "could not record the outcome");
@@ -307,12 +304,7 @@ impl Service {
     /// An install session that asked for a key did not end with an installed certificate:
     /// note why on the operation, and fail it once key generation has failed as many times
     /// as allowed (CUCM's maximum key-generation attempts).
-    async fn account_failed_install(
-        &self,
-        ctx: &SessionContext,
-        claim: &Claim,
-        outcome: Outcome,
-    ) {
+    async fn account_failed_install(&self, ctx: &SessionContext, claim: &Claim, outcome: Outcome) {
         let op_id = claim.operation.id;
         let attempts = claim.keygen_attempts;
         let keygen_failed = !claim.key_received || outcome == Outcome::WrongKey;
