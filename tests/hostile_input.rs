@@ -353,3 +353,59 @@ async fn slowloris_peers_are_dropped_at_the_deadline() {
     );
     drop(server);
 }
+
+/// The finding: idle TCP connections to the metrics port (no token needed) used up the
+/// process's file descriptors, after which the CAPF listener's accept failed and phones timed
+/// out. With an open-file limit of 256, three times as many idle clients on the metrics port
+/// and as many again on the API port leave the CAPF port serving, and health answering.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_http_clients_cannot_take_the_capf_port_down() {
+    const NOFILE: u64 = 256;
+    const IDLE: usize = 3 * NOFILE as usize;
+    // This process holds the idle clients' ends.
+    rlimit::increase_nofile_limit(4 * IDLE as u64).expect("raise this test's open-file limit");
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::create(&common::db::Engine::Sqlite, dir.path()).await;
+    let server = TestServer::start_with_nofile(
+        dir.path(),
+        &db.url,
+        &["--metrics-listen", "127.0.0.1:0"],
+        Some(NOFILE),
+    );
+    let metrics = server.metrics.clone().expect("metrics endpoint started");
+    let store = server.store().await;
+    let device = "SEP0000000000FD";
+    let op = common::schedule(
+        &*store,
+        device,
+        OperationKind::Install,
+        AuthMode::Null,
+        None,
+        KeySpec::Ec(capf_model::keyspec::Curve::P256),
+    )
+    .await;
+
+    let mut idle = Vec::new();
+    for _ in 0..IDLE {
+        idle.push(tokio::net::TcpStream::connect(&metrics).await.unwrap());
+    }
+    // Health is on the API listener, whose cap the metrics flood does not touch.
+    let (status, body) = common::server::http_get(&server.api, "/healthz");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    for _ in 0..IDLE {
+        idle.push(tokio::net::TcpStream::connect(&server.api).await.unwrap());
+    }
+
+    let (code, text) = server.phone(device, &[]);
+    assert_eq!(code, 0, "{text}\nserver log:\n{}", server.log());
+    assert_eq!(
+        common::status(&*store, op.id).await,
+        OperationStatus::Success
+    );
+    assert!(
+        !server.log().contains("Too many open files"),
+        "descriptors ran out:\n{}",
+        server.log()
+    );
+    drop(idle);
+}

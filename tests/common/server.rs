@@ -24,13 +24,26 @@ pub(crate) struct TestServer {
     pub dir: PathBuf,
     pub database_url: String,
     pub extra_args: Vec<String>,
+    /// Open-file limit (soft and hard) the server runs under, when the test set one.
+    pub nofile: Option<u64>,
 }
 
 impl TestServer {
     /// Starts a server whose data and certs live under `dir`.
     pub(crate) fn start(dir: &Path, database_url: &str, extra_args: &[&str]) -> TestServer {
+        TestServer::start_with_nofile(dir, database_url, extra_args, None)
+    }
+
+    /// As [`TestServer::start`], the server's open-file limit (soft and hard) set to
+    /// `nofile` when given, as `ulimit -n` or systemd's LimitNOFILE= would.
+    pub(crate) fn start_with_nofile(
+        dir: &Path,
+        database_url: &str,
+        extra_args: &[&str],
+        nofile: Option<u64>,
+    ) -> TestServer {
         let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
-        let (child, addrs) = spawn(dir, database_url, &extra_args);
+        let (child, addrs) = spawn(dir, database_url, &extra_args, nofile);
         TestServer {
             child,
             addr: addrs.capf,
@@ -40,6 +53,7 @@ impl TestServer {
             dir: dir.to_path_buf(),
             database_url: database_url.to_string(),
             extra_args,
+            nofile,
         }
     }
 
@@ -108,7 +122,7 @@ impl TestServer {
     /// Stops and starts again on the same directories and database.
     pub(crate) fn restart(&mut self) {
         self.stop();
-        let (child, addrs) = spawn(&self.dir, &self.database_url, &self.extra_args);
+        let (child, addrs) = spawn(&self.dir, &self.database_url, &self.extra_args, self.nofile);
         self.child = child;
         self.addr = addrs.capf;
         self.api = addrs.api;
@@ -128,7 +142,7 @@ impl TestServer {
     pub(crate) fn crash_and_restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let (child, addrs) = spawn(&self.dir, &self.database_url, &self.extra_args);
+        let (child, addrs) = spawn(&self.dir, &self.database_url, &self.extra_args, self.nofile);
         self.child = child;
         self.addr = addrs.capf;
         self.api = addrs.api;
@@ -223,10 +237,24 @@ pub(crate) fn http_get(api: &str, path: &str) -> (u16, Vec<u8>) {
     (status, response[split + 4..].to_vec())
 }
 
-fn spawn(dir: &Path, database_url: &str, extra_args: &[String]) -> (Child, Addresses) {
+fn spawn(
+    dir: &Path,
+    database_url: &str,
+    extra_args: &[String],
+    nofile: Option<u64>,
+) -> (Child, Addresses) {
     // Any port unless the test fixed one (a server restarted after a crash keeps its own).
     let given = |flag: &str| extra_args.iter().any(|a| a == flag);
-    let mut child = Command::new(BIN)
+    let mut command = match nofile {
+        None => Command::new(BIN),
+        Some(n) => {
+            // sh sets the limit, then becomes capf: `sh -c SCRIPT N BIN serve ...`.
+            let mut sh = Command::new("sh");
+            sh.args(["-c", "ulimit -n \"$0\" && exec \"$@\"", &n.to_string(), BIN]);
+            sh
+        }
+    };
+    let mut child = command
         .arg("serve")
         .args(
             [("--listen", "127.0.0.1:0"), ("--api-listen", "127.0.0.1:0")]

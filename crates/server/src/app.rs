@@ -13,8 +13,11 @@ use tracing::{error, info, warn};
 
 use crate::api;
 use crate::config::{LiveConfig, ServeArgs, Settings};
+use crate::fds;
+use crate::http::{self, HttpLimits};
 use crate::logging::LogControl;
 use crate::metrics::{Metrics, NoMetrics, Prometheus};
+use crate::scrape::Scrape;
 use crate::server::acceptor::Acceptor;
 use crate::server::{self, Server};
 use crate::service::Service;
@@ -95,13 +98,42 @@ pub async fn serve(args: ServeArgs, settings: Settings, log: LogControl) -> anyh
     };
     let _ = std::io::stdout().flush();
 
+    // HTTP clients get capped shares of the descriptors; the rest stay for phone sessions.
+    let fd_plan = fds::plan(
+        fds::raise_limit(),
+        settings.live.max_sessions,
+        settings.api_max_connections,
+        settings
+            .metrics_listen
+            .map(|_| settings.metrics_max_connections),
+    );
+    for warning in &fd_plan.warnings {
+        warn!("{warning}");
+    }
+    info!(
+        limit = fd_plan.limit,
+        api = fd_plan.api,
+        metrics = fd_plan.metrics,
+        "open files"
+    );
+
     let shutdown = CancellationToken::new();
     // Before the API: scripts take the API's line as "started".
-    if let (Some(addr), Some(prometheus)) = (settings.metrics_listen, prometheus) {
-        serve_metrics(addr, prometheus, Arc::clone(&store), shutdown.clone()).await?;
-    }
+    let metrics_endpoint = match (settings.metrics_listen, prometheus) {
+        (Some(addr), Some(prometheus)) => Some(
+            serve_metrics(
+                addr,
+                settings.http_limits(fd_plan.metrics),
+                Arc::new(Scrape::new(prometheus, Arc::clone(&store))),
+                shutdown.clone(),
+            )
+            .await?,
+        ),
+        _ => None,
+    };
     let api = serve_api(
         &settings,
+        settings.http_limits(fd_plan.api),
         &identity,
         Arc::clone(&store),
         Arc::clone(&service.live),
@@ -192,6 +224,9 @@ pub async fn serve(args: ServeArgs, settings: Settings, log: LogControl) -> anyh
         let _ = task.await;
     }
     let _ = api.await;
+    if let Some(metrics_endpoint) = metrics_endpoint {
+        let _ = metrics_endpoint.await;
+    }
     tasks.close();
     let drained = tokio::select! {
         _ = tasks.wait() => {
@@ -272,6 +307,7 @@ fn acceptors(
 /// Starts the HTTP API (HTTPS beyond loopback or when asked for); returns its task.
 async fn serve_api(
     settings: &Settings,
+    limits: HttpLimits,
     identity: &CapfIdentity,
     store: Arc<dyn store::Store>,
     live: Arc<LiveConfig>,
@@ -339,87 +375,35 @@ async fn serve_api(
     info!(address = %local, scheme, "HTTP API ready");
     println!("capf api listening on {local}");
     let _ = std::io::stdout().flush();
-    let stop_accepting = shutdown.clone();
-    let graceful = async move { shutdown.cancelled().await };
-    Ok(match tls {
-        None => tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, router)
-                .with_graceful_shutdown(graceful)
-                .await
-            {
-                error!(error = %e, "HTTP API stopped");
-            }
-        }),
-        Some(config) => {
-            let listener =
-                api::tls::TlsListener::spawn(listener, TlsAcceptor::from(config), stop_accepting)?;
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, router)
-                    .with_graceful_shutdown(graceful)
-                    .await
-                {
-                    error!(error = %e, "HTTPS API stopped");
-                }
-            })
-        }
-    })
+    let tls = tls.map(TlsAcceptor::from);
+    Ok(tokio::spawn(http::serve(
+        "api", listener, tls, router, limits, shutdown,
+    )))
 }
 
-/// The Prometheus endpoint: `GET /metrics`, plain HTTP, no token (bind it where only the
-/// monitoring system reaches). Operation counts are read from the database at each scrape.
+/// Starts the Prometheus endpoint (`GET /metrics`, plain HTTP, no token: bind it where only
+/// the monitoring system reaches); returns its task.
 async fn serve_metrics(
-    addr: std::net::SocketAddr,
-    prometheus: Arc<Prometheus>,
-    store: Arc<dyn store::Store>,
+    addr: SocketAddr,
+    limits: HttpLimits,
+    scrape: Arc<Scrape>,
     shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    use axum::http::{header, StatusCode};
-    use axum::response::IntoResponse;
-
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} for metrics"))?;
     let local = listener.local_addr()?;
-    let scrape = move || {
-        let (prometheus, store) = (Arc::clone(&prometheus), Arc::clone(&store));
-        async move {
-            let counts = match store.operation_counts().await {
-                Ok(counts) => counts
-                    .into_iter()
-                    .map(|(status, n)| (status.as_str().to_string(), n))
-                    .collect(),
-                Err(e) => {
-                    // The process counters are still worth serving.
-                    prometheus.database_error();
-                    warn!(error = %e, "metrics: could not count operations");
-                    Vec::new()
-                }
-            };
-            (
-                StatusCode::OK,
-                [(
-                    header::CONTENT_TYPE,
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                )],
-                prometheus.render(&counts),
-            )
-                .into_response()
-        }
-    };
-    let router = axum::Router::new().route("/metrics", axum::routing::get(scrape));
     info!(address = %local, "metrics endpoint ready");
     println!("capf metrics listening on {local}");
     let _ = std::io::stdout().flush();
-    tokio::spawn(async move {
-        let graceful = async move { shutdown.cancelled().await };
-        if let Err(e) = axum::serve(listener, router)
-            .with_graceful_shutdown(graceful)
-            .await
-        {
-            error!(error = %e, "metrics endpoint stopped");
-        }
-    });
-    Ok(())
+    Ok(tokio::spawn(http::serve(
+        "metrics",
+        listener,
+        None,
+        scrape.router(),
+        limits,
+        shutdown,
+    )))
 }
 
 /// Creates the data dir (SQLite) and loads the CAPF identity (created if absent), the LSC

@@ -179,6 +179,38 @@ impl Settings {
             Duration::from_secs(30),
         )?;
         let gate_defaults = GateLimits::default();
+        // Caps and rates of zero would refuse everything: refused, never taken as one.
+        let max_sessions = at_least_one(
+            given.max_sessions,
+            "max_sessions",
+            limit_defaults.max_sessions,
+        )?;
+        let conn_rate = at_least_one(given.conn_rate, "conn_rate", gate_defaults.rate_per_second)?;
+        let conn_burst = at_least_one(given.conn_burst, "conn_burst", gate_defaults.burst)?;
+        let max_sessions_per_address = at_least_one(
+            given.max_sessions_per_address,
+            "max_sessions_per_address",
+            gate_defaults.max_per_address,
+        )?;
+        let lockout_failures = at_least_one(
+            given.lockout_failures,
+            "lockout_failures",
+            lockout_defaults.max_failures,
+        )?;
+        let api_max_connections =
+            at_least_one(given.api_max_connections, "api_max_connections", 256)?;
+        let metrics_max_connections =
+            at_least_one(given.metrics_max_connections, "metrics_max_connections", 16)?;
+        let http_header_timeout = secs(
+            given.http_header_timeout,
+            "http_header_timeout",
+            Duration::from_secs(10),
+        )?;
+        let http_stall_timeout = secs(
+            given.http_stall_timeout,
+            "http_stall_timeout",
+            Duration::from_secs(30),
+        )?;
         Ok(Settings {
             listen,
             legacy_tls,
@@ -187,6 +219,10 @@ impl Settings {
                 .api_listen
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3805))),
             metrics_listen: given.metrics_listen,
+            api_max_connections,
+            metrics_max_connections,
+            http_header_timeout,
+            http_stall_timeout,
             api_tls: given.api_tls.unwrap_or(false),
             api_cert,
             api_key,
@@ -216,25 +252,12 @@ impl Settings {
                 keygen_timeout,
                 session_timeout,
                 drain_timeout,
-                // Caps and rates of zero would refuse everything: one is the least.
-                max_sessions: given
-                    .max_sessions
-                    .unwrap_or(limit_defaults.max_sessions)
-                    .max(1),
-                conn_rate: given
-                    .conn_rate
-                    .unwrap_or(gate_defaults.rate_per_second)
-                    .max(1),
-                conn_burst: given.conn_burst.unwrap_or(gate_defaults.burst).max(1),
-                max_sessions_per_address: given
-                    .max_sessions_per_address
-                    .unwrap_or(gate_defaults.max_per_address)
-                    .max(1),
+                max_sessions,
+                conn_rate,
+                conn_burst,
+                max_sessions_per_address,
                 mic_expiry_allowance_days: Days(given.mic_expiry_allowance_days.unwrap_or(0)),
-                lockout_failures: given
-                    .lockout_failures
-                    .unwrap_or(lockout_defaults.max_failures)
-                    .max(1),
+                lockout_failures,
                 lockout_seconds,
                 log_filter,
             },
@@ -255,6 +278,22 @@ fn secs(
             message: "must be at least 1 second".into(),
         }),
         Some(s) => Ok(Duration::from_secs(s)),
+    }
+}
+
+/// A count or rate, `default` when not given; zero is refused (it would refuse everything).
+fn at_least_one<T: Copy + PartialEq + From<u8>>(
+    given: Option<T>,
+    name: &'static str,
+    default: T,
+) -> Result<T, ConfigError> {
+    match given {
+        None => Ok(default),
+        Some(n) if n == T::from(0) => Err(ConfigError::Invalid {
+            name,
+            message: "must be at least 1".into(),
+        }),
+        Some(n) => Ok(n),
     }
 }
 

@@ -46,6 +46,25 @@ declare_settings! {
     #[arg(long, env = "CAPF_METRICS_LISTEN")]
     restart metrics_listen: SocketAddr => Option<SocketAddr>;
 
+    /// Most connections the API serves at once; further ones are closed at once (lowered
+    /// at start to fit the open-file limit) [default: 256].
+    #[arg(long, env = "CAPF_API_MAX_CONNECTIONS")]
+    restart api_max_connections: usize => usize;
+
+    /// Most connections the metrics endpoint serves at once [default: 16].
+    #[arg(long, env = "CAPF_METRICS_MAX_CONNECTIONS")]
+    restart metrics_max_connections: usize => usize;
+
+    /// Seconds an HTTP client (API, metrics) has to send a request's headers, and that a
+    /// kept-alive connection may wait for its next request [default: 10].
+    #[arg(long, env = "CAPF_HTTP_HEADER_TIMEOUT")]
+    restart http_header_timeout: u64 => Duration;
+
+    /// Seconds an HTTP response may wait for the client to read it, and an HTTPS handshake
+    /// may take, before the connection is dropped [default: 30].
+    #[arg(long, env = "CAPF_HTTP_STALL_TIMEOUT")]
+    restart http_stall_timeout: u64 => Duration;
+
     /// Serve the API over TLS on a loopback --api-listen too (any other address always
     /// gets TLS), with --api-cert/--api-key or else the CAPF certificate and key
     /// [default: false].

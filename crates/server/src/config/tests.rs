@@ -185,6 +185,29 @@ fn bad_values_are_refused() {
     assert!(Settings::resolve(&args).is_err());
 }
 
+/// Finding: zero silently meant one (`lockout_failures: 3 -> 1` on SIGHUP). Every cap, rate
+/// and count is refused at zero, naming the setting.
+#[test]
+fn zero_is_refused_for_caps_rates_and_counts() {
+    for name in [
+        "max_sessions",
+        "conn_rate",
+        "conn_burst",
+        "max_sessions_per_address",
+        "lockout_failures",
+        "api_max_connections",
+        "metrics_max_connections",
+        "http_header_timeout",
+        "http_stall_timeout",
+    ] {
+        let given: ServeArgs = toml::from_str(&format!("{name} = 0\n")).unwrap();
+        match Settings::resolve(&given) {
+            Err(ConfigError::Invalid { name: refused, .. }) => assert_eq!(refused, name),
+            other => panic!("{name} = 0: {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn log_filter_is_checked() {
     let filter = |f: &str| {
@@ -378,6 +401,10 @@ const OTHER_VALUES: &[(&str, &str)] = &[
     ("legacy_tls_listen", "\"127.0.0.1:4001\""),
     ("api_listen", "\"127.0.0.1:4002\""),
     ("metrics_listen", "\"127.0.0.1:4003\""),
+    ("api_max_connections", "255"),
+    ("metrics_max_connections", "15"),
+    ("http_header_timeout", "11"),
+    ("http_stall_timeout", "29"),
     ("api_tls", "true"),
     ("api_cert", "\"/etc/capf/api-2.pem\""),
     ("api_key", "\"/etc/capf/api-2.key\""),

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{LiveSettings, Settings};
+use crate::http::HttpLimits;
 use capf_pki::ca::identity::{IdentityOptions, SubjectFields};
 use capf_store::LockoutPolicy;
 
@@ -105,6 +106,16 @@ impl Settings {
     /// Certificate and key of a separate LSC issuer.
     pub fn issuer(&self) -> Option<(PathBuf, PathBuf)> {
         self.issuer_cert.clone().zip(self.issuer_key.clone())
+    }
+
+    /// Limits of an HTTP listener whose connection cap is `max_connections` (the API's or
+    /// the metrics endpoint's, after `fds::plan` fitted them to the open-file limit).
+    pub fn http_limits(&self, max_connections: usize) -> HttpLimits {
+        HttpLimits {
+            max_connections,
+            header_timeout: self.http_header_timeout,
+            stall_timeout: self.http_stall_timeout,
+        }
     }
 
     /// How a CAPF identity is created when there is none.
