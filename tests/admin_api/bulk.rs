@@ -355,3 +355,63 @@ async fn bulk_row_limit_and_json_rows() {
         db.drop_db().await;
     }
 }
+
+/// Findings 2, 11 and 12: a NUL (or any character no device name has) in the listing cursor is
+/// a 422 on both engines, not a database error; report cells a spreadsheet would take for a
+/// formula (a device named `-2-3`) are written as text.
+#[tokio::test(flavor = "multi_thread")]
+async fn repeated_names_and_hostile_cursors_are_refused_and_report_cells_are_not_formulas() {
+    for engine in engines() {
+        let (_dir, _db, _server, api) = started(&engine, &[]).await;
+        for cursor in ["SEP%00", "%00", "a%27b", "x%0Ay"] {
+            let (status, body) = api.get(&format!("/api/v1/devices?cursor={cursor}")).await;
+            assert_eq!(status, 422, "{}: cursor {cursor}: {body}", engine.name());
+            assert_eq!(body["fields"][0]["field"], "cursor", "{body}");
+            let (status, _) = api.get(&format!("/api/v1/report?cursor={cursor}")).await;
+            assert_eq!(status, 200, "the report ignores the cursor");
+        }
+
+        // Finding 2: a name given twice (query, JSON, CSV header) is refused, never read as
+        // whichever came last; nothing is scheduled.
+        let csv = b"device,operation,auth_mode,name\nSEP0000000000D1,install,null,jsmith\n";
+        for (path, content_type, body) in [
+            (
+                "/api/v1/operations/bulk?dry_run=true&dry_run=false",
+                "text/csv",
+                &csv[..],
+            ),
+            ("/api/v1/operations/bulk", "text/csv", &csv[..]),
+            (
+                "/api/v1/operations/bulk",
+                "application/json",
+                br#"{"dry_run": true, "dry_run": false, "rows": []}"#,
+            ),
+        ] {
+            let (status, _, answer) = api
+                .raw(
+                    Some(&api.token),
+                    Method::POST,
+                    path,
+                    content_type,
+                    body.to_vec(),
+                )
+                .await;
+            assert_eq!(status, 422, "{path}: {}", String::from_utf8_lossy(&answer));
+        }
+        let (status, _) = api.get("/api/v1/devices?limit=1&limit=2").await;
+        assert_eq!(status, 422);
+        let (_, listed) = api.get("/api/v1/devices").await;
+        assert_eq!(listed["devices"].as_array().unwrap().len(), 0, "{listed}");
+
+        let rows =
+            vec![json!({"device": "-2-3", "operation": "troubleshoot", "auth_mode": "null"})];
+        let (status, body) = bulk_rows(&api, rows).await;
+        assert_eq!(status, 200, "{body}");
+        let (status, _, report) = api
+            .raw(Some(&api.token), Method::GET, "/api/v1/report", "", vec![])
+            .await;
+        assert_eq!(status, 200);
+        let report = String::from_utf8(report).unwrap();
+        assert!(report.lines().any(|l| l.starts_with("'-2-3,")), "{report}");
+    }
+}

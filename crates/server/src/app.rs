@@ -417,9 +417,9 @@ fn load_keys(settings: &Settings) -> anyhow::Result<(CapfIdentity, Loaded, Issue
         CapfIdentity::load_or_create(&settings.certs_dir, &settings.identity())
             .context("CAPF identity")?;
     let issuer = match settings.issuer() {
-        Some((cert, key)) => {
-            capf_pki::ca::identity::load_issuer(&cert, &key).context("LSC issuer")?
-        }
+        Some((cert, key)) => capf_pki::ca::identity::load_issuer(&cert, &key)
+            .context("LSC issuer")?
+            .refusing_key(identity.signer().public_key_spki_der()),
         None => identity.issuer().clone(),
     };
     let anchors = trust_anchors(settings, identity.cert_der(), issuer.cert_der())?;

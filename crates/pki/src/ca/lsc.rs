@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use super::cert_fields;
 use super::der_io;
 use super::name_hash::{self, NameError};
+use super::pubkey;
 use super::signer::{self, KeySigner, SignError, Signer};
 use capf_model::device::{DeviceName, DeviceNameError};
 
@@ -55,6 +56,8 @@ pub enum IssueError {
     Validity(u32),
     #[error("the phone's public key is not a DER SubjectPublicKeyInfo")]
     PublicKey,
+    #[error("the phone's public key is one capf itself uses")]
+    OwnKey,
     #[error("certificate validity dates out of range")]
     Time,
     #[error(transparent)]
@@ -82,8 +85,12 @@ pub struct Issuer {
     inner: Arc<IssuerInner>,
 }
 
+#[derive(Clone)]
 struct IssuerInner {
     signer: Arc<dyn Signer>,
+    /// Keys capf itself uses (this issuer's, and the CAPF identity's when they differ):
+    /// never certified for a phone, whose LSC would then speak for capf.
+    own_keys: Vec<Vec<u8>>,
     cert_der: Vec<u8>,
     /// The issuer certificate's subject, exact DER.
     name_der: Vec<u8>,
@@ -150,8 +157,12 @@ impl Issuer {
             false,
             &der_io::tlv(der_io::SEQUENCE, &purposes),
         ));
+        let own_keys = pubkey::key_bits(signer.public_key_spki_der())
+            .map(|bits| vec![bits.to_vec()])
+            .unwrap_or_default();
         Ok(Issuer {
             inner: Arc::new(IssuerInner {
+                own_keys,
                 signer,
                 cert_der,
                 name_der: subject_der.to_vec(),
@@ -161,6 +172,24 @@ impl Issuer {
                 fixed_extensions: fixed,
             }),
         })
+    }
+
+    /// This issuer, also refusing to certify the key of `spki_der` (the CAPF identity's,
+    /// when a separate issuer signs LSCs).
+    pub fn refusing_key(&self, spki_der: &[u8]) -> Issuer {
+        let mut inner = IssuerInner::clone(&self.inner);
+        if let Some(bits) = pubkey::key_bits(spki_der) {
+            inner.own_keys.push(bits.to_vec());
+        }
+        Issuer {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Whether `spki_der` holds a key capf itself uses.
+    pub fn is_own_key(&self, spki_der: &[u8]) -> bool {
+        pubkey::key_bits(spki_der)
+            .is_some_and(|bits| self.inner.own_keys.iter().any(|own| own.as_slice() == bits))
     }
 
     /// The issuer certificate (DER).
@@ -182,6 +211,9 @@ impl Issuer {
             return Err(IssueError::Validity(validity_days));
         }
         check_spki_shape(spki_der).ok_or(IssueError::PublicKey)?;
+        if self.is_own_key(spki_der) {
+            return Err(IssueError::OwnKey);
+        }
         let now = truncate_to_second(now).ok_or(IssueError::Time)?;
         let not_before = now.checked_sub_signed(BACKDATE).ok_or(IssueError::Time)?;
         let not_after = now
@@ -419,6 +451,37 @@ mod tests {
         Issuer::new(cert, &name, signer).unwrap()
     }
 
+    /// A key of a phone's: any key but the issuer's own.
+    fn phone_spki() -> Vec<u8> {
+        KeySigner::generate(GeneratedKey::EcP256)
+            .unwrap()
+            .public_key_spki_der()
+            .to_vec()
+    }
+
+    /// Finding 13 of the hardening: a phone that returns the issuer's key, or the CAPF
+    /// identity's, gets no certificate for it.
+    #[test]
+    fn keys_capf_uses_are_never_certified() {
+        let issuer = test_issuer(GeneratedKey::EcP256, &[(OID_CN, der_io::UTF8_STRING, "CA")]);
+        let own = issuer.inner.signer.public_key_spki_der().to_vec();
+        let now = Utc::now();
+        assert!(issuer.is_own_key(&own));
+        assert_eq!(
+            issuer.issue_lsc("SEP001122334455", &own, 365, now),
+            Err(IssueError::OwnKey)
+        );
+        let capf = phone_spki();
+        assert!(issuer.issue_lsc("SEP001122334455", &capf, 365, now).is_ok());
+        let refusing = issuer.refusing_key(&capf);
+        assert!(refusing.is_own_key(&capf) && refusing.is_own_key(&own));
+        assert_eq!(
+            refusing.issue_lsc("SEP001122334455", &capf, 365, now),
+            Err(IssueError::OwnKey)
+        );
+        assert!(!refusing.is_own_key(&phone_spki()));
+    }
+
     #[test]
     fn time_encoding_switches_at_2050() {
         let t = Utc.with_ymd_and_hms(2049, 12, 31, 23, 59, 59).unwrap();
@@ -452,7 +515,7 @@ mod tests {
     #[test]
     fn rejects_bad_requests() {
         let issuer = test_issuer(GeneratedKey::EcP256, &[(OID_CN, der_io::UTF8_STRING, "CA")]);
-        let spki = issuer.inner.signer.public_key_spki_der().to_vec();
+        let spki = phone_spki();
         let now = Utc::now();
         assert_eq!(
             issuer.issue_lsc("SEP001122334455", &spki, 0, now),
@@ -482,7 +545,7 @@ mod tests {
     #[test]
     fn issuer_without_copyable_attributes_gives_cn_only_subject() {
         let issuer = test_issuer(GeneratedKey::EcP256, &[(OID_CN, der_io::UTF8_STRING, "CA")]);
-        let spki = issuer.inner.signer.public_key_spki_der().to_vec();
+        let spki = phone_spki();
         let lsc = issuer
             .issue_lsc("CSFJSMITH", &spki, 30, Utc::now())
             .unwrap();

@@ -125,21 +125,73 @@ fn describe_rsa(key: &[u8]) -> Result<KeySpec, PublicKeyError> {
     if n.last().is_none_or(|b| b & 1 == 0) {
         return Err(PublicKeyError::BadKey("RSA modulus is even"));
     }
-    // Phones use 65537; anything below 3, even, or of 32 bits or more is not a sane key.
+    // Phones use 65537. Smaller exponents invite the attacks on low exponents (e = 3 above
+    // all); 32 bits or more, or even, is not a sane key.
     if e.len() > 4 {
         return Err(PublicKeyError::BadKey("RSA exponent too large"));
     }
     let e = e.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
-    if e < 3 || e % 2 == 0 || e >= 1 << 32 {
+    if e < 65537 || e % 2 == 0 || e >= 1 << 32 {
         return Err(PublicKeyError::BadKey(
-            "RSA exponent must be odd and 3 <= e < 2^32",
+            "RSA exponent must be odd and 65537 <= e < 2^32",
         ));
     }
     let bits = u16::try_from(bits).map_err(|_| PublicKeyError::BadKey("RSA modulus too large"))?;
     if bits < 512 {
         return Err(PublicKeyError::BadKey("RSA modulus too small"));
     }
+    if small_factor(n).is_some() {
+        // The product of two large primes has none: a broken key generator, or a forgery.
+        return Err(PublicKeyError::BadKey(
+            "RSA modulus has a small prime factor",
+        ));
+    }
     Ok(KeySpec::Rsa(bits))
+}
+
+/// Odd primes below 1,000 (2 is ruled out by the modulus being odd). Trial division by them
+/// costs about 40,000 byte steps for a 2048-bit modulus, nothing beside a signature.
+const SMALL_PRIMES: [u32; 167] = {
+    let mut primes = [0u32; 167];
+    let (mut n, mut count) = (3u32, 0usize);
+    while count < primes.len() {
+        let mut d = 3;
+        let mut prime = true;
+        while d * d <= n {
+            if n % d == 0 {
+                prime = false;
+                break;
+            }
+            d += 2;
+        }
+        if prime {
+            primes[count] = n;
+            count += 1;
+        }
+        n += 2;
+    }
+    primes
+};
+
+/// A prime below 1,000 that divides the big-endian magnitude `n`, if any.
+fn small_factor(n: &[u8]) -> Option<u32> {
+    SMALL_PRIMES
+        .iter()
+        .copied()
+        .find(|&p| n.iter().fold(0u32, |r, &b| ((r << 8) | u32::from(b)) % p) == 0)
+}
+
+/// The key itself (the subjectPublicKey BIT STRING's content) of a SubjectPublicKeyInfo:
+/// the same for every encoding of the algorithm's parameters, so two SPKIs of one key
+/// compare equal by it.
+pub fn key_bits(spki_der: &[u8]) -> Option<&[u8]> {
+    let spki = der_io::read_one_tagged(spki_der, der_io::SEQUENCE)?;
+    match der_io::read_all(spki.value)?.as_slice() {
+        [alg, key] if alg.tag == der_io::SEQUENCE && key.tag == der_io::BIT_STRING => {
+            Some(key.value)
+        }
+        _ => None,
+    }
 }
 
 /// Magnitude bytes of a DER INTEGER that must be positive and minimally encoded.
@@ -298,21 +350,27 @@ mod tests {
         }
     }
 
+    /// The modulus of the RSA-2048 vector key, as INTEGER content (leading 00 included).
+    fn vector_modulus() -> Vec<u8> {
+        let spki = vector_spki("01-SEP001122334455-rsa2048.pem");
+        let bits = key_bits(&spki).unwrap();
+        let seq = der_io::read_one_tagged(&bits[1..], der_io::SEQUENCE).unwrap();
+        der_io::read_all(seq.value).unwrap()[0].value.to_vec()
+    }
+
     #[test]
     fn rsa_exponent_and_modulus_rules() {
-        let mut n = vec![0x00, 0xc0];
-        n.extend(vec![0x11u8; 255]); // 2048 bits, odd
+        let n = vector_modulus();
         assert_eq!(
             describe_public_key(&rsa_spki(&n, &[0x01, 0x00, 0x01])),
             Ok(KeySpec::Rsa(2048))
         );
-        assert_eq!(
-            describe_public_key(&rsa_spki(&n, &[0x03])),
-            Ok(KeySpec::Rsa(2048))
-        );
+        // Finding 13 of the hardening: e = 3 and any exponent below 65537 are refused.
         for bad_e in [
-            &[0x01][..],
+            &[0x03][..],
+            &[0x01],
             &[0x02],
+            &[0x00, 0xff, 0xff],
             &[0x01, 0x00, 0x00],
             &[0x01, 0x00, 0x00, 0x00, 0x01],
         ] {
@@ -324,14 +382,27 @@ mod tests {
                 "{bad_e:?}"
             );
         }
+        // An odd 2048-bit modulus divisible by 3 (c0 11 11 ... 11: digit sum 4527).
+        let mut by_three = vec![0x00, 0xc0];
+        by_three.extend(vec![0x11u8; 255]);
+        assert_eq!(small_factor(&by_three[1..]), Some(3));
+        assert_eq!(
+            describe_public_key(&rsa_spki(&by_three, &[0x01, 0x00, 0x01])),
+            Err(PublicKeyError::BadKey(
+                "RSA modulus has a small prime factor"
+            ))
+        );
+        assert_eq!(small_factor(&n[1..]), None);
+        assert_eq!(SMALL_PRIMES[..5], [3, 5, 7, 11, 13]);
+        assert_eq!(SMALL_PRIMES[SMALL_PRIMES.len() - 1], 997);
         let mut even = n.clone();
-        *even.last_mut().unwrap() = 0x10;
+        *even.last_mut().unwrap() &= 0xfe;
         assert!(matches!(
-            describe_public_key(&rsa_spki(&even, &[0x03])),
+            describe_public_key(&rsa_spki(&even, &[0x01, 0x00, 0x01])),
             Err(PublicKeyError::BadKey(_))
         ));
         // Negative modulus (no leading 00 before a high bit).
-        assert!(describe_public_key(&rsa_spki(&n[1..], &[0x03])).is_err());
+        assert!(describe_public_key(&rsa_spki(&n[1..], &[0x01, 0x00, 0x01])).is_err());
     }
 
     #[test]

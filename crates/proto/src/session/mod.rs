@@ -17,6 +17,7 @@ use capf_model::device::DeviceName;
 use capf_model::operation::OperationKind;
 
 mod seam;
+
 #[cfg(test)]
 mod tests;
 
@@ -352,7 +353,14 @@ impl<C, R> Session<C, R> {
                 Step::Do(Effect::RecordStore { stored })
             }
             (State::AwaitFetch { op }, Message::FetchCertificateResponse(resp)) => {
-                let certificate = if resp.reason == Some(Reason::UpdateCertificate) {
+                let reason = match required_reason(resp.reason) {
+                    Ok(reason) => reason,
+                    Err(kind) => {
+                        self.state = State::AwaitFetch { op };
+                        return self.protocol_error(kind);
+                    }
+                };
+                let certificate = if reason == Reason::UpdateCertificate {
                     match resp.certificate {
                         Some(element) => {
                             let entry = element.first();
@@ -370,7 +378,13 @@ impl<C, R> Session<C, R> {
                 Step::Do(Effect::RecordFetch { certificate })
             }
             (State::AwaitDelete { op }, Message::DeleteCertificateResponse(resp)) => {
-                let deleted = resp.reason == Some(Reason::UpdateCertificate);
+                let deleted = match required_reason(resp.reason) {
+                    Ok(reason) => reason == Reason::UpdateCertificate,
+                    Err(kind) => {
+                        self.state = State::AwaitDelete { op };
+                        return self.protocol_error(kind);
+                    }
+                };
                 self.state = State::RecordingDelete { op, deleted };
                 Step::Do(Effect::RecordDelete { deleted })
             }
@@ -539,4 +553,14 @@ impl<C, R> Session<C, R> {
 
 fn encode(message: &Message, session_id: u32) -> Option<Vec<u8>> {
     message.encode(session_id).ok()
+}
+
+/// The REASON of a fetch or delete answer, which decides what is recorded: required, and
+/// one the protocol defines (spec 3.2). Anything else is malformed, never "done".
+fn required_reason(reason: Option<Reason>) -> Result<Reason, &'static str> {
+    match reason {
+        None => Err("missing-reason"),
+        Some(Reason::Unknown(_)) => Err("unknown-reason"),
+        Some(reason) => Ok(reason),
+    }
 }

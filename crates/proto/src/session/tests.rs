@@ -3,7 +3,7 @@
 use super::*;
 use crate::{
     CertType, CertificateElement, Command, CurveId, FetchCertificateResponse, KeyGenerateResponse,
-    KeyType, HEADER_LEN,
+    KeyType, ReasonOnly, HEADER_LEN,
 };
 use capf_model::keyspec::{Curve, KeySpec};
 use std::future::Future;
@@ -540,6 +540,64 @@ fn fetch_without_certificate_ends_with_0_and_with_certificate_records_it() {
         }),
     );
     assert_eq!(end_reason(&step), Reason::InvalidElement);
+}
+
+/// Finding 9 of the hardening: a fetch or delete answer without a REASON, or with one the
+/// protocol does not define, is malformed (END_SESSION 7, nothing recorded), never "done".
+#[test]
+fn fetch_and_delete_answers_need_a_known_reason() {
+    for (kind, reason, expected) in [
+        (OperationKind::Delete, None, "missing-reason"),
+        (
+            OperationKind::Delete,
+            Some(Reason::Unknown(0x42)),
+            "unknown-reason",
+        ),
+        (OperationKind::Troubleshoot, None, "missing-reason"),
+        (
+            OperationKind::Troubleshoot,
+            Some(Reason::Unknown(0x42)),
+            "unknown-reason",
+        ),
+    ] {
+        let plan = Plan {
+            kind,
+            key: KeySpec::Rsa(2048),
+        };
+        let (mut s, _) = authenticated(plan, 3);
+        let answer = match kind {
+            OperationKind::Delete => Message::DeleteCertificateResponse(ReasonOnly {
+                reason,
+                ..Default::default()
+            }),
+            _ => Message::FetchCertificateResponse(FetchCertificateResponse {
+                reason,
+                certificate: Some(CertificateElement::single(CertType::Lsc, vec![0x30, 0])),
+                ..Default::default()
+            }),
+        };
+        let step = feed(&mut s, answer);
+        assert_eq!(
+            end_reason(&step),
+            Reason::InvalidElement,
+            "{kind:?} {reason:?}"
+        );
+        assert!(
+            matches!(&step, Step::End { outcome: Outcome::ProtocolError(k), .. } if *k == expected),
+            "{kind:?} {reason:?}: {step:?}"
+        );
+    }
+    // A known REASON other than 1 is an answer: nothing to delete, recorded as such.
+    let plan = Plan {
+        kind: OperationKind::Delete,
+        key: KeySpec::Rsa(2048),
+    };
+    let (mut s, _) = authenticated(plan, 3);
+    let step = feed(
+        &mut s,
+        Message::DeleteCertificateResponse(ReasonOnly::new(Reason::InvalidElement)),
+    );
+    assert_eq!(step, Step::Do(Effect::RecordDelete { deleted: false }));
 }
 
 #[test]

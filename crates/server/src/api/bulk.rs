@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -22,6 +22,7 @@ use super::access::{AdminAccess, ReadAccess};
 use super::devices::{json_object, listing_filter};
 use super::filters;
 use super::problem::Problem;
+use super::unique::UniqueQuery;
 use super::validate::{self, AuthStringGenerator, Defaults, FieldError, OperationFields};
 use super::ApiState;
 use capf_model::device::DeviceName;
@@ -131,7 +132,18 @@ pub fn parse_csv(body: &[u8]) -> Result<Vec<BulkRow>, Vec<RowError>> {
                 continue;
             }
         };
-        columns.insert(key, i);
+        if let Some(first) = columns.insert(key, i) {
+            // `device,...,name`: two columns for one field. The last would silently win.
+            errors.push(RowError {
+                line: 1,
+                device: None,
+                field: name.to_string(),
+                message: format!(
+                    "Column {key} given twice (as {:?} and {name:?}): keep one.",
+                    &headers[first]
+                ),
+            });
+        }
     }
     if !columns.contains_key("device") {
         errors.push(RowError {
@@ -377,7 +389,7 @@ fn is_csv(headers: &HeaderMap) -> bool {
 pub async fn bulk(
     _access: AdminAccess,
     State(state): State<ApiState>,
-    Query(params): Query<HashMap<String, String>>,
+    UniqueQuery(params): UniqueQuery,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
@@ -512,6 +524,16 @@ fn answer(
 /// Rows read from the store per round trip while writing the report.
 const REPORT_PAGE: u32 = 5000;
 
+/// A report cell as spreadsheets will read it as text: one that begins with `=`, `+`, `-`,
+/// `@`, a tab or a carriage return (a device named `-2-3`, say) would be taken for a
+/// formula, so it gets a leading `'`, as OWASP's guidance on CSV injection says.
+fn spreadsheet_safe(cell: &str) -> std::borrow::Cow<'_, str> {
+    match cell.as_bytes().first() {
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') => format!("'{cell}").into(),
+        _ => cell.into(),
+    }
+}
+
 /// The CAPF report: one CSV row per device (the listing's filters apply).
 #[utoipa::path(get, path = "/api/v1/report", tag = "devices",
     responses((status = 200, content_type = "text/csv", body = String)),
@@ -519,7 +541,7 @@ const REPORT_PAGE: u32 = 5000;
 pub async fn report(
     _access: ReadAccess,
     State(state): State<ApiState>,
-    Query(mut params): Query<HashMap<String, String>>,
+    UniqueQuery(mut params): UniqueQuery,
 ) -> Result<Response, Problem> {
     params.remove("limit");
     params.remove("cursor");
@@ -557,7 +579,7 @@ pub async fn report(
             let time =
                 |t: chrono::DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
             let last = s.device.last_attempt.as_ref();
-            out.write_record([
+            let cells = [
                 s.device.name.as_str(),
                 lsc_status,
                 s.lsc.as_ref().map(|c| c.serial_hex.as_str()).unwrap_or(""),
@@ -576,8 +598,9 @@ pub async fn report(
                 &last.map(|a| time(a.at)).unwrap_or_default(),
                 last.map(|a| a.source_addr.as_str()).unwrap_or(""),
                 last.map(|a| a.outcome.as_str()).unwrap_or(""),
-            ])
-            .map_err(write_err)?;
+            ];
+            out.write_record(cells.iter().map(|c| spreadsheet_safe(c).into_owned()))
+                .map_err(write_err)?;
         }
         match page.last() {
             Some(last) if page.len() as u32 == REPORT_PAGE => {
@@ -632,6 +655,15 @@ mod tests {
 
     #[test]
     fn csv_header_is_checked() {
+        // Finding 2 of the hardening: two columns for the device (aliases included) are
+        // refused, not resolved in favour of the last.
+        let errors =
+            parse_csv(b"device,operation,auth_mode,name\nSEP0000000000D1,install,null,jsmith\n")
+                .unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].field, "name");
+        assert!(errors[0].message.contains("given twice"), "{errors:?}");
+        assert!(parse_csv(b"key,operation,key\nx,install,rsa-2048\n").is_err());
         assert!(parse_csv(b"name,colour\nSEP001122334455,red\n").is_err());
         assert!(parse_csv(b"operation\ninstall\n").is_err());
     }

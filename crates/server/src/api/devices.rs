@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use super::access::{AdminAccess, ReadAccess};
 use super::filters;
 use super::problem::Problem;
+use super::unique::UniqueQuery;
 use super::validate::{self, AuthStringGenerator, Defaults, FieldError};
 use super::views::*;
 use super::ApiState;
@@ -30,7 +31,7 @@ pub fn device_from_path(name: &str) -> Result<DeviceName, Problem> {
 
 /// A JSON object body, or a 422 saying what is wrong with it.
 pub fn json_object(body: &[u8]) -> Result<Map<String, Value>, Problem> {
-    match serde_json::from_slice::<Value>(body) {
+    match super::unique::json_value(body) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(Problem::field("body", "must be a JSON object")),
         Err(e) => Err(Problem::field("body", format!("is not valid JSON: {e}"))),
@@ -229,7 +230,10 @@ pub fn listing_filter(params: &HashMap<String, String>) -> Result<DeviceFilter, 
     let mut errors = Vec::new();
     for (name, value) in params {
         match name.as_str() {
-            "cursor" => filter.after_name = Some(value.clone()),
+            "cursor" => match filters::name_fragment(name, value) {
+                Ok(after) => filter.after_name = Some(after.to_string()),
+                Err(e) => errors.push(e),
+            },
             "limit" => match value.parse::<u32>() {
                 Ok(n) if (1..=MAX_PAGE).contains(&n) => filter.limit = n,
                 _ => errors.push(FieldError::new(
@@ -266,7 +270,7 @@ pub fn listing_filter(params: &HashMap<String, String>) -> Result<DeviceFilter, 
 pub async fn list_devices(
     _access: ReadAccess,
     State(state): State<ApiState>,
-    Query(params): Query<HashMap<String, String>>,
+    UniqueQuery(params): UniqueQuery,
 ) -> Result<Json<DeviceList>, Problem> {
     let filter = listing_filter(&params)?;
     let rows = state.store.list_devices(&filter).await?;
@@ -354,7 +358,7 @@ pub async fn unlock(
 pub async fn events(
     _access: ReadAccess,
     State(state): State<ApiState>,
-    Query(params): Query<HashMap<String, String>>,
+    UniqueQuery(params): UniqueQuery,
 ) -> Result<Json<EventList>, Problem> {
     let mut filter = EventFilter {
         limit: DEFAULT_PAGE,

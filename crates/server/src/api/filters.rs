@@ -51,16 +51,7 @@ pub fn apply(filter: &mut DeviceFilter, name: &str, value: &str) -> Result<bool,
         }
         "lsc_expires_before" => filter.lsc_expires_before = Some(parse_time(name, value)?),
         "prefix" => {
-            if value.len() > capf_model::device::MAX_NAME_LEN
-                || !value
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-            {
-                return Err(FieldError::new(
-                    name,
-                    "must be the start of a device name (letters, numbers, '.', '_', '-')",
-                ));
-            }
+            name_fragment(name, value)?;
             // SEP names are stored upper-case.
             filter.name_prefix = Some(
                 if value.len() >= 3 && value[..3].eq_ignore_ascii_case("SEP") {
@@ -73,6 +64,23 @@ pub fn apply(filter: &mut DeviceFilter, name: &str, value: &str) -> Result<bool,
         _ => return Ok(false),
     }
     Ok(true)
+}
+
+/// `value`, a device name or the start of one (a prefix, a listing cursor): the characters
+/// device names are made of, no longer than one. Checked here so that nothing else (a NUL,
+/// which PostgreSQL refuses in text) reaches the database.
+pub fn name_fragment<'a>(name: &str, value: &'a str) -> Result<&'a str, FieldError> {
+    if value.len() > capf_model::device::MAX_NAME_LEN
+        || !value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err(FieldError::new(
+            name,
+            "must be a device name or its start (letters, numbers, '.', '_', '-')",
+        ));
+    }
+    Ok(value)
 }
 
 /// RFC 3339, or a plain date (midnight UTC).

@@ -8,6 +8,7 @@ pub mod filters;
 pub mod openapi;
 pub mod problem;
 pub mod tls;
+pub mod unique;
 pub mod validate;
 pub mod views;
 

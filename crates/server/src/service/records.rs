@@ -36,9 +36,13 @@ impl Service {
             .crypto
             .run(move || {
                 check_public_key(&public_key, key).map_err(|e| {
-                    warn!(error = %e, "phone key does not match the operation");
+                    warn!(error = %e, "phone key refused");
                     IssueFailure::WrongKey
                 })?;
+                if issuer.is_own_key(&public_key) {
+                    warn!("phone key refused: it is a key capf itself uses");
+                    return Err(IssueFailure::WrongKey);
+                }
                 issuer
                     .issue_lsc(&name, &public_key, days, now)
                     .map_err(|e| {
