@@ -406,12 +406,39 @@ async fn serve_metrics(
     )))
 }
 
+/// Creates the data directory 0700, or makes an existing one 0700: it holds the database
+/// (pending authentication strings) and the first admin token, whoever starts capf.
+fn private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create data dir {}", dir.display()))?;
+    let mode = std::fs::metadata(dir)
+        .with_context(|| format!("cannot read data dir {}", dir.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        match std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+            Ok(()) => warn!(
+                dir = %dir.display(),
+                was = format!("{:o}", mode & 0o777),
+                "data dir was readable by others; made it 0700"
+            ),
+            // Not ours to change (a read-only mount, another owner): say so and go on.
+            Err(e) => warn!(dir = %dir.display(), error = %e,
+                            "data dir is readable by others and cannot be made 0700"),
+        }
+    }
+    Ok(())
+}
+
 /// Creates the data dir (SQLite) and loads the CAPF identity (created if absent), the LSC
 /// issuer and the trust anchors.
 fn load_keys(settings: &Settings) -> anyhow::Result<(CapfIdentity, Loaded, Issuer, TrustAnchors)> {
     if !settings.database_url.is_postgres() {
-        std::fs::create_dir_all(&settings.data_dir)
-            .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
+        private_dir(&settings.data_dir)?;
     }
     let (identity, loaded) =
         CapfIdentity::load_or_create(&settings.certs_dir, &settings.identity())

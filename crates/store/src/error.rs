@@ -25,7 +25,7 @@ pub enum StoreError {
     #[error("not found: {0}")]
     NotFound(Missing),
     /// A row read back holds a value this build does not understand.
-    #[error("corrupt row: {0}")]
+    #[error("corrupt data: {0}")]
     Corrupt(#[source] Corrupt),
     #[error("invalid database url: {0}")]
     BadUrl(#[source] BadUrl),
@@ -112,6 +112,9 @@ pub enum Corrupt {
     OutOfRange { what: &'static str, value: i64 },
     #[error("timestamp {0}")]
     Timestamp(i64),
+    /// SQLite's integrity check found the file damaged (truncated, overwritten).
+    #[error("the database file is damaged (SQLite quick_check: {0}); restore it from a backup")]
+    Integrity(String),
     #[error("column {column} holds {found}, expected {wanted}")]
     WrongType {
         column: String,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use crate::error::{BadUrl, Result, StoreError, Unavailable};
+use crate::error::{BadUrl, Corrupt, Result, StoreError, Unavailable};
 use crate::sql::{Pool, SqlStore};
 use crate::sqlite_engine::{file_of, Engine};
 use crate::DatabaseUrl;
@@ -43,22 +43,36 @@ impl SqlStore<SqliteBackend> {
             .foreign_keys(true)
             // How long a connection waits for another one's write lock before SQLITE_BUSY.
             .busy_timeout(Duration::from_secs(5));
-        if let Some(dir) = options.get_filename().parent() {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|e| Unavailable::Io {
-                    what: format!("creating {}", dir.display()),
-                    source: Arc::new(e),
-                })?;
-            }
-        }
+        let file = file_of(&options)?;
+        let path = file.clone();
+        tokio::task::spawn_blocking(move || private_files(&path))
+            .await
+            .map_err(|_| Unavailable::Stopped("preparing the SQLite file panicked"))??;
         // Migrations run through sqlx's migrator, on a connection of their own; then capf's
         // own threads take the file over (see `sqlite_engine.rs` for why).
-        let file = file_of(&options)?;
         let migrate = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
-            .await?;
+            .await
+            .map_err(damaged)?;
+        // A damaged file (truncated, overwritten) is refused here, at start, rather than
+        // answering 503 to everything once running.
+        let check: std::result::Result<Vec<String>, sqlx::Error> =
+            sqlx::query_scalar("PRAGMA quick_check")
+                .fetch_all(&migrate)
+                .await;
+        match check {
+            Ok(lines) if lines.len() == 1 && lines[0] == "ok" => {}
+            Ok(lines) => {
+                migrate.close().await;
+                return Err(StoreError::Corrupt(Corrupt::Integrity(lines.join("; "))));
+            }
+            Err(e) => {
+                migrate.close().await;
+                return Err(damaged(e));
+            }
+        }
         // A SQLite database has one node, so the migrator's missing lock does not matter.
         let migrated = MIGRATOR
             .run(&migrate)
@@ -74,4 +88,59 @@ impl SqlStore<SqliteBackend> {
         tracing::info!(database = %url, "opened SQLite store");
         Ok(SqlStore::from_pool(Pool::Sqlite(engine)))
     }
+}
+
+/// SQLite's "damaged file" answers (SQLITE_CORRUPT, SQLITE_NOTADB) as [`Corrupt`]; the
+/// rest as they come.
+fn damaged(e: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(db) = &e {
+        if matches!(db.code().as_deref(), Some("11" | "26")) {
+            return StoreError::Corrupt(Corrupt::Integrity(db.message().to_string()));
+        }
+    }
+    e.into()
+}
+
+/// The database holds pending authentication strings: its directory (when created here) is
+/// 0700 and the file and its WAL, shared-memory and journal files are 0600, whoever starts
+/// capf and whatever its umask. SQLite gives the files it creates later the mode of the
+/// database file, so making that file first, private, covers them.
+fn private_files(path: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    let io = |what: String| {
+        move |e: std::io::Error| {
+            StoreError::Unavailable(Unavailable::Io {
+                what,
+                source: Arc::new(e),
+            })
+        }
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io(format!("creating {}", dir.display())))?;
+        }
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io(format!("creating {}", path.display())))?;
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let file = std::path::PathBuf::from(name);
+        match std::fs::metadata(&file) {
+            Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                    .map_err(io(format!("making {} private", file.display())))?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
