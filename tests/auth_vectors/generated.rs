@@ -500,3 +500,207 @@ proptest::proptest! {
         proptest::prop_assert!(result.is_err(), "field {field} byte {at} ^ {xor:#x} accepted");
     }
 }
+
+// RFC 5280 path rules (issue 20): unknown critical extensions, name constraints, the leaf's
+// key usage and extended key usage.
+
+/// An extension no one knows (a private arc), marked critical or not.
+fn unknown_extension(critical: bool) -> rcgen::CustomExtension {
+    let mut ext =
+        rcgen::CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 99999, 1], vec![0x05, 0x00]);
+    ext.set_criticality(critical);
+    ext
+}
+
+fn refused_by(result: Result<CertKind, AuthError>) -> ChainError {
+    match result {
+        Err(AuthError::PathRefused {
+            kind: CertKind::Mic,
+            problem,
+        }) => problem,
+        other => panic!("not refused by a path rule: {other:?}"),
+    }
+}
+
+#[test]
+fn an_unknown_critical_extension_refuses_the_certificate_at_every_level() {
+    // On the MIC itself: refused; the same extension not critical: accepted.
+    let root = root("Generated Root");
+    for critical in [true, false] {
+        let mut params = mic_params(DEVICE);
+        params.custom_extensions.push(unknown_extension(critical));
+        let mic = issue(params, &root);
+        let result = verify(
+            &auth_for(DEVICE, &mic),
+            &manufacturer_anchors(&[&root]),
+            &policy(),
+        );
+        if critical {
+            let problem = refused_by(result);
+            assert!(
+                matches!(&problem, ChainError::UnknownCriticalExtension { oid, .. } if oid == "1.3.6.1.4.1.99999.1"),
+                "{problem:?}"
+            );
+        } else {
+            assert_eq!(result, Ok(CertKind::Mic));
+        }
+    }
+
+    // On an intermediate between the root and the MIC.
+    let mut ca_params = params("Generated Intermediate", ca(), CURRENT.0, CURRENT.1);
+    ca_params.custom_extensions.push(unknown_extension(true));
+    let intermediate = issue(ca_params, &root);
+    let mic = issue(mic_params(DEVICE), &intermediate);
+    let mut auth = auth_for(DEVICE, &mic);
+    auth.extra = vec![intermediate.der.clone()];
+    assert!(matches!(
+        refused_by(verify(&auth, &manufacturer_anchors(&[&root]), &policy())),
+        ChainError::UnknownCriticalExtension { .. }
+    ));
+
+    // On the root (the trust anchor) itself.
+    let mut root_params = params("Generated Critical Root", ca(), CURRENT.0, CURRENT.1);
+    root_params.custom_extensions.push(unknown_extension(true));
+    let critical_root = root_with(root_params);
+    let mic = issue(mic_params(DEVICE), &critical_root);
+    assert!(matches!(
+        refused_by(verify(
+            &auth_for(DEVICE, &mic),
+            &manufacturer_anchors(&[&critical_root]),
+            &policy()
+        )),
+        ChainError::UnknownCriticalExtension { .. }
+    ));
+}
+
+#[test]
+fn name_constraints_of_a_ca_bind_the_certificates_below_it() {
+    let constrained = |permitted: Vec<rcgen::GeneralSubtree>,
+                       excluded: Vec<rcgen::GeneralSubtree>| {
+        let mut p = params("Constrained Root", ca(), CURRENT.0, CURRENT.1);
+        p.name_constraints = Some(rcgen::NameConstraints {
+            permitted_subtrees: permitted,
+            excluded_subtrees: excluded,
+        });
+        root_with(p)
+    };
+    let manufacturer = || {
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "Generated Manufacturer");
+        rcgen::GeneralSubtree::DirectoryName(dn)
+    };
+    let other = || {
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "Someone Else");
+        rcgen::GeneralSubtree::DirectoryName(dn)
+    };
+
+    // Permitted: the MIC's subject starts with O=Generated Manufacturer.
+    let root = constrained(vec![manufacturer()], vec![]);
+    let mic = issue(mic_params(DEVICE), &root);
+    assert_eq!(
+        verify(
+            &auth_for(DEVICE, &mic),
+            &manufacturer_anchors(&[&root]),
+            &policy()
+        ),
+        Ok(CertKind::Mic)
+    );
+    // Outside the permitted subtree.
+    let root = constrained(vec![other()], vec![]);
+    let mic = issue(mic_params(DEVICE), &root);
+    assert!(matches!(
+        refused_by(verify(
+            &auth_for(DEVICE, &mic),
+            &manufacturer_anchors(&[&root]),
+            &policy()
+        )),
+        ChainError::NameNotPermitted { .. }
+    ));
+    // Inside an excluded subtree.
+    let root = constrained(vec![], vec![manufacturer()]);
+    let mic = issue(mic_params(DEVICE), &root);
+    assert!(matches!(
+        refused_by(verify(
+            &auth_for(DEVICE, &mic),
+            &manufacturer_anchors(&[&root]),
+            &policy()
+        )),
+        ChainError::NameNotPermitted { .. }
+    ));
+    // A DNS constraint binds the MIC's DNS names, and only those.
+    let root = constrained(
+        vec![rcgen::GeneralSubtree::DnsName("phones.example".into())],
+        vec![],
+    );
+    let mut params = mic_params(DEVICE);
+    params.subject_alt_names = vec![rcgen::SanType::DnsName(
+        "sep1.phones.example".try_into().unwrap(),
+    )];
+    let inside = issue(params, &root);
+    assert_eq!(
+        verify(
+            &auth_for(DEVICE, &inside),
+            &manufacturer_anchors(&[&root]),
+            &policy()
+        ),
+        Ok(CertKind::Mic)
+    );
+    let mut params = mic_params(DEVICE);
+    params.subject_alt_names = vec![rcgen::SanType::DnsName(
+        "sep1.elsewhere.example".try_into().unwrap(),
+    )];
+    let outside = issue(params, &root);
+    assert!(matches!(
+        refused_by(verify(
+            &auth_for(DEVICE, &outside),
+            &manufacturer_anchors(&[&root]),
+            &policy()
+        )),
+        ChainError::NameNotPermitted { .. }
+    ));
+}
+
+#[test]
+fn the_phone_certificate_must_allow_signing_and_client_authentication() {
+    let root = root("Generated Root");
+    // Key usage without digitalSignature (the phone signs its AUTH_RESPONSE with this key).
+    let mut params = mic_params(DEVICE);
+    params.key_usages = vec![KeyUsagePurpose::KeyEncipherment];
+    let mic = issue(params, &root);
+    assert!(matches!(
+        refused_by(verify(
+            &auth_for(DEVICE, &mic),
+            &manufacturer_anchors(&[&root]),
+            &policy()
+        )),
+        ChainError::LeafUsage { .. }
+    ));
+    // Extended key usage listing purposes, none of them client authentication.
+    let mut params = mic_params(DEVICE);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let mic = issue(params, &root);
+    assert!(matches!(
+        refused_by(verify(
+            &auth_for(DEVICE, &mic),
+            &manufacturer_anchors(&[&root]),
+            &policy()
+        )),
+        ChainError::LeafUsage { .. }
+    ));
+    // Client authentication among them: accepted.
+    let mut params = mic_params(DEVICE);
+    params.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let mic = issue(params, &root);
+    assert_eq!(
+        verify(
+            &auth_for(DEVICE, &mic),
+            &manufacturer_anchors(&[&root]),
+            &policy()
+        ),
+        Ok(CertKind::Mic)
+    );
+}

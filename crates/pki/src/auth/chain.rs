@@ -6,17 +6,38 @@
 
 use chrono::{DateTime, Duration, Utc};
 use const_oid::db::rfc4519::CN;
-use const_oid::db::rfc5280::{ID_CE_BASIC_CONSTRAINTS, ID_CE_KEY_USAGE, ID_CE_SUBJECT_ALT_NAME};
+use const_oid::db::rfc5280::{
+    ANY_EXTENDED_KEY_USAGE, ID_CE_AUTHORITY_KEY_IDENTIFIER, ID_CE_BASIC_CONSTRAINTS,
+    ID_CE_CERTIFICATE_POLICIES, ID_CE_EXT_KEY_USAGE, ID_CE_KEY_USAGE, ID_CE_NAME_CONSTRAINTS,
+    ID_CE_SUBJECT_ALT_NAME, ID_CE_SUBJECT_KEY_IDENTIFIER, ID_KP_CLIENT_AUTH,
+};
+use const_oid::ObjectIdentifier;
 use der::asn1::{AnyRef, BmpString, Ia5StringRef, PrintableStringRef, TeletexStringRef};
 use der::{Decode, Encode, Reader, SliceReader, Tag, Tagged};
 use sha2::{Digest, Sha256};
+use x509_cert::ext::pkix::constraints::name::NameConstraints;
 use x509_cert::ext::pkix::name::GeneralName;
-use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, SubjectAltName};
+use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAltName};
 use x509_cert::name::Name;
 use x509_cert::time::Time;
 use x509_cert::Certificate;
 
+use super::constraints::{Constraints, Names};
 use super::signature::{KeyError, PublicKey};
+
+/// Extensions whose meaning capf applies (or, for the identifiers and policies, that bind
+/// nothing here: capf asks for no particular policy). Any other marked critical makes the
+/// certificate unusable (RFC 5280 section 4.2).
+const UNDERSTOOD_EXTENSIONS: [ObjectIdentifier; 8] = [
+    ID_CE_BASIC_CONSTRAINTS,
+    ID_CE_KEY_USAGE,
+    ID_CE_EXT_KEY_USAGE,
+    ID_CE_SUBJECT_ALT_NAME,
+    ID_CE_NAME_CONSTRAINTS,
+    ID_CE_CERTIFICATE_POLICIES,
+    ID_CE_SUBJECT_KEY_IDENTIFIER,
+    ID_CE_AUTHORITY_KEY_IDENTIFIER,
+];
 
 /// Longest accepted path: the leaf, up to four intermediates, and the anchor.
 pub(super) const MAX_PATH_LEN: usize = 6;
@@ -43,6 +64,12 @@ pub(crate) struct Cert {
     pub not_after: DateTime<Utc>,
     pub basic_constraints: Option<BasicConstraints>,
     pub key_usage: Option<KeyUsage>,
+    pub ext_key_usage: Option<Vec<ObjectIdentifier>>,
+    /// The names name constraints apply to.
+    names: Names,
+    name_constraints: Option<Constraints>,
+    /// The first extension marked critical that capf does not understand.
+    unknown_critical: Option<ObjectIdentifier>,
     pub common_names: Vec<String>,
     pub san_uris: Vec<String>,
     pub key: Result<PublicKey, KeyError>,
@@ -71,6 +98,10 @@ impl Cert {
 
         let mut basic_constraints = None;
         let mut key_usage = None;
+        let mut ext_key_usage = None;
+        let mut name_constraints = None;
+        let mut unknown_critical = None;
+        let mut names = Names::of_subject(&tbs_cert.subject);
         let mut san_uris = Vec::new();
         let mut seen = Vec::new();
         for ext in tbs_cert.extensions.iter().flatten() {
@@ -82,16 +113,28 @@ impl Cert {
             }
             seen.push(ext.extn_id);
             let value = ext.extn_value.as_bytes();
+            if ext.critical && !UNDERSTOOD_EXTENSIONS.contains(&ext.extn_id) {
+                unknown_critical.get_or_insert(ext.extn_id);
+            }
             if ext.extn_id == ID_CE_BASIC_CONSTRAINTS {
                 basic_constraints = Some(
                     BasicConstraints::from_der(value).map_err(|e| bad("basic constraints", e))?,
                 );
             } else if ext.extn_id == ID_CE_KEY_USAGE {
                 key_usage = Some(KeyUsage::from_der(value).map_err(|e| bad("key usage", e))?);
+            } else if ext.extn_id == ID_CE_EXT_KEY_USAGE {
+                let eku =
+                    ExtendedKeyUsage::from_der(value).map_err(|e| bad("extended key usage", e))?;
+                ext_key_usage = Some(eku.0);
+            } else if ext.extn_id == ID_CE_NAME_CONSTRAINTS {
+                let nc =
+                    NameConstraints::from_der(value).map_err(|e| bad("name constraints", e))?;
+                name_constraints = Some(Constraints::new(&nc));
             } else if ext.extn_id == ID_CE_SUBJECT_ALT_NAME {
                 let san =
                     SubjectAltName::from_der(value).map_err(|e| bad("subject alt name", e))?;
                 for name in san.0 {
+                    names.add(&name);
                     if let GeneralName::UniformResourceIdentifier(uri) = name {
                         san_uris.push(uri.to_string());
                     }
@@ -110,6 +153,10 @@ impl Cert {
             not_after,
             basic_constraints,
             key_usage,
+            ext_key_usage,
+            names,
+            name_constraints,
+            unknown_critical,
             common_names: common_names(&tbs_cert.subject)?,
             san_uris,
             key: PublicKey::from_spki(&tbs_cert.subject_public_key_info),
@@ -168,9 +215,64 @@ impl Cert {
         Ok(())
     }
 
+    /// RFC 5280 section 4.2: an extension marked critical that is not understood makes the
+    /// certificate unusable, wherever it sits on the path.
+    fn check_critical(&self) -> Result<(), ChainError> {
+        match &self.unknown_critical {
+            None => Ok(()),
+            Some(oid) => Err(ChainError::UnknownCriticalExtension {
+                subject: self.subject.clone(),
+                oid: oid.to_string(),
+            }),
+        }
+    }
+
+    /// What the phone's own certificate must allow: signing (it signs the AUTH_RESPONSE),
+    /// and client authentication when it lists purposes at all.
+    fn check_leaf(&self) -> Result<(), ChainError> {
+        self.check_critical()?;
+        let refused = |rule| ChainError::LeafUsage {
+            subject: self.subject.clone(),
+            rule,
+        };
+        if let Some(ku) = &self.key_usage {
+            if !ku.digital_signature() {
+                return Err(refused("key usage without digitalSignature"));
+            }
+        }
+        if let Some(purposes) = &self.ext_key_usage {
+            if !purposes
+                .iter()
+                .any(|p| *p == ID_KP_CLIENT_AUTH || *p == ANY_EXTENDED_KEY_USAGE)
+            {
+                return Err(refused("extended key usage without clientAuth"));
+            }
+        }
+        Ok(())
+    }
+
+    /// This CA's name constraints over the certificates below it (`below`, the leaf first);
+    /// a self-issued intermediate's subject is exempt (RFC 5280 section 4.2.1.10).
+    fn check_names(&self, below: &[&Cert]) -> Result<(), ChainError> {
+        let Some(constraints) = &self.name_constraints else {
+            return Ok(());
+        };
+        for (i, cert) in below.iter().enumerate() {
+            let self_issued = i > 0 && cert.subject_der == cert.issuer_der;
+            if !constraints.allow(&cert.names, !self_issued) {
+                return Err(ChainError::NameNotPermitted {
+                    subject: cert.subject.clone(),
+                    by: self.subject.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Checks for a certificate used as an issuer with `below` intermediates between it and
     /// the leaf.
     fn check_issuer(&self, below: usize) -> Result<(), ChainError> {
+        self.check_critical()?;
         let subject = || self.subject.clone();
         let Some(bc) = self.basic_constraints.as_ref().filter(|bc| bc.ca) else {
             return Err(ChainError::NotACa { subject: subject() });
@@ -262,6 +364,29 @@ pub enum ChainError {
     BadKeyUsage { subject: String },
     #[error("issuer {subject:?} path length constraint exceeded")]
     PathLenExceeded { subject: String },
+    #[error("certificate {subject:?} has a critical extension capf does not know ({oid})")]
+    UnknownCriticalExtension { subject: String, oid: String },
+    #[error("certificate {subject:?} has a name outside the name constraints of {by:?}")]
+    NameNotPermitted { subject: String, by: String },
+    #[error("certificate {subject:?} may not authenticate a phone: {rule}")]
+    LeafUsage { subject: String, rule: &'static str },
+}
+
+impl ChainError {
+    /// Short fixed text for audit logs.
+    pub(crate) fn cause(&self) -> &'static str {
+        match self {
+            ChainError::NoPath => "untrusted certificate",
+            ChainError::Expired { .. } => "certificate expired",
+            ChainError::NotYetValid { .. } => "certificate not yet valid",
+            ChainError::NotACa { .. } => "issuer is not a CA",
+            ChainError::BadKeyUsage { .. } => "issuer may not sign certificates",
+            ChainError::PathLenExceeded { .. } => "issuer path length exceeded",
+            ChainError::UnknownCriticalExtension { .. } => "unknown critical extension",
+            ChainError::NameNotPermitted { .. } => "name constraints violated",
+            ChainError::LeafUsage { .. } => "certificate not for client authentication",
+        }
+    }
 }
 
 /// What a path search may use: anchors end a path, intermediates may sit inside it.
@@ -282,9 +407,10 @@ impl PathSearch<'_> {
             path: vec![leaf],
         };
         match self.extend(&mut state) {
-            // The leaf's dates only matter once it is known to belong to this anchor set.
+            // The leaf's own checks only matter once it is known to belong to this anchor set.
             Some(anchor) => leaf
-                .check_validity(self.now, self.allowance)
+                .check_leaf()
+                .and_then(|()| leaf.check_validity(self.now, self.allowance))
                 .map(|()| anchor),
             None => Err(state.first_problem.unwrap_or(ChainError::NoPath)),
         }
@@ -297,8 +423,12 @@ impl PathSearch<'_> {
         let below = state.path.len().checked_sub(1)?;
 
         for anchor in self.anchors.iter().copied() {
-            if self.accept_issuer(state, current, anchor, below) {
-                return Some(anchor);
+            match self.judge_issuer(state, current, anchor, below) {
+                Judged::Accepted => return Some(anchor),
+                Judged::Refused(problem) => {
+                    state.first_problem.get_or_insert(problem);
+                }
+                Judged::NotTheIssuer => {}
             }
         }
         if state.path.len() + 1 >= MAX_PATH_LEN {
@@ -308,44 +438,59 @@ impl PathSearch<'_> {
             if state.path.iter().any(|c| c.der == cert.der) {
                 continue;
             }
-            if self.accept_issuer(state, current, cert, below) {
-                state.path.push(cert);
-                if let Some(anchor) = self.extend(state) {
-                    return Some(anchor);
+            let refused = match self.judge_issuer(state, current, cert, below) {
+                Judged::NotTheIssuer => continue,
+                Judged::Accepted => None,
+                Judged::Refused(problem) => Some(problem),
+            };
+            let depth = state.path.len();
+            state.path.push(cert);
+            let reached = self.extend(state);
+            match (reached, refused) {
+                (Some(anchor), None) => return Some(anchor),
+                // A refused intermediate matters only on a path that reaches an anchor:
+                // otherwise the certificate is simply not of this anchor set.
+                (Some(_), Some(problem)) => {
+                    state.first_problem.get_or_insert(problem);
                 }
-                state.path.pop();
+                (None, _) => {}
             }
+            state.path.truncate(depth);
         }
         None
     }
 
-    /// Whether `issuer` issued `child` and passes the checks for its place on the path. The
-    /// first such failure is remembered as the reason to report.
-    fn accept_issuer(
+    /// Whether `issuer` issued `child` and, if so, whether it passes the checks for its
+    /// place on the path.
+    fn judge_issuer(
         &self,
         state: &mut SearchState<'_>,
         child: &Cert,
         issuer: &Cert,
         below: usize,
-    ) -> bool {
+    ) -> Judged {
         if issuer.subject_der != child.issuer_der || state.budget == 0 {
-            return false;
+            return Judged::NotTheIssuer;
         }
         state.budget -= 1;
         if !child.is_signed_by(issuer) {
-            return false;
+            return Judged::NotTheIssuer;
         }
         let checked = issuer
             .check_issuer(below)
-            .and_then(|()| issuer.check_validity(self.now, self.allowance));
+            .and_then(|()| issuer.check_validity(self.now, self.allowance))
+            .and_then(|()| issuer.check_names(&state.path));
         match checked {
-            Ok(()) => true,
-            Err(problem) => {
-                state.first_problem.get_or_insert(problem);
-                false
-            }
+            Ok(()) => Judged::Accepted,
+            Err(problem) => Judged::Refused(problem),
         }
     }
+}
+
+enum Judged {
+    NotTheIssuer,
+    Accepted,
+    Refused(ChainError),
 }
 
 struct SearchState<'c> {

@@ -11,6 +11,7 @@
 
 mod binding;
 mod chain;
+mod constraints;
 mod signature;
 mod sudi;
 mod trust;
@@ -180,6 +181,10 @@ pub enum AuthError {
     SudiUntrusted { problem: ChainError },
     #[error("unusable trust anchor: {detail}")]
     BadTrustAnchor { detail: String },
+    /// The path breaks another rule of RFC 5280: an unknown critical extension, name
+    /// constraints, or a leaf not meant for client authentication.
+    #[error("{kind} refused: {problem}")]
+    PathRefused { kind: CertKind, problem: ChainError },
 }
 
 impl AuthError {
@@ -212,6 +217,7 @@ impl AuthError {
             AuthError::SudiBadSignature { .. } => "bad SUDI signature",
             AuthError::SudiUntrusted { .. } => "untrusted SUDI",
             AuthError::BadTrustAnchor { .. } => "bad trust anchor",
+            AuthError::PathRefused { problem, .. } => problem.cause(),
         }
     }
 
@@ -226,6 +232,7 @@ impl AuthError {
             | AuthError::NotACa { kind, .. }
             | AuthError::BadKeyUsage { kind, .. }
             | AuthError::PathLenExceeded { kind, .. }
+            | AuthError::PathRefused { kind, .. }
             | AuthError::WrongDevice { kind }
             | AuthError::PolicyRefused { kind, .. } => Some(*kind),
             AuthError::Untrusted { presumed } => *presumed,
@@ -251,6 +258,7 @@ impl AuthError {
             ChainError::NotACa { subject } => AuthError::NotACa { kind, subject },
             ChainError::BadKeyUsage { subject } => AuthError::BadKeyUsage { kind, subject },
             ChainError::PathLenExceeded { subject } => AuthError::PathLenExceeded { kind, subject },
+            problem => AuthError::PathRefused { kind, problem },
         }
     }
 }
