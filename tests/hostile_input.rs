@@ -375,15 +375,7 @@ async fn idle_http_clients_cannot_take_the_capf_port_down() {
     let metrics = server.metrics.clone().expect("metrics endpoint started");
     let store = server.store().await;
     let device = "SEP0000000000FD";
-    let op = common::schedule(
-        &*store,
-        device,
-        OperationKind::Install,
-        AuthMode::Null,
-        None,
-        KeySpec::Ec(capf_model::keyspec::Curve::P256),
-    )
-    .await;
+    let op = common::install_p256(&*store, device, AuthMode::Null, None).await;
 
     let mut idle = Vec::new();
     for _ in 0..IDLE {
@@ -398,10 +390,7 @@ async fn idle_http_clients_cannot_take_the_capf_port_down() {
 
     let (code, text) = server.phone(device, &[]);
     assert_eq!(code, 0, "{text}\nserver log:\n{}", server.log());
-    assert_eq!(
-        common::status(&*store, op.id).await,
-        OperationStatus::Success
-    );
+    assert_eq!(common::status(&*store, op).await, OperationStatus::Success);
     assert!(
         !server.log().contains("Too many open files"),
         "descriptors ran out:\n{}",

@@ -512,6 +512,15 @@ fn unknown_extension(critical: bool) -> rcgen::CustomExtension {
     ext
 }
 
+/// Authenticates with `mic` against `root` as the only manufacturer root.
+fn verify_under(mic: &Made, root: &Made) -> Result<CertKind, AuthError> {
+    verify(
+        &auth_for(DEVICE, mic),
+        &manufacturer_anchors(&[root]),
+        &policy(),
+    )
+}
+
 fn refused_by(result: Result<CertKind, AuthError>) -> ChainError {
     match result {
         Err(AuthError::PathRefused {
@@ -530,11 +539,7 @@ fn an_unknown_critical_extension_refuses_the_certificate_at_every_level() {
         let mut params = mic_params(DEVICE);
         params.custom_extensions.push(unknown_extension(critical));
         let mic = issue(params, &root);
-        let result = verify(
-            &auth_for(DEVICE, &mic),
-            &manufacturer_anchors(&[&root]),
-            &policy(),
-        );
+        let result = verify_under(&mic, &root);
         if critical {
             let problem = refused_by(result);
             assert!(
@@ -564,11 +569,7 @@ fn an_unknown_critical_extension_refuses_the_certificate_at_every_level() {
     let critical_root = root_with(root_params);
     let mic = issue(mic_params(DEVICE), &critical_root);
     assert!(matches!(
-        refused_by(verify(
-            &auth_for(DEVICE, &mic),
-            &manufacturer_anchors(&[&critical_root]),
-            &policy()
-        )),
+        refused_by(verify_under(&mic, &critical_root)),
         ChainError::UnknownCriticalExtension { .. }
     ));
 }
@@ -598,34 +599,19 @@ fn name_constraints_of_a_ca_bind_the_certificates_below_it() {
     // Permitted: the MIC's subject starts with O=Generated Manufacturer.
     let root = constrained(vec![manufacturer()], vec![]);
     let mic = issue(mic_params(DEVICE), &root);
-    assert_eq!(
-        verify(
-            &auth_for(DEVICE, &mic),
-            &manufacturer_anchors(&[&root]),
-            &policy()
-        ),
-        Ok(CertKind::Mic)
-    );
+    assert_eq!(verify_under(&mic, &root), Ok(CertKind::Mic));
     // Outside the permitted subtree.
     let root = constrained(vec![other()], vec![]);
     let mic = issue(mic_params(DEVICE), &root);
     assert!(matches!(
-        refused_by(verify(
-            &auth_for(DEVICE, &mic),
-            &manufacturer_anchors(&[&root]),
-            &policy()
-        )),
+        refused_by(verify_under(&mic, &root)),
         ChainError::NameNotPermitted { .. }
     ));
     // Inside an excluded subtree.
     let root = constrained(vec![], vec![manufacturer()]);
     let mic = issue(mic_params(DEVICE), &root);
     assert!(matches!(
-        refused_by(verify(
-            &auth_for(DEVICE, &mic),
-            &manufacturer_anchors(&[&root]),
-            &policy()
-        )),
+        refused_by(verify_under(&mic, &root)),
         ChainError::NameNotPermitted { .. }
     ));
     // A DNS constraint binds the MIC's DNS names, and only those.
@@ -638,25 +624,14 @@ fn name_constraints_of_a_ca_bind_the_certificates_below_it() {
         "sep1.phones.example".try_into().unwrap(),
     )];
     let inside = issue(params, &root);
-    assert_eq!(
-        verify(
-            &auth_for(DEVICE, &inside),
-            &manufacturer_anchors(&[&root]),
-            &policy()
-        ),
-        Ok(CertKind::Mic)
-    );
+    assert_eq!(verify_under(&inside, &root), Ok(CertKind::Mic));
     let mut params = mic_params(DEVICE);
     params.subject_alt_names = vec![rcgen::SanType::DnsName(
         "sep1.elsewhere.example".try_into().unwrap(),
     )];
     let outside = issue(params, &root);
     assert!(matches!(
-        refused_by(verify(
-            &auth_for(DEVICE, &outside),
-            &manufacturer_anchors(&[&root]),
-            &policy()
-        )),
+        refused_by(verify_under(&outside, &root)),
         ChainError::NameNotPermitted { .. }
     ));
 }
@@ -669,11 +644,7 @@ fn the_phone_certificate_must_allow_signing_and_client_authentication() {
     params.key_usages = vec![KeyUsagePurpose::KeyEncipherment];
     let mic = issue(params, &root);
     assert!(matches!(
-        refused_by(verify(
-            &auth_for(DEVICE, &mic),
-            &manufacturer_anchors(&[&root]),
-            &policy()
-        )),
+        refused_by(verify_under(&mic, &root)),
         ChainError::LeafUsage { .. }
     ));
     // Extended key usage listing purposes, none of them client authentication.
@@ -681,11 +652,7 @@ fn the_phone_certificate_must_allow_signing_and_client_authentication() {
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
     let mic = issue(params, &root);
     assert!(matches!(
-        refused_by(verify(
-            &auth_for(DEVICE, &mic),
-            &manufacturer_anchors(&[&root]),
-            &policy()
-        )),
+        refused_by(verify_under(&mic, &root)),
         ChainError::LeafUsage { .. }
     ));
     // Client authentication among them: accepted.
@@ -695,12 +662,5 @@ fn the_phone_certificate_must_allow_signing_and_client_authentication() {
         rcgen::ExtendedKeyUsagePurpose::ClientAuth,
     ];
     let mic = issue(params, &root);
-    assert_eq!(
-        verify(
-            &auth_for(DEVICE, &mic),
-            &manufacturer_anchors(&[&root]),
-            &policy()
-        ),
-        Ok(CertKind::Mic)
-    );
+    assert_eq!(verify_under(&mic, &root), Ok(CertKind::Mic));
 }

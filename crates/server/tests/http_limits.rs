@@ -158,19 +158,24 @@ async fn beyond_the_cap_a_connection_is_closed_until_one_ends() {
     assert!(start.elapsed() < Duration::from_secs(1));
     // When a connection ends, its slot serves the next client.
     drop(first);
-    let response = loop {
-        let mut next = TcpStream::connect(served.addr).await.unwrap();
+    // (The server may not have seen the first one go yet: retried a moment later.)
+    let response = get_small_once_served(served.addr, Duration::from_millis(10)).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+}
+
+/// GETs /small on new connections, `retry` apart, until one is served; returns the answer.
+async fn get_small_once_served(addr: std::net::SocketAddr, retry: Duration) -> String {
+    loop {
+        let mut next = TcpStream::connect(addr).await.unwrap();
         next.write_all(b"GET /small HTTP/1.1\r\nHost: capf\r\n\r\n")
             .await
             .unwrap();
         let answer = read_to_close_or_ok(&mut next).await;
         if !answer.is_empty() {
-            break answer;
+            return answer;
         }
-        // The server had not yet seen the first one go: try again a moment later.
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        tokio::time::sleep(retry).await;
+    }
 }
 
 /// What the server answers to a GET of /small, or nothing if it closed unserved.
@@ -198,17 +203,7 @@ async fn a_client_that_stops_reading_its_response_is_dropped_at_the_stall_deadli
     // The only slot is held until the stalled connection is dropped: until then every
     // other client is turned away.
     let start = Instant::now();
-    let response = loop {
-        let mut next = TcpStream::connect(served.addr).await.unwrap();
-        next.write_all(b"GET /small HTTP/1.1\r\nHost: capf\r\n\r\n")
-            .await
-            .unwrap();
-        let answer = read_to_close_or_ok(&mut next).await;
-        if !answer.is_empty() {
-            break answer;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    };
+    let response = get_small_once_served(served.addr, Duration::from_secs(1)).await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     within(start.elapsed(), STALL);
 }
