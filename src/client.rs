@@ -52,6 +52,18 @@ impl ApiClient {
         token: &str,
         pinned_cert_der: Option<Vec<u8>>,
     ) -> Result<ApiClient, ClientError> {
+        // A user name or password in the URL would go out as Basic authentication beside the
+        // token (the API answers 401) and be printed with every error: refused, and the URL
+        // quoted without it.
+        let parsed = url::Url::parse(base)
+            .map_err(|e| ClientError::Setup(format!("--api is not a URL: {e}")))?;
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(ClientError::Setup(format!(
+                "--api {}: the URL must not carry a user name or password; the API takes a \
+                 token (--token-file)",
+                capf_store::redact_url(base)
+            )));
+        }
         // reqwest is built without a crypto provider of its own: it uses the process default,
         // the same aws-lc-rs provider as everything else in capf.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -74,8 +86,19 @@ impl ApiClient {
         })
     }
 
-    /// Reads a token file (first line).
+    /// Reads a token file (first line), warning on stderr when other users may read it.
     pub fn read_token(path: &Path) -> Result<String, ClientError> {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                eprintln!(
+                    "warning: {} holds an API token and is readable by other users (mode \
+                     {mode:o}); chmod 600 it",
+                    path.display()
+                );
+            }
+        }
         std::fs::read_to_string(path)
             .map(|s| s.lines().next().unwrap_or("").trim().to_string())
             .map_err(|e| {

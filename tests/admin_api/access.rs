@@ -216,3 +216,36 @@ async fn https_api_with_the_capf_identity() {
     drop(server);
     db.drop_db().await;
 }
+
+/// Finding 14: a password in `--api` is refused without being printed (it would otherwise go
+/// out as Basic authentication and answer 401), and a token file others can read is warned
+/// about.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_keeps_url_passwords_and_token_files_private() {
+    let (_dir, _db, server, _api) = started(&Engine::Sqlite, &[]).await;
+    let token_file = server.dir.join("data").join("admin.token");
+    let out = Command::new(BIN)
+        .args(["op", "list"])
+        .args(["--api", &format!("http://admin:hunter2@{}", server.api)])
+        .arg("--token-file")
+        .arg(&token_file)
+        .output()
+        .expect("run capf");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("must not carry a user name or password"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, _, stderr) = cli(&server, &["op", "list"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("readable by other users"), "{stderr}");
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, _, stderr) = cli(&server, &["op", "list"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("readable by other users"), "{stderr}");
+}
