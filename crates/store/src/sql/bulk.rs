@@ -11,6 +11,10 @@ use super::operations::{describe_operation, no_id, stored_auth_string};
 use crate::error::{Missing, Result};
 use crate::records::{NewOperation, Timestamp};
 
+/// What superseding does to a pending operation (`$1`: now).
+const SUPERSEDE: &str = "status = 'superseded', cause = NULL, auth_string = NULL, \
+                         claimed_by = NULL, claim_expires_at = NULL, updated_at = $1";
+
 /// Schedules every operation, all or none; returns their ids in input order.
 pub(super) async fn schedule_many(
     pool: &Pool,
@@ -20,6 +24,14 @@ pub(super) async fn schedule_many(
     let ops = ops.to_vec();
     pool.bulk_transaction(Durability::Full, move |tx| {
         Box::pin(async move {
+            if let Tx::Postgres(_) = tx {
+                // Each chunk's statements are prepared once and reused. PostgreSQL would soon
+                // settle on a generic plan made while the tables were empty (scan them
+                // whole), then keep it while the import makes them grow: quadratic, and the
+                // first 100,000-row import on a fresh database ran past the API's deadline.
+                tx.execute(query("SET LOCAL plan_cache_mode = force_custom_plan"))
+                    .await?;
+            }
             let mut ids = Vec::with_capacity(ops.len());
             for chunk in ops.chunks(BATCH) {
                 ids.extend(schedule_chunk(tx, chunk, now).await?);
@@ -73,21 +85,30 @@ async fn schedule_chunk(tx: &mut Tx<'_>, ops: &[NewOperation], now: Timestamp) -
         ids_in_order.push(id);
     }
 
-    // Without statistics SQLite guesses that `status = 'pending'` selects ten rows and walks
-    // every pending operation through operations_by_status_deadline for each chunk, which
-    // made an import quadratic in its size. The partial index holds the one pending
-    // operation per device that this looks for.
-    let pending_index = match tx {
-        Tx::Sqlite(_) => " INDEXED BY operations_one_pending_per_device",
-        Tx::Postgres(_) => "",
+    // Without statistics both engines guess that `status = 'pending'` selects few rows and
+    // walk every pending operation through operations_by_status_deadline for each chunk,
+    // which made an import quadratic in its size (on a fresh PostgreSQL database the first
+    // 100,000-row import ran past the API's 60 s deadline). The partial unique index holds
+    // the one pending operation per device that this looks for: SQLite is told to use it;
+    // PostgreSQL gets a join on a list of device ids, which it answers with one probe of
+    // that index per device.
+    let sql = match tx {
+        Tx::Sqlite(_) => format!(
+            "UPDATE operations INDEXED BY operations_one_pending_per_device \
+             SET {SUPERSEDE} WHERE status = 'pending' AND device_id IN ({}) \
+             RETURNING id, device_id",
+            placeholders(n, 2)
+        ),
+        Tx::Postgres(_) => format!(
+            "UPDATE operations o SET {SUPERSEDE} FROM (VALUES {}) AS d (id) \
+             WHERE o.device_id = d.id AND o.status = 'pending' RETURNING o.id, o.device_id",
+            (2..2 + n)
+                .map(|i| format!("(${i}::BIGINT)"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     };
-    let mut q = query(format!(
-        "UPDATE operations{pending_index} SET status = 'superseded', cause = NULL, \
-         auth_string = NULL, claimed_by = NULL, claim_expires_at = NULL, updated_at = $1 \
-         WHERE status = 'pending' AND device_id IN ({}) RETURNING id, device_id",
-        placeholders(n, 2)
-    ))
-    .time(now);
+    let mut q = query(sql).time(now);
     for id in &ids_in_order {
         q = q.int(*id);
     }
