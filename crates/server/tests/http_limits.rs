@@ -51,6 +51,12 @@ async fn serve(max_connections: usize, tls: Option<tokio_rustls::TlsAcceptor>) -
     }
 }
 
+/// Sends a GET of `path` (one request, the connection kept alive).
+async fn send_get(stream: &mut TcpStream, path: &str) -> std::io::Result<()> {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: capf\r\n\r\n");
+    stream.write_all(request.as_bytes()).await
+}
+
 /// Reads until the server closes the connection; returns what it sent.
 async fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
     let mut all = Vec::new();
@@ -121,18 +127,12 @@ async fn headers_trickled_one_line_at_a_time_are_cut_at_the_header_deadline() {
 async fn a_kept_alive_connection_is_closed_when_no_next_request_comes() {
     let served = serve(8, None).await;
     let mut client = TcpStream::connect(served.addr).await.unwrap();
-    client
-        .write_all(b"GET /small HTTP/1.1\r\nHost: capf\r\n\r\n")
-        .await
-        .unwrap();
+    send_get(&mut client, "/small").await.unwrap();
     let response = read_small_response(&mut client).await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     // The connection stays open for a next request...
     let answered = Instant::now();
-    client
-        .write_all(b"GET /small HTTP/1.1\r\nHost: capf\r\n\r\n")
-        .await
-        .unwrap();
+    send_get(&mut client, "/small").await.unwrap();
     assert!(read_small_response(&mut client)
         .await
         .starts_with("HTTP/1.1 200"));
@@ -151,9 +151,7 @@ async fn beyond_the_cap_a_connection_is_closed_until_one_ends() {
     // The third is closed at once, unserved, long before any deadline.
     let start = Instant::now();
     let mut third = TcpStream::connect(served.addr).await.unwrap();
-    let _ = third
-        .write_all(b"GET /small HTTP/1.1\r\nHost: capf\r\n\r\n")
-        .await;
+    let _ = send_get(&mut third, "/small").await;
     assert!(read_to_close(&mut third).await.is_empty());
     assert!(start.elapsed() < Duration::from_secs(1));
     // When a connection ends, its slot serves the next client.
@@ -167,9 +165,7 @@ async fn beyond_the_cap_a_connection_is_closed_until_one_ends() {
 async fn get_small_once_served(addr: std::net::SocketAddr, retry: Duration) -> String {
     loop {
         let mut next = TcpStream::connect(addr).await.unwrap();
-        next.write_all(b"GET /small HTTP/1.1\r\nHost: capf\r\n\r\n")
-            .await
-            .unwrap();
+        send_get(&mut next, "/small").await.unwrap();
         let answer = read_to_close_or_ok(&mut next).await;
         if !answer.is_empty() {
             return answer;
@@ -196,10 +192,7 @@ async fn a_client_that_stops_reading_its_response_is_dropped_at_the_stall_deadli
     let served = serve(1, None).await;
     // It asks for 64 MiB and reads none of it: the server's writes fill the socket buffers.
     let mut stalled = TcpStream::connect(served.addr).await.unwrap();
-    stalled
-        .write_all(b"GET /big HTTP/1.1\r\nHost: capf\r\n\r\n")
-        .await
-        .unwrap();
+    send_get(&mut stalled, "/big").await.unwrap();
     // The only slot is held until the stalled connection is dropped: until then every
     // other client is turned away.
     let start = Instant::now();
